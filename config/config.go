@@ -1,0 +1,390 @@
+// Package config reads etrnflush's TOML configuration strictly: an unknown
+// key or a bad value is an error naming the file, the line and the key, so a
+// typo never silently changes where mail goes.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is read when no --config is given; its absence is not an error.
+const DefaultPath = "/etc/etrnflush/etrnflush.toml"
+
+// Host holds the per-host settings of a [host."name"] table. Empty strings
+// mean "not set here".
+type Host struct {
+	Route            string `toml:"route"`
+	Spool            string `toml:"spool"`
+	Format           string `toml:"format"`
+	Helo             string `toml:"helo"`
+	TLS              string `toml:"tls"`
+	TLSName          string `toml:"tls_name"`
+	AuthUser         string `toml:"auth_user"`
+	AuthPasswordFile string `toml:"auth_password_file"`
+}
+
+// Config is the whole file. Durations stay strings until validated so that
+// an error can name the key and line.
+type Config struct {
+	SpoolDir    string          `toml:"spool_dir"`
+	Format      string          `toml:"format"`
+	Helo        string          `toml:"helo"`
+	TLS         string          `toml:"tls"`
+	Timeout     string          `toml:"timeout"`
+	DataTimeout string          `toml:"data_timeout"`
+	Log         string          `toml:"log"`
+	Hosts       map[string]Host `toml:"host"`
+
+	// File is the path the config was read from ("" for built-in defaults).
+	File string `toml:"-"`
+}
+
+// Defaults are the built-in values; the file overlays them.
+func Defaults() Config {
+	return Config{
+		SpoolDir:    "/var/spool/etrnflush",
+		Format:      "auto",
+		TLS:         "may",
+		Timeout:     "5m",
+		DataTimeout: "10m",
+	}
+}
+
+// Keys lists the global keys, for the docs test and check-config.
+func Keys() []string {
+	return []string{"spool_dir", "format", "helo", "tls", "timeout", "data_timeout", "log"}
+}
+
+// HostKeys lists the keys of a [host."name"] table.
+func HostKeys() []string {
+	return []string{"route", "spool", "format", "helo", "tls", "tls_name", "auth_user", "auth_password_file"}
+}
+
+// Formats and TLS levels accepted in the file and on the command line.
+var (
+	Formats   = []string{"auto", "bsmtp", "mailstore", "maildir"}
+	TLSLevels = []string{"none", "may", "encrypt", "verify"}
+)
+
+// Error is a configuration problem (exit 78).
+type Error struct {
+	File string
+	Line int // 0 when unknown
+	Key  string
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+		}
+		b.WriteString(": ")
+	}
+	if e.Key != "" {
+		fmt.Fprintf(&b, "key %q: ", e.Key)
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Load reads path. When explicit is false and path does not exist, the
+// built-in defaults are returned.
+func Load(path string, explicit bool) (*Config, error) {
+	c := Defaults()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if !explicit && errors.Is(err, fs.ErrNotExist) {
+			return &c, nil
+		}
+		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read: %v", unwrapPath(err))}
+	}
+	c.File = path
+	md, err := toml.Decode(string(data), &c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, &Error{File: path, Line: pe.Position.Line, Key: pe.LastKey, Msg: oneLine(pe.Message)}
+		}
+		return nil, &Error{File: path, Msg: oneLine(err.Error())}
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0]
+		return nil, &Error{File: path, Line: lineOf(data, k), Key: k.String(), Msg: "unknown key"}
+	}
+	if err := c.validate(data); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// lineOf finds the line of a key for error messages. BurntSushi/toml keeps
+// positions for keys in MetaData only through ParseError, so look the last
+// component up in the text: good enough to point an admin at the right line.
+func lineOf(data []byte, k toml.Key) int {
+	if len(k) == 0 {
+		return 0
+	}
+	last := k[len(k)-1]
+	// A host name is a quoted table key; search for the table header first
+	// so that a per-host key is found inside its own table.
+	start := 0
+	if len(k) >= 2 && k[0] == "host" {
+		if i := strings.Index(string(data), `"`+k[1]+`"`); i >= 0 {
+			start = i
+		}
+	}
+	lines := strings.Split(string(data), "\n")
+	off := 0
+	for i, l := range lines {
+		if off >= start {
+			t := strings.TrimSpace(l)
+			if strings.HasPrefix(t, last) {
+				rest := strings.TrimSpace(t[len(last):])
+				if strings.HasPrefix(rest, "=") || strings.HasPrefix(rest, ".") {
+					return i + 1
+				}
+			}
+			if strings.HasPrefix(t, "["+last) || strings.HasPrefix(t, `[host."`+last) {
+				return i + 1
+			}
+		}
+		off += len(l) + 1
+	}
+	return 0
+}
+
+func (c *Config) errAt(data []byte, key toml.Key, msg string) error {
+	return &Error{File: c.File, Line: lineOf(data, key), Key: key.String(), Msg: msg}
+}
+
+func (c *Config) validate(data []byte) error {
+	check := func(key toml.Key, v string, ok func(string) error) error {
+		if v == "" {
+			return nil
+		}
+		if err := ok(v); err != nil {
+			return c.errAt(data, key, err.Error())
+		}
+		return nil
+	}
+	if c.SpoolDir == "" || !filepath.IsAbs(c.SpoolDir) {
+		return c.errAt(data, toml.Key{"spool_dir"}, "must be an absolute path")
+	}
+	if err := check(toml.Key{"format"}, c.Format, CheckFormat); err != nil {
+		return err
+	}
+	if err := check(toml.Key{"tls"}, c.TLS, CheckTLS); err != nil {
+		return err
+	}
+	if err := check(toml.Key{"helo"}, c.Helo, CheckHelo); err != nil {
+		return err
+	}
+	if err := check(toml.Key{"timeout"}, c.Timeout, checkDuration); err != nil {
+		return err
+	}
+	if err := check(toml.Key{"data_timeout"}, c.DataTimeout, checkDuration); err != nil {
+		return err
+	}
+	if err := check(toml.Key{"log"}, c.Log, CheckLog); err != nil {
+		return err
+	}
+	names := make([]string, 0, len(c.Hosts))
+	for n := range c.Hosts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		h := c.Hosts[n]
+		k := func(s string) toml.Key { return toml.Key{"host", n, s} }
+		if folded, err := CheckHostName(n); err != nil {
+			return &Error{File: c.File, Line: lineOf(data, toml.Key{"host", n}), Key: "host." + n, Msg: err.Error()}
+		} else if folded != n {
+			return &Error{File: c.File, Line: lineOf(data, toml.Key{"host", n}), Key: "host." + n,
+				Msg: fmt.Sprintf("host names are written in lower case without @ or #: use %q", folded)}
+		}
+		if err := check(k("route"), h.Route, CheckRoute); err != nil {
+			return err
+		}
+		if h.Spool != "" && !filepath.IsAbs(h.Spool) {
+			return c.errAt(data, k("spool"), "must be an absolute path")
+		}
+		if err := check(k("format"), h.Format, CheckFormat); err != nil {
+			return err
+		}
+		if err := check(k("helo"), h.Helo, CheckHelo); err != nil {
+			return err
+		}
+		if err := check(k("tls"), h.TLS, CheckTLS); err != nil {
+			return err
+		}
+		if err := check(k("tls_name"), h.TLSName, func(s string) error { _, err := CheckHostName(s); return err }); err != nil {
+			return err
+		}
+		if (h.AuthUser == "") != (h.AuthPasswordFile == "") {
+			return c.errAt(data, k("auth_user"), "auth_user and auth_password_file go together")
+		}
+		if h.AuthUser != "" {
+			if strings.ContainsAny(h.AuthUser, "\x00\r\n") {
+				return c.errAt(data, k("auth_user"), "contains a control character")
+			}
+			if !filepath.IsAbs(h.AuthPasswordFile) {
+				return c.errAt(data, k("auth_password_file"), "must be an absolute path")
+			}
+			if lvl := c.tlsFor(h); lvl == "none" {
+				return c.errAt(data, k("auth_user"), "AUTH needs TLS: set tls to may, encrypt or verify")
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Config) tlsFor(h Host) string {
+	if h.TLS != "" {
+		return h.TLS
+	}
+	return c.TLS
+}
+
+func oneOf(v string, set []string) error {
+	for _, s := range set {
+		if v == s {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not one of %s", v, strings.Join(set, ", "))
+}
+
+// CheckFormat validates a spool format name.
+func CheckFormat(v string) error { return oneOf(v, Formats) }
+
+// CheckTLS validates a TLS level name.
+func CheckTLS(v string) error { return oneOf(v, TLSLevels) }
+
+// CheckLog validates a log destination: stderr, syslog or an absolute path.
+func CheckLog(v string) error {
+	if v == "stderr" || v == "syslog" || filepath.IsAbs(v) {
+		return nil
+	}
+	return fmt.Errorf("%q is not stderr, syslog or an absolute file name", v)
+}
+
+func checkDuration(v string) error {
+	_, err := ParseDuration(v)
+	return err
+}
+
+// ParseDuration accepts Go durations ("90s", "5m") and must be positive.
+func ParseDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration like 30s or 5m", v)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%q must be positive", v)
+	}
+	return d, nil
+}
+
+// CheckHelo validates a name for EHLO: a domain name, never localhost.
+func CheckHelo(v string) error {
+	n, err := CheckHostName(v)
+	if err != nil {
+		return err
+	}
+	if n == "localhost" || strings.HasPrefix(n, "localhost.") {
+		return fmt.Errorf("%q: never say localhost in EHLO", v)
+	}
+	return nil
+}
+
+// CheckRoute validates HOST[:PORT]; HOST may be a name or an IP address
+// ([v6] with a port).
+func CheckRoute(v string) error {
+	host, port := v, ""
+	if h, p, err := net.SplitHostPort(v); err == nil {
+		host, port = h, p
+	} else if strings.Count(v, ":") > 1 {
+		// A bare IPv6 address without brackets or port.
+		host = v
+	}
+	if port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: bad port", v)
+		}
+	}
+	if net.ParseIP(host) != nil {
+		return nil
+	}
+	if _, err := CheckHostName(host); err != nil {
+		return fmt.Errorf("%q: %v", v, err)
+	}
+	return nil
+}
+
+// CheckHostName validates a host name as it may arrive from the network in
+// an ETRN command: letters, digits, hyphens and dots, at most 253 octets, an
+// optional leading '@' or '#' (RFC 1985) which is stripped. It returns the
+// name folded to lower case.
+func CheckHostName(s string) (string, error) {
+	n := s
+	if strings.HasPrefix(n, "@") || strings.HasPrefix(n, "#") {
+		n = n[1:]
+	}
+	if n == "" {
+		return "", errors.New("empty host name")
+	}
+	if len(n) > 253 {
+		return "", errors.New("longer than 253 octets")
+	}
+	if n[0] == '-' {
+		return "", errors.New("begins with '-'")
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.':
+		case c < 0x20 || c == 0x7f:
+			return "", fmt.Errorf("control character at offset %d", i)
+		default:
+			return "", fmt.Errorf("character %q not allowed", c)
+		}
+	}
+	for _, label := range strings.Split(n, ".") {
+		switch {
+		case label == "":
+			return "", errors.New("empty label (leading, trailing or double dot)")
+		case len(label) > 63:
+			return "", errors.New("label longer than 63 octets")
+		case label[0] == '-' || label[len(label)-1] == '-':
+			return "", errors.New("label begins or ends with '-'")
+		}
+	}
+	return strings.ToLower(n), nil
+}

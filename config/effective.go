@@ -1,0 +1,90 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+)
+
+// Settings are the values in force for one host after the file's global
+// keys, its [host."name"] table and the command line have been layered.
+type Settings struct {
+	Host             string
+	Spool            string
+	Format           string
+	Route            string // "" = look up MX records
+	Helo             string // "" = this machine's FQDN
+	TLS              string
+	TLSName          string
+	Timeout          time.Duration
+	DataTimeout      time.Duration
+	AuthUser         string
+	AuthPasswordFile string
+	Log              string
+}
+
+// For returns the settings for host (already validated and folded); flags
+// are applied by the caller on top.
+func (c *Config) For(host string) Settings {
+	h := c.Hosts[host]
+	s := Settings{
+		Host:             host,
+		Spool:            filepath.Join(c.SpoolDir, host),
+		Format:           pick(h.Format, c.Format),
+		Route:            h.Route,
+		Helo:             pick(h.Helo, c.Helo),
+		TLS:              pick(h.TLS, c.TLS),
+		TLSName:          h.TLSName,
+		AuthUser:         h.AuthUser,
+		AuthPasswordFile: h.AuthPasswordFile,
+		Log:              c.Log,
+	}
+	if h.Spool != "" {
+		s.Spool = h.Spool
+	}
+	// Validated at load; the built-in defaults parse.
+	s.Timeout, _ = ParseDuration(pick(c.Timeout, "5m"))
+	s.DataTimeout, _ = ParseDuration(pick(c.DataTimeout, "10m"))
+	return s
+}
+
+func pick(v, def string) string {
+	if v != "" {
+		return v
+	}
+	return def
+}
+
+// Print writes the settings as key = value lines for check-config.
+func (s Settings) Print(w io.Writer) error {
+	q := func(v string) string { return fmt.Sprintf("%q", v) }
+	route := s.Route
+	if route == "" {
+		route = "(MX records of " + s.Host + ")"
+	}
+	helo := s.Helo
+	if helo == "" {
+		helo = "(this machine's FQDN)"
+	}
+	lines := [][2]string{
+		{"host", q(s.Host)},
+		{"spool", q(s.Spool)},
+		{"format", q(s.Format)},
+		{"route", q(route)},
+		{"helo", q(helo)},
+		{"tls", q(s.TLS)},
+		{"tls_name", q(s.TLSName)},
+		{"timeout", q(s.Timeout.String())},
+		{"data_timeout", q(s.DataTimeout.String())},
+		{"auth_user", q(s.AuthUser)},
+		{"auth_password_file", q(s.AuthPasswordFile)},
+		{"log", q(s.Log)},
+	}
+	for _, l := range lines {
+		if _, err := fmt.Fprintf(w, "%s = %s\n", l[0], l[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
