@@ -94,7 +94,11 @@ func (e *Error) Error() string {
 		}
 		b.WriteString(": ")
 	}
-	if e.Key != "" {
+	switch {
+	case strings.Contains(e.Key, `"`):
+		// Already in TOML's own notation: host."a.example".tls
+		fmt.Fprintf(&b, "key %s: ", e.Key)
+	case e.Key != "":
 		fmt.Fprintf(&b, "key %q: ", e.Key)
 	}
 	b.WriteString(e.Msg)
@@ -223,9 +227,9 @@ func (c *Config) validate(data []byte) error {
 		h := c.Hosts[n]
 		k := func(s string) toml.Key { return toml.Key{"host", n, s} }
 		if folded, err := CheckHostName(n); err != nil {
-			return &Error{File: c.File, Line: lineOf(data, toml.Key{"host", n}), Key: "host." + n, Msg: err.Error()}
+			return &Error{File: c.File, Line: lineOf(data, toml.Key{"host", n}), Key: toml.Key{"host", n}.String(), Msg: err.Error()}
 		} else if folded != n {
-			return &Error{File: c.File, Line: lineOf(data, toml.Key{"host", n}), Key: "host." + n,
+			return &Error{File: c.File, Line: lineOf(data, toml.Key{"host", n}), Key: toml.Key{"host", n}.String(),
 				Msg: fmt.Sprintf("host names are written in lower case without @ or #: use %q", folded)}
 		}
 		if err := check(k("route"), h.Route, CheckRoute); err != nil {

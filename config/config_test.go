@@ -1,0 +1,152 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCheckHostName(t *testing.T) {
+	cases := []struct {
+		in, want string
+		bad      bool
+	}{
+		{in: "client.example", want: "client.example"},
+		{in: "Client.EXAMPLE", want: "client.example"},
+		{in: "@Client.Example", want: "client.example"},
+		{in: "#queue-1", want: "queue-1"},
+		{in: "a-b.c-d.example", want: "a-b.c-d.example"},
+		{in: "", bad: true},
+		{in: "@", bad: true},
+		{in: "-x", bad: true},
+		{in: "../etc", bad: true},
+		{in: "a/b", bad: true},
+		{in: "a..b", bad: true},
+		{in: ".a", bad: true},
+		{in: "a.", bad: true},
+		{in: "a b", bad: true},
+		{in: "a\nb", bad: true},
+		{in: "a\x00b", bad: true},
+		{in: "a;b", bad: true},
+		{in: "$(id)", bad: true},
+		{in: "@@a", bad: true},
+		{in: "a-.b", bad: true},
+		{in: strings.Repeat("a", 64) + ".b", bad: true},
+		{in: strings.Repeat("a.", 126) + "bc", bad: true}, // 254 octets
+		{in: strings.Repeat("a.", 125) + "abc", want: strings.Repeat("a.", 125) + "abc"},
+		{in: "höst.example", bad: true},
+	}
+	for _, c := range cases {
+		got, err := CheckHostName(c.in)
+		if c.bad {
+			if err == nil {
+				t.Errorf("CheckHostName(%q) = %q, want an error", c.in, got)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("CheckHostName(%q) = %q, %v; want %q", c.in, got, err, c.want)
+		}
+	}
+}
+
+func write(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "etrnflush.toml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadErrors(t *testing.T) {
+	cases := []struct {
+		name, text, want string
+	}{
+		{"unknown key", "spool_dir = \"/x\"\nspooldir = \"/y\"\n", `:2: key "spooldir": unknown key`},
+		{"unknown host key", "[host.\"a.example\"]\nroute = \"b.example\"\nrout = \"c\"\n", `:3: key host."a.example".rout: unknown key`},
+		{"bad tls", "tls = \"maybe\"\n", `:1: key "tls": "maybe" is not one of none, may, encrypt, verify`},
+		{"bad host tls", "[host.\"a.example\"]\ntls = \"yes\"\n", `:2: key host."a.example".tls: "yes" is not one of`},
+		{"bad duration", "timeout = \"5 minutes\"\n", `:1: key "timeout": "5 minutes" is not a duration`},
+		{"negative duration", "timeout = \"-5s\"\n", `must be positive`},
+		{"syntax", "tls = \"may\"\nfoo = \n", `:2: `},
+		{"wrong type", "timeout = 5\n", `timeout`},
+		{"relative spool_dir", "spool_dir = \"spool\"\n", `key "spool_dir": must be an absolute path`},
+		{"bad host name", "[host.\"a/b\"]\nroute = \"x.example\"\n", `key host."a/b": character '/' not allowed`},
+		{"upper-case host", "[host.\"A.example\"]\nroute = \"x.example\"\n", `use "a.example"`},
+		{"bad route", "[host.\"a.example\"]\nroute = \"x.example:99999\"\n", `bad port`},
+		{"auth without file", "[host.\"a.example\"]\nauth_user = \"u\"\n", `go together`},
+		{"auth in clear", "[host.\"a.example\"]\ntls = \"none\"\nauth_user = \"u\"\nauth_password_file = \"/p\"\n", `needs TLS`},
+		{"helo localhost", "helo = \"localhost\"\n", `never say localhost`},
+		{"bad log", "log = \"somewhere\"\n", `not stderr, syslog`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := write(t, c.text)
+			_, err := Load(p, true)
+			if err == nil {
+				t.Fatalf("Load accepted %q", c.text)
+			}
+			if !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), p) {
+				t.Errorf("error %q does not start with the file and contain %q", err, c.want)
+			}
+			if _, ok := err.(*Error); !ok {
+				t.Errorf("error is %T, want *Error", err)
+			}
+		})
+	}
+}
+
+func TestLoadMissing(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "none.toml")
+	c, err := Load(missing, false)
+	if err != nil || c.SpoolDir != Defaults().SpoolDir {
+		t.Fatalf("missing default file: %v %+v", err, c)
+	}
+	if _, err := Load(missing, true); err == nil || !strings.Contains(err.Error(), "cannot read") {
+		t.Fatalf("missing named file: %v", err)
+	}
+}
+
+func TestLayering(t *testing.T) {
+	p := write(t, `spool_dir = "/var/spool/etrn"
+tls = "encrypt"
+timeout = "30s"
+helo = "mx.isp.example"
+
+[host."a.example"]
+route = "[2001:db8::1]:2525"
+tls = "verify"
+tls_name = "mx.a.example"
+spool = "/srv/a"
+auth_user = "a"
+auth_password_file = "/etc/etrnflush/a.pw"
+
+[host."b.example"]
+format = "bsmtp"
+`)
+	c, err := Load(p, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.For("a.example")
+	if a.Spool != "/srv/a" || a.TLS != "verify" || a.Route != "[2001:db8::1]:2525" || a.Timeout != 30*time.Second ||
+		a.DataTimeout != 10*time.Minute || a.Helo != "mx.isp.example" || a.AuthUser != "a" {
+		t.Errorf("a.example: %+v", a)
+	}
+	b := c.For("b.example")
+	if b.Spool != "/var/spool/etrn/b.example" || b.TLS != "encrypt" || b.Format != "bsmtp" || b.Route != "" {
+		t.Errorf("b.example: %+v", b)
+	}
+	var sb strings.Builder
+	if err := b.Print(&sb); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range append(HostKeys(), "timeout", "data_timeout", "log") {
+		if !strings.Contains(sb.String(), k+" = ") {
+			t.Errorf("check-config output lacks %s:\n%s", k, sb.String())
+		}
+	}
+}
