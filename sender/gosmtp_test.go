@@ -1,0 +1,517 @@
+package sender
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// sink is a go-smtp backend that records what it accepted and injects the
+// faults it is given. Fault keys: "MAIL <from>", "RCPT <to>", "DATA <from>"
+// (the reply after the final dot: go-smtp sends 354 itself).
+type sink struct {
+	faults map[string]*smtp.SMTPError
+	// discard drops data without recording it (benchmarks).
+	discard bool
+
+	mu   sync.Mutex
+	msgs []sinkMsg
+}
+
+type sinkMsg struct {
+	from string
+	opts smtp.MailOptions
+	to   []string
+	data []byte
+}
+
+func (b *sink) fault(key string) error {
+	if e, ok := b.faults[key]; ok {
+		return e
+	}
+	return nil
+}
+
+func (b *sink) got() []sinkMsg {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]sinkMsg(nil), b.msgs...)
+}
+
+func (b *sink) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{be: b}, nil }
+
+type sinkSession struct {
+	be  *sink
+	cur sinkMsg
+}
+
+func (s *sinkSession) Reset()        { s.cur = sinkMsg{} }
+func (s *sinkSession) Logout() error { return nil }
+
+func (s *sinkSession) Mail(from string, o *smtp.MailOptions) error {
+	if err := s.be.fault("MAIL " + from); err != nil {
+		return err
+	}
+	s.cur.from = from
+	if o != nil {
+		s.cur.opts = *o
+	}
+	return nil
+}
+
+func (s *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if err := s.be.fault("RCPT " + to); err != nil {
+		return err
+	}
+	s.cur.to = append(s.cur.to, to)
+	return nil
+}
+
+func (s *sinkSession) Data(r io.Reader) error {
+	if s.be.discard {
+		_, err := io.Copy(io.Discard, r)
+		return err
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	if err := s.be.fault("DATA " + s.cur.from); err != nil {
+		return err
+	}
+	s.cur.data = b
+	s.be.mu.Lock()
+	s.be.msgs = append(s.be.msgs, s.cur)
+	s.be.mu.Unlock()
+	return nil
+}
+
+// startSink serves be on 127.0.0.1 and returns its address.
+func startSink(t testing.TB, be *sink, tune func(*smtp.Server)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := smtp.NewServer(be)
+	srv.Domain = "sink.test"
+	srv.MaxLineLength = 0 // let 70 000-octet lines through
+	srv.ErrorLog = log.New(io.Discard, "", 0)
+	srv.ReadTimeout = 10 * time.Second
+	srv.WriteTimeout = 10 * time.Second
+	if tune != nil {
+		tune(srv)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Serve ends with an error once Close closes the listener.
+		_ = srv.Serve(l)
+	}()
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Logf("sink close: %v", err)
+		}
+		<-done
+	})
+	return l.Addr().String()
+}
+
+func testOptions(addr string) Options {
+	return Options{
+		Addr:        addr,
+		Helo:        "client.test",
+		TLS:         TLSNone,
+		Timeout:     2 * time.Second,
+		DataTimeout: 2 * time.Second,
+	}
+}
+
+func msg(from, body string, to ...string) *Message {
+	return &Message{
+		From: from,
+		To:   to,
+		Size: int64(len(body)),
+		Open: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil },
+	}
+}
+
+// sendAll runs one Send over msgs and returns the results in report order.
+func sendAll(t testing.TB, s *Session, msgs []*Message) ([]Result, error) {
+	t.Helper()
+	var res []Result
+	i := 0
+	next := func() (*Message, error) {
+		if i == len(msgs) {
+			return nil, io.EOF
+		}
+		i++
+		return msgs[i-1], nil
+	}
+	report := func(m *Message, r Result) error {
+		if want := msgs[len(res)]; m != want {
+			t.Errorf("report %d: got message %p, want %p", len(res), m, want)
+		}
+		res = append(res, r)
+		return nil
+	}
+	err := s.Send(context.Background(), next, report)
+	if len(res) != i {
+		t.Errorf("took %d messages, reported %d", i, len(res))
+	}
+	return res, err
+}
+
+func statuses(r Result) string {
+	var b strings.Builder
+	for _, s := range r.Rcpts {
+		b.WriteString(s.String()[:1]) // s, f, d
+	}
+	if r.Uncertain {
+		b.WriteString("?")
+	}
+	return b.String()
+}
+
+func serr(code int, esc smtp.EnhancedCode, text string) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: code, EnhancedCode: esc, Message: text}
+}
+
+// Tricky content and what must arrive after go-smtp has undone the
+// dot-stuffing: bare LF becomes CRLF, every other octet is kept.
+var (
+	edgeBody = ".lead\n..two\r\nnul\x00 8bit\xff\xfe bare\rcr\n" + strings.Repeat("L", 70000) + "\n.\n\nno final newline"
+	edgeWire = ".lead\r\n..two\r\nnul\x00 8bit\xff\xfe bare\rcr\r\n" + strings.Repeat("L", 70000) + "\r\n.\r\n\r\nno final newline\r\n"
+)
+
+func TestGoSMTPFaults(t *testing.T) {
+	type want struct {
+		st    string // one letter per recipient, "?" when Uncertain
+		code  int    // Result.Reply.Code
+		rcpts []int  // RcptReplies codes, nil to skip
+	}
+	type got struct {
+		from string
+		to   string // comma-joined
+	}
+	cases := []struct {
+		name   string
+		faults map[string]*smtp.SMTPError
+		msgs   []*Message
+		want   []want
+		got    []got // messages the sink accepted, in order
+	}{
+		{
+			name: "all sent",
+			msgs: []*Message{msg("a@x", "hi\n", "r1@y", "r2@y"), msg("", "bounce\n", "r3@y")},
+			want: []want{{"ss", 250, []int{250, 250}}, {"s", 250, nil}},
+			got:  []got{{"a@x", "r1@y,r2@y"}, {"", "r3@y"}},
+		},
+		{
+			name:   "MAIL 550 then next message",
+			faults: map[string]*smtp.SMTPError{"MAIL bad@x": serr(550, smtp.EnhancedCode{5, 7, 1}, "no")},
+			msgs:   []*Message{msg("bad@x", "hi\n", "r1@y", "r2@y"), msg("a@x", "hi\n", "r1@y")},
+			want:   []want{{"ff", 550, []int{0, 0}}, {"s", 250, nil}},
+			got:    []got{{"a@x", "r1@y"}},
+		},
+		{
+			name:   "MAIL 451",
+			faults: map[string]*smtp.SMTPError{"MAIL a@x": serr(451, smtp.EnhancedCode{4, 3, 0}, "later")},
+			msgs:   []*Message{msg("a@x", "hi\n", "r1@y", "r2@y")},
+			want:   []want{{"dd", 451, nil}},
+		},
+		{
+			name: "RCPT mixed",
+			faults: map[string]*smtp.SMTPError{
+				"RCPT gone@y": serr(550, smtp.EnhancedCode{5, 1, 1}, "unknown"),
+				"RCPT full@y": serr(450, smtp.EnhancedCode{4, 2, 2}, "full"),
+			},
+			msgs: []*Message{msg("a@x", "hi\n", "ok1@y", "gone@y", "full@y", "ok2@y")},
+			want: []want{{"sfds", 250, []int{250, 550, 450, 250}}},
+			got:  []got{{"a@x", "ok1@y,ok2@y"}},
+		},
+		{
+			name: "no RCPT accepted, session goes on",
+			faults: map[string]*smtp.SMTPError{
+				"RCPT gone@y": serr(550, smtp.EnhancedCode{5, 1, 1}, "unknown"),
+				"RCPT full@y": serr(452, smtp.EnhancedCode{4, 2, 2}, "full"),
+			},
+			msgs: []*Message{msg("a@x", "hi\n", "gone@y", "full@y"), msg("b@x", "hi\n", "ok@y")},
+			want: []want{{"fd", 452, []int{550, 452}}, {"s", 250, nil}},
+			got:  []got{{"b@x", "ok@y"}},
+		},
+		{
+			name:   "DATA 554 (refused after the content)",
+			faults: map[string]*smtp.SMTPError{"DATA a@x": serr(554, smtp.EnhancedCode{5, 6, 0}, "spam")},
+			msgs:   []*Message{msg("a@x", "hi\n", "r1@y", "r2@y"), msg("b@x", "hi\n", "r1@y")},
+			want:   []want{{"ff", 554, nil}, {"s", 250, nil}},
+			got:    []got{{"b@x", "r1@y"}},
+		},
+		{
+			name:   "DATA 451",
+			faults: map[string]*smtp.SMTPError{"DATA a@x": serr(451, smtp.EnhancedCode{4, 3, 0}, "disk")},
+			msgs:   []*Message{msg("a@x", "hi\n", "r1@y")},
+			want:   []want{{"d", 451, nil}},
+		},
+		{
+			name: "RCPT 5xx kept when the dot gets a 4xx",
+			faults: map[string]*smtp.SMTPError{
+				"RCPT gone@y": serr(550, smtp.EnhancedCode{5, 1, 1}, "unknown"),
+				"DATA a@x":    serr(452, smtp.EnhancedCode{4, 3, 1}, "full"),
+			},
+			msgs: []*Message{msg("a@x", "hi\n", "gone@y", "ok@y")},
+			want: []want{{"fd", 452, []int{550, 250}}},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			be := &sink{faults: c.faults}
+			s, err := Dial(context.Background(), testOptions(startSink(t, be, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := sendAll(t, s, c.msgs)
+			if err != nil {
+				t.Fatalf("Send: %v", err)
+			}
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			if len(res) != len(c.want) {
+				t.Fatalf("%d results, want %d", len(res), len(c.want))
+			}
+			for i, w := range c.want {
+				if st := statuses(res[i]); st != w.st || res[i].Reply.Code != w.code {
+					t.Errorf("msg %d: %s %+v, want %s %d", i, st, res[i].Reply, w.st, w.code)
+				}
+				if w.rcpts != nil {
+					for j, code := range w.rcpts {
+						if res[i].RcptReplies[j].Code != code {
+							t.Errorf("msg %d rcpt %d: reply %+v, want code %d", i, j, res[i].RcptReplies[j], code)
+						}
+					}
+				}
+			}
+			msgs := be.got()
+			if len(msgs) != len(c.got) {
+				t.Fatalf("sink accepted %d messages, want %d", len(msgs), len(c.got))
+			}
+			for i, g := range c.got {
+				if msgs[i].from != g.from || strings.Join(msgs[i].to, ",") != g.to {
+					t.Errorf("sink msg %d: %s -> %v, want %s -> %s", i, msgs[i].from, msgs[i].to, g.from, g.to)
+				}
+			}
+		})
+	}
+}
+
+func TestGoSMTPContentAndParams(t *testing.T) {
+	cases := []struct {
+		name     string
+		from     string
+		to       string
+		body     string
+		eightBit bool
+		wantData string
+		wantBody smtp.BodyType
+		wantUTF8 bool
+	}{
+		{"edge content", "a@x", "r@y", edgeBody, true, edgeWire, smtp.Body8BitMIME, false},
+		{"7bit no BODY", "a@x", "r@y", "plain\n", false, "plain\r\n", "", false},
+		{"utf8 sender", "jörg@x", "r@y", "hi\n", false, "hi\r\n", "", true},
+		{"utf8 recipient", "a@x", "東京@y", "hi\n", false, "hi\r\n", "", true},
+		{"empty content", "a@x", "r@y", "", false, "", "", false},
+	}
+	be := &sink{}
+	addr := startSink(t, be, func(s *smtp.Server) { s.EnableSMTPUTF8 = true; s.MaxMessageBytes = 1 << 20 })
+	s, err := Dial(context.Background(), testOptions(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Extensions()["SIZE"]; got != "1048576" {
+		t.Errorf("SIZE extension = %q", got)
+	}
+	var msgs []*Message
+	for _, c := range cases {
+		m := msg(c.from, c.body, c.to)
+		m.EightBit = c.eightBit
+		msgs = append(msgs, m)
+	}
+	res, err := sendAll(t, s, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	got := be.got()
+	if len(got) != len(cases) {
+		t.Fatalf("sink got %d messages, want %d", len(got), len(cases))
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if st := statuses(res[i]); st != "s" {
+				t.Errorf("status %s %+v", st, res[i].Reply)
+			}
+			g := got[i]
+			if string(g.data) != c.wantData {
+				t.Errorf("data differs: got %q, want %q", trunc(string(g.data)), trunc(c.wantData))
+			}
+			if g.opts.Size != int64(len(c.wantData)) {
+				t.Errorf("SIZE=%d, want %d", g.opts.Size, len(c.wantData))
+			}
+			if g.opts.Body != c.wantBody {
+				t.Errorf("BODY=%q, want %q", g.opts.Body, c.wantBody)
+			}
+			if g.opts.UTF8 != c.wantUTF8 {
+				t.Errorf("SMTPUTF8=%v, want %v", g.opts.UTF8, c.wantUTF8)
+			}
+		})
+	}
+}
+
+func TestGoSMTPLimits(t *testing.T) {
+	be := &sink{}
+	addr := startSink(t, be, func(s *smtp.Server) { s.MaxMessageBytes = 100; s.MaxRecipients = 2 })
+	s, err := Dial(context.Background(), testOptions(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 99 octets with LF become 99+3 with CRLF: over the limit only once
+	// line ends are counted.
+	big := strings.Repeat("x", 32) + "\n" + strings.Repeat("x", 32) + "\n" + strings.Repeat("x", 32) + "\n"
+	res, err := sendAll(t, s, []*Message{
+		msg("a@x", big, "r@y"),
+		msg("a@x", "hi\n", "r1@y", "r2@y", "r3@y"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if st := statuses(res[0]); st != "d" || res[0].Reply.Code != 0 || !strings.Contains(res[0].Reply.Text, "SIZE") {
+		t.Errorf("oversize: %s %+v", st, res[0].Reply)
+	}
+	if st := statuses(res[1]); st != "ssd" || res[1].RcptReplies[2].Code != 452 {
+		t.Errorf("rcpt limit: %s %+v", st, res[1].RcptReplies)
+	}
+	got := be.got()
+	if len(got) != 1 || strings.Join(got[0].to, ",") != "r1@y,r2@y" {
+		t.Errorf("sink got %+v", got)
+	}
+}
+
+func TestSendStopsOnReportAndNextErrors(t *testing.T) {
+	boom := errors.New("boom")
+	be := &sink{}
+	addr := startSink(t, be, nil)
+	s, err := Dial(context.Background(), testOptions(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}()
+	n := 0
+	next := func() (*Message, error) { n++; return msg("a@x", "hi\n", "r@y"), nil }
+	err = s.Send(context.Background(), next, func(*Message, Result) error { return boom })
+	var se *Error
+	if !errors.Is(err, boom) || errors.As(err, &se) || n != 1 {
+		t.Errorf("report error: err=%v n=%d", err, n)
+	}
+	err = s.Send(context.Background(), func() (*Message, error) { return nil, boom },
+		func(*Message, Result) error { t.Error("report called"); return nil })
+	if !errors.Is(err, boom) || errors.As(err, &se) {
+		t.Errorf("next error: %v", err)
+	}
+	// The session is still usable after both.
+	res, err := sendAll(t, s, []*Message{msg("a@x", "hi\n", "r@y")})
+	if err != nil || statuses(res[0]) != "s" {
+		t.Errorf("after errors: %v %+v", err, res)
+	}
+	if len(be.got()) != 2 {
+		t.Errorf("sink got %d messages, want 2", len(be.got()))
+	}
+}
+
+func TestLocalRefusals(t *testing.T) {
+	be := &sink{}
+	s, err := Dial(context.Background(), testOptions(startSink(t, be, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := msg("a@x", "hi\n", "r@y")
+	bad.Open = func() (io.ReadCloser, error) { return nil, errors.New("gone") }
+	res, err := sendAll(t, s, []*Message{
+		msg("a\r\nRSET@x", "hi\n", "r@y"),
+		msg("a@x", "hi\n", "r>@y"),
+		msg("a@x", "hi\n"),
+		bad,
+		msg("a@x", "hi\n", "ok@y"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	for i, want := range []string{"d", "d", "", "d", "s"} {
+		if st := statuses(res[i]); st != want {
+			t.Errorf("msg %d: %s %+v, want %s", i, st, res[i].Reply, want)
+		}
+		if i < 4 && (res[i].Reply.Code != 0 || res[i].Reply.Text == "") {
+			t.Errorf("msg %d: want a local reason, got %+v", i, res[i].Reply)
+		}
+	}
+	if len(be.got()) != 1 {
+		t.Errorf("sink got %d messages, want 1", len(be.got()))
+	}
+}
+
+// BenchmarkSend4K measures lock-step throughput on loopback: one session,
+// 4 KiB bodies, one recipient each.
+func BenchmarkSend4K(b *testing.B) {
+	be := &sink{discard: true}
+	addr := startSink(b, be, nil)
+	body := strings.Repeat(strings.Repeat("b", 78)+"\n", 4096/79) + strings.Repeat("c", 4096%79)
+	s, err := Dial(context.Background(), testOptions(addr))
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := msg("a@x", body, "r@y")
+	b.ResetTimer()
+	n := 0
+	next := func() (*Message, error) {
+		if n == b.N {
+			return nil, io.EOF
+		}
+		n++
+		return m, nil
+	}
+	report := func(_ *Message, r Result) error {
+		if r.Rcpts[0] != Sent {
+			return errors.New("not sent: " + r.Reply.Text)
+		}
+		return nil
+	}
+	start := time.Now()
+	if err := s.Send(context.Background(), next, report); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+	b.StopTimer()
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+}

@@ -1,0 +1,380 @@
+package sender
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Send replays the messages next yields (io.EOF: no more), in order. report
+// is called exactly once per message taken from next, in the same order,
+// with its final Result; an error from report stops Send and is returned
+// wrapped. An error from next is returned wrapped. When the session fails,
+// the message in flight is reported with its recipients Deferred (and
+// Uncertain when the final dot had left) and Send returns an *Error; only
+// Close is useful afterwards.
+//
+// Open may be called twice per message when the server offers SIZE: once
+// to count the exact size, once to send.
+func (s *Session) Send(ctx context.Context, next func() (*Message, error), report func(*Message, Result) error) error {
+	if s.done {
+		return localError("send", errors.New("session closed"))
+	}
+	if s.dead != nil {
+		return localError("send", fmt.Errorf("session unusable: %w", s.dead))
+	}
+	stop := context.AfterFunc(ctx, func() { s.dc.cancel(context.Cause(ctx)) })
+	defer stop()
+	for {
+		if err := ctx.Err(); err != nil {
+			s.dead = err
+			return localError("send", err)
+		}
+		m, err := next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("next message: %w", err)
+		}
+		if m == nil {
+			return errors.New("next message: nil message without error")
+		}
+		res, serr := s.transact(m)
+		if err := report(m, res); err != nil {
+			if serr != nil {
+				return fmt.Errorf("report (session also failed: %v): %w", serr, err)
+			}
+			return fmt.Errorf("report: %w", err)
+		}
+		if serr != nil {
+			return serr
+		}
+	}
+}
+
+// txn is one transaction in progress. Its Result starts with every
+// recipient Deferred: only a server reply can change that.
+type txn struct {
+	s        *Session
+	m        *Message
+	res      Result
+	accepted []int
+}
+
+// asError recovers the *Error the session helpers return.
+func asError(op string, err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return localError(op, err)
+}
+
+// transact runs one message. A nil *Error means the session can take the
+// next message.
+func (s *Session) transact(m *Message) (Result, *Error) {
+	t := &txn{s: s, m: m, res: Result{
+		Rcpts:       make([]Status, len(m.To)),
+		RcptReplies: make([]Reply, len(m.To)),
+	}}
+	err := t.run()
+	return t.res, err
+}
+
+// local ends the message before anything is sent: every recipient stays
+// Deferred, and the session is untouched.
+func (t *txn) local(format string, args ...any) *Error {
+	t.res.Reply = Reply{Text: Sanitize(fmt.Sprintf(format, args...))}
+	return nil
+}
+
+// ended records why the session died under this message. Recipients that
+// already got a 5xx keep it: it was the server's final word for them.
+func (t *txn) ended(err error) *Error {
+	e := asError("send", err)
+	t.res.Reply = e.Reply
+	return e
+}
+
+// unexpected handles a reply that has no meaning at this step: the
+// dialogue is out of step, so the session ends.
+func (t *txn) unexpected(op string, r reply) *Error {
+	t.s.dead = fmt.Errorf("unexpected reply %d to %s", r.code, op)
+	e := &Error{Op: op, Reply: r.Reply(), Err: t.s.dead, Temporary: true}
+	t.res.Reply = e.Reply
+	return e
+}
+
+// refused applies a 4xx or 5xx to the recipients in idx, then RSETs.
+func (t *txn) refused(r reply, idx []int) *Error {
+	st := Deferred
+	if r.class() == 5 {
+		st = Failed
+	}
+	for _, i := range idx {
+		t.res.Rcpts[i] = st
+	}
+	t.res.Reply = r.Reply()
+	return t.rset()
+}
+
+func (t *txn) rset() *Error {
+	r, err := t.s.cmd("rset", t.s.o.Timeout, "RSET")
+	if err != nil {
+		return asError("rset", err)
+	}
+	if r.class() != 2 {
+		// The transaction may still be open; nothing more can be trusted.
+		t.s.dead = fmt.Errorf("RSET refused: %d", r.code)
+		return &Error{Op: "rset", Reply: r.Reply(), Err: t.s.dead, Temporary: r.class() != 5}
+	}
+	return nil
+}
+
+func (t *txn) all() []int {
+	idx := make([]int, len(t.m.To))
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
+}
+
+func (t *txn) run() *Error {
+	s, m := t.s, t.m
+	if err := checkAddr(m.From); err != nil {
+		return t.local("invalid sender: %v", err)
+	}
+	if len(m.To) == 0 {
+		return t.local("message has no recipients")
+	}
+	utf8 := nonASCII(m.From)
+	for _, to := range m.To {
+		if to == "" {
+			return t.local("empty recipient address")
+		}
+		if err := checkAddr(to); err != nil {
+			return t.local("invalid recipient: %v", err)
+		}
+		utf8 = utf8 || nonASCII(to)
+	}
+	if m.Open == nil {
+		return t.local("message has no content")
+	}
+	if _, ok := s.ext["SMTPUTF8"]; utf8 && !ok {
+		return t.local("server does not offer SMTPUTF8, needed for a non-ASCII address")
+	}
+	limit, sizeOffered := s.sizeLimit()
+	var size int64
+	if sizeOffered {
+		var err error
+		if size, err = wireSize(m.Open); err != nil {
+			return t.local("%v", err)
+		}
+		if limit > 0 && size > limit {
+			return t.local("message size %d exceeds the server's SIZE limit %d", size, limit)
+		}
+	}
+	// Opened before MAIL so that a missing file costs no round trip and
+	// leaves no transaction to abort.
+	rc, err := m.Open()
+	if err != nil {
+		return t.local("open content: %v", err)
+	}
+	sent, serr := t.envelope(utf8, sizeOffered, size)
+	if !sent {
+		// The content was never read: a close error cannot change the
+		// outcome, which is already decided.
+		_ = rc.Close()
+		return serr
+	}
+	return t.data(rc)
+}
+
+// envelope sends MAIL, RCPT and DATA. It reports true when the server
+// answered 354 and waits for the content.
+func (t *txn) envelope(utf8, sizeOffered bool, size int64) (bool, *Error) {
+	s, m := t.s, t.m
+	line := "MAIL FROM:<" + m.From + ">"
+	if sizeOffered {
+		line += " SIZE=" + strconv.FormatInt(size, 10)
+	}
+	if _, ok := s.ext["8BITMIME"]; ok && m.EightBit {
+		line += " BODY=8BITMIME"
+	}
+	if utf8 {
+		line += " SMTPUTF8"
+	}
+	r, err := s.cmd("mail", s.o.Timeout, line)
+	if err != nil {
+		return false, t.ended(err)
+	}
+	switch r.class() {
+	case 2:
+	case 4, 5:
+		return false, t.refused(r, t.all())
+	default:
+		return false, t.unexpected("mail", r)
+	}
+
+	var last reply
+	for i, to := range m.To {
+		r, err := s.cmd("rcpt", s.o.Timeout, "RCPT TO:<"+to+">")
+		if err != nil {
+			if r.code != 0 {
+				t.res.RcptReplies[i] = r.Reply()
+			}
+			return false, t.ended(err)
+		}
+		t.res.RcptReplies[i] = r.Reply()
+		switch r.class() {
+		case 2:
+			t.accepted = append(t.accepted, i)
+			continue
+		case 4, 5:
+		default:
+			return false, t.unexpected("rcpt", r)
+		}
+		last = r
+		if tooMany(r) {
+			// The server's recipient limit: the rest stay Deferred for the
+			// next run, the accepted ones go now.
+			break
+		}
+		if r.class() == 5 {
+			t.res.Rcpts[i] = Failed
+		}
+	}
+	if len(t.accepted) == 0 {
+		t.res.Reply = last.Reply()
+		return false, t.rset()
+	}
+
+	r, err = s.cmd("data", s.o.Timeout, "DATA")
+	if err != nil {
+		return false, t.ended(err)
+	}
+	switch {
+	case r.code == 354:
+		return true, nil
+	case r.class() == 4 || r.class() == 5:
+		return false, t.refused(r, t.accepted)
+	}
+	return false, t.unexpected("data", r)
+}
+
+// tooMany tells the recipient-limit replies (RFC 5321 4.5.3.1.10: 452, or
+// 552 "for historic reasons") from a 4xx or 5xx about one mailbox, so that
+// a full mailbox early in the list does not starve the others.
+func tooMany(r reply) bool {
+	esc := enhanced(r)
+	switch r.code {
+	case 452:
+		return esc == "" || esc == "4.5.3"
+	case 552:
+		return esc == "5.5.3"
+	}
+	return false
+}
+
+func enhanced(r reply) string {
+	if len(r.lines) == 0 {
+		return ""
+	}
+	f, _, _ := strings.Cut(r.lines[0], " ")
+	parts := strings.Split(f, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	for _, p := range parts {
+		if _, err := strconv.Atoi(p); err != nil || p == "" {
+			return ""
+		}
+	}
+	return f
+}
+
+// trackReader remembers a read error so it can be told from a write error
+// after io.CopyBuffer.
+type trackReader struct {
+	r   io.Reader
+	err error
+}
+
+func (tr *trackReader) Read(p []byte) (int, error) {
+	n, err := tr.r.Read(p)
+	if err != nil && err != io.EOF {
+		tr.err = err
+	}
+	return n, err
+}
+
+// data streams the content and the final dot and reads the verdict.
+func (t *txn) data(rc io.ReadCloser) *Error {
+	s := t.s
+	src := &trackReader{r: rc}
+	enc := &encoder{w: s.bw, stuff: true}
+	_, err := io.CopyBuffer(enc, src, make([]byte, 32<<10))
+	cerr := rc.Close()
+	switch {
+	case src.err != nil:
+		return t.abortBody(fmt.Errorf("read content: %w", src.err))
+	case err != nil:
+		return t.ended(s.failure("body", fmt.Errorf("send content: %w", err)))
+	case cerr != nil:
+		return t.abortBody(fmt.Errorf("close content: %w", cerr))
+	}
+	if err := enc.finish(); err != nil {
+		return t.ended(s.failure("body", fmt.Errorf("send content: %w", err)))
+	}
+	// Everything up to and including the dot must reach the connection for
+	// the server to see a complete message; fewer octets written means it
+	// cannot have accepted it.
+	target := s.dc.total() + int64(s.bw.Buffered()) + 3
+	_, err = s.bw.WriteString(".\r\n")
+	if err == nil {
+		err = s.bw.Flush()
+	}
+	if err != nil {
+		e := s.failure("dot", fmt.Errorf("send final dot: %w", err))
+		t.res.Uncertain = s.dc.total() >= target
+		return t.ended(e)
+	}
+	r, err := s.read("dot", s.o.DataTimeout)
+	if err != nil {
+		// A 421 is an answer; anything else leaves the outcome unknown.
+		t.res.Uncertain = r.code != 421
+		return t.ended(err)
+	}
+	switch r.class() {
+	case 2:
+		for _, i := range t.accepted {
+			t.res.Rcpts[i] = Sent
+		}
+	case 5:
+		for _, i := range t.accepted {
+			t.res.Rcpts[i] = Failed
+		}
+	case 4:
+	default:
+		t.res.Uncertain = true
+		return t.unexpected("dot", r)
+	}
+	t.res.Reply = r.Reply()
+	return nil
+}
+
+// abortBody gives up on content that could not be read in full. The dot
+// must never follow partial content, and SMTP has no way to cancel DATA,
+// so the connection is dropped: the server discards the message.
+func (t *txn) abortBody(err error) *Error {
+	e := t.s.failure("body", err)
+	if cerr := t.s.raw.Close(); cerr != nil {
+		e.Err = errors.Join(e.Err, fmt.Errorf("close connection: %w", cerr))
+	}
+	t.s.done = true
+	return t.ended(e)
+}

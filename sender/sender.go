@@ -1,0 +1,118 @@
+// Package sender replays messages over one SMTP connection and reports a
+// final outcome per message and per recipient. It never touches files: the
+// caller hands it messages whose content it can open, and acts on the
+// outcomes it gets back.
+//
+// The dialogue is lock-step today. Send takes a stream of messages rather
+// than one message at a time so that a pipelined engine (RFC 2920, RFC 3030)
+// can replace the inside without changing callers.
+package sender
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"time"
+)
+
+// TLSLevel follows Postfix's smtp_tls_security_level names.
+type TLSLevel int
+
+const (
+	// TLSMay uses STARTTLS when offered and does not check the certificate.
+	TLSMay TLSLevel = iota
+	// TLSNone never uses TLS.
+	TLSNone
+	// TLSEncrypt requires STARTTLS but does not check the certificate.
+	TLSEncrypt
+	// TLSVerify requires STARTTLS and a certificate valid for the TLS name.
+	TLSVerify
+)
+
+// Options configures a Session. Zero values take the documented defaults.
+type Options struct {
+	// Addr is the host:port to dial. Its host part is also the TLS name
+	// when TLSName is empty.
+	Addr string
+	// Helo is the name sent with EHLO/HELO; it must not be empty and must
+	// not contain spaces or line breaks.
+	Helo string
+	// TLS says whether STARTTLS is used and how the certificate is checked
+	// (see TLSLevel). The zero value is TLSMay.
+	TLS TLSLevel
+	// TLSName is the name the certificate must match under TLSVerify, and
+	// the SNI name; empty means the host part of Addr.
+	TLSName string
+	// TLSConf is an optional base TLS configuration (RootCAs for tests, a
+	// client certificate). It is cloned; ServerName, InsecureSkipVerify and
+	// a minimum of TLS 1.2 are set on the clone from the fields above.
+	TLSConf *tls.Config
+	// Timeout bounds the connect, the TLS handshake, each command's reply
+	// and each single write (a peer that stops reading fails the write
+	// after Timeout). Default 5 minutes.
+	Timeout time.Duration
+	// DataTimeout bounds the wait for the reply to the final dot
+	// (RFC 5321 4.5.3.2.6 suggests 10 minutes, the default).
+	DataTimeout time.Duration
+	// AuthUser and AuthPass, when AuthUser is set, are sent with AUTH PLAIN
+	// (or LOGIN when PLAIN is not offered), and only over TLS: without TLS
+	// Dial fails rather than expose them.
+	AuthUser string
+	AuthPass string
+	// Dial, when set, replaces net.Dialer (tests, and later ATRN). It is
+	// called with network "tcp", Addr and Timeout.
+	Dial func(network, addr string, timeout time.Duration) (net.Conn, error)
+}
+
+// Message is one SMTP transaction to replay.
+type Message struct {
+	From     string   // reverse path without brackets; "" is the null sender
+	To       []string // forward paths without brackets
+	Size     int64    // content size in octets, for SIZE=
+	EightBit bool     // content holds octets >= 0x80
+	// Open returns the content, not dot-stuffed, with LF or CRLF line
+	// ends. The sender converts bare LF to CRLF and dot-stuffs.
+	Open func() (io.ReadCloser, error)
+}
+
+// Status is the final state of one recipient.
+type Status int
+
+const (
+	// Deferred: no final answer; keep the message for this recipient.
+	Deferred Status = iota
+	// Sent: the server took responsibility (2xx after the final dot).
+	Sent
+	// Failed: the server refused permanently (5xx).
+	Failed
+)
+
+func (s Status) String() string {
+	switch s {
+	case Sent:
+		return "sent"
+	case Failed:
+		return "failed"
+	}
+	return "deferred"
+}
+
+// Reply is a server reply, or a local reason when Code is 0.
+type Reply struct {
+	Code int    // 0 when the reason is local (timeout, lost connection, ...)
+	Text string // enhanced code and text, lines joined with " "; or the local reason
+}
+
+// Result is the outcome of one Message.
+type Result struct {
+	Rcpts []Status // one per Message.To, same order
+	// Reply explains the outcome: the reply to the final dot, or the reply
+	// or local error that ended the transaction early.
+	Reply Reply
+	// RcptReplies holds the reply to each RCPT (Code 0 if none was read).
+	RcptReplies []Reply
+	// Uncertain is set when the final dot was sent but no reply was read:
+	// the server may have accepted the message. Every recipient that was
+	// accepted at RCPT is then reported Deferred.
+	Uncertain bool
+}

@@ -1,0 +1,409 @@
+package sender
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+)
+
+// Defaults applied when the Options field is zero.
+const (
+	DefaultTimeout     = 5 * time.Minute
+	DefaultDataTimeout = 10 * time.Minute
+)
+
+// Error describes why a session could not be set up or could not go on.
+// After Send returns an *Error the session is dead: only Close is useful.
+type Error struct {
+	// Op is the step that failed: "dial", "greeting", "ehlo", "helo",
+	// "starttls", "tls", "auth", "mail", "rcpt", "data", "body", "dot",
+	// "rset", "quit" or "send" (context cancelled between messages).
+	Op string
+	// Reply is the server's reply, or Code 0 and a local reason.
+	Reply Reply
+	// Err is the local cause (I/O error, timeout), nil for a server reply.
+	Err error
+	// Temporary is false only when a 5xx reply caused the error.
+	Temporary bool
+}
+
+func (e *Error) Error() string {
+	if e.Reply.Code != 0 {
+		return fmt.Sprintf("smtp %s: %d %s", e.Op, e.Reply.Code, e.Reply.Text)
+	}
+	if e.Err != nil {
+		return fmt.Sprintf("smtp %s: %v", e.Op, e.Err)
+	}
+	return fmt.Sprintf("smtp %s: %s", e.Op, e.Reply.Text)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func replyError(op string, r reply) *Error {
+	return &Error{Op: op, Reply: r.Reply(), Temporary: r.class() != 5}
+}
+
+func localError(op string, err error) *Error {
+	return &Error{Op: op, Reply: Reply{Text: Sanitize(err.Error())}, Err: err, Temporary: true}
+}
+
+// Session is one SMTP connection, ready for transactions. It is not safe for
+// concurrent use.
+type Session struct {
+	o    Options
+	raw  net.Conn // the TCP (or caller's) connection, closed by Close
+	dc   *deadlineConn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	ext  map[string]string
+	tls  bool
+	dead error // set once the stream can no longer be trusted
+	done bool  // Close was called
+}
+
+// Dial connects to o.Addr, waits for the greeting, says EHLO (HELO if EHLO
+// is not understood), runs STARTTLS as o.TLS asks and authenticates when
+// o.AuthUser is set. The returned session is ready for Send.
+func Dial(ctx context.Context, o Options) (*Session, error) {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.DataTimeout <= 0 {
+		o.DataTimeout = DefaultDataTimeout
+	}
+	if o.Helo == "" || checkLine(o.Helo) != nil || strings.ContainsAny(o.Helo, " \t") {
+		return nil, localError("ehlo", fmt.Errorf("invalid HELO name %q", Sanitize(o.Helo)))
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, localError("dial", err)
+	}
+	var raw net.Conn
+	var err error
+	if o.Dial != nil {
+		raw, err = o.Dial("tcp", o.Addr, o.Timeout)
+	} else {
+		d := net.Dialer{Timeout: o.Timeout}
+		raw, err = d.DialContext(ctx, "tcp", o.Addr)
+	}
+	if err != nil {
+		return nil, localError("dial", fmt.Errorf("connect to %s: %w", o.Addr, err))
+	}
+	s := &Session{o: o, raw: raw}
+	s.attach(raw)
+	stop := context.AfterFunc(ctx, func() { s.dc.cancel(context.Cause(ctx)) })
+	err = s.setup(ctx)
+	stop()
+	if err != nil {
+		// The setup error is what matters; the close error adds nothing.
+		_ = s.raw.Close()
+		s.done = true
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Session) attach(c net.Conn) {
+	if s.dc == nil {
+		s.dc = &deadlineConn{c: c, timeout: s.o.Timeout}
+	} else {
+		// Same deadlineConn, so a cancellation already armed keeps
+		// reaching whatever connection is current.
+		s.dc.mu.Lock()
+		s.dc.c = c
+		s.dc.mu.Unlock()
+	}
+	s.br = bufio.NewReaderSize(s.dc, maxReplyLine)
+	s.bw = bufio.NewWriterSize(s.dc, 32<<10)
+}
+
+func (s *Session) setup(ctx context.Context) error {
+	r, err := s.read("greeting", s.o.Timeout)
+	if err != nil {
+		return err
+	}
+	if r.code != 220 {
+		return replyError("greeting", r)
+	}
+	if err := s.hello(); err != nil {
+		return err
+	}
+	_, offered := s.ext["STARTTLS"]
+	switch {
+	case s.o.TLS == TLSNone:
+	case offered:
+		if err := s.startTLS(ctx); err != nil {
+			return err
+		}
+	case s.o.TLS == TLSEncrypt || s.o.TLS == TLSVerify:
+		return &Error{Op: "starttls", Reply: Reply{Text: "server does not offer STARTTLS and TLS is required"}, Temporary: true}
+	}
+	if s.o.AuthUser != "" {
+		return s.auth()
+	}
+	return nil
+}
+
+// hello sends EHLO, or HELO when the server does not know EHLO, and records
+// the extensions.
+func (s *Session) hello() error {
+	r, err := s.cmd("ehlo", s.o.Timeout, "EHLO "+s.o.Helo)
+	if err != nil {
+		return err
+	}
+	s.ext = map[string]string{}
+	if r.code == 500 || r.code == 502 {
+		r, err = s.cmd("helo", s.o.Timeout, "HELO "+s.o.Helo)
+		if err != nil {
+			return err
+		}
+		if r.class() != 2 {
+			return replyError("helo", r)
+		}
+		return nil
+	}
+	if r.class() != 2 {
+		return replyError("ehlo", r)
+	}
+	for _, l := range r.lines[1:] {
+		k, v, _ := strings.Cut(strings.TrimSpace(l), " ")
+		if k != "" {
+			s.ext[strings.ToUpper(k)] = strings.TrimSpace(v)
+		}
+	}
+	return nil
+}
+
+func (s *Session) tlsConfig() (*tls.Config, error) {
+	var c *tls.Config
+	if s.o.TLSConf != nil {
+		c = s.o.TLSConf.Clone()
+	} else {
+		c = &tls.Config{}
+	}
+	if c.MinVersion < tls.VersionTLS12 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	name := s.o.TLSName
+	if name == "" {
+		host, _, err := net.SplitHostPort(s.o.Addr)
+		if err != nil {
+			host = s.o.Addr
+		}
+		name = host
+	}
+	c.ServerName = name
+	if s.o.TLS == TLSVerify {
+		if name == "" {
+			return nil, errors.New("no name to verify the certificate against")
+		}
+		c.InsecureSkipVerify = false
+	} else {
+		// Without verification, encryption still defeats passive listeners;
+		// that is all "may" and "encrypt" promise.
+		c.InsecureSkipVerify = true
+	}
+	return c, nil
+}
+
+func (s *Session) startTLS(ctx context.Context) error {
+	conf, err := s.tlsConfig()
+	if err != nil {
+		return localError("starttls", err)
+	}
+	r, err := s.cmd("starttls", s.o.Timeout, "STARTTLS")
+	if err != nil {
+		return err
+	}
+	if r.code != 220 {
+		if s.o.TLS == TLSMay && r.code != 421 {
+			// Opportunistic: a refusal leaves a usable clear session.
+			return nil
+		}
+		return replyError("starttls", r)
+	}
+	if s.br.Buffered() > 0 {
+		// Anything sent before the handshake would be taken as if it had
+		// come over TLS (CVE-2011-0411 class); refuse the session.
+		return &Error{Op: "starttls", Reply: Reply{Text: "server sent data before the TLS handshake"}, Temporary: true}
+	}
+	tc := tls.Client(s.raw, conf)
+	if err := s.raw.SetDeadline(time.Now().Add(s.o.Timeout)); err != nil {
+		return localError("tls", fmt.Errorf("set deadline: %w", err))
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return s.failure("tls", fmt.Errorf("handshake: %w", err))
+	}
+	if err := s.raw.SetDeadline(time.Time{}); err != nil {
+		return localError("tls", fmt.Errorf("clear deadline: %w", err))
+	}
+	s.attach(tc)
+	s.tls = true
+	return s.hello()
+}
+
+func (s *Session) auth() error {
+	if !s.tls {
+		return &Error{Op: "auth", Reply: Reply{Text: "refusing to send credentials without TLS"}, Temporary: true}
+	}
+	mechs, ok := s.ext["AUTH"]
+	if !ok {
+		return &Error{Op: "auth", Reply: Reply{Text: "server does not offer AUTH"}, Temporary: true}
+	}
+	var c sasl.Client
+	for _, m := range strings.Fields(strings.ToUpper(mechs)) {
+		if m == sasl.Plain {
+			c = sasl.NewPlainClient("", s.o.AuthUser, s.o.AuthPass)
+			break
+		}
+		if m == sasl.Login {
+			c = sasl.NewLoginClient(s.o.AuthUser, s.o.AuthPass)
+		}
+	}
+	if c == nil {
+		return &Error{Op: "auth", Reply: Reply{Text: "server offers neither PLAIN nor LOGIN: " + Sanitize(mechs)}, Temporary: true}
+	}
+	mech, ir, err := c.Start()
+	if err != nil {
+		return localError("auth", err)
+	}
+	line := "AUTH " + mech
+	if ir != nil {
+		enc := base64.StdEncoding.EncodeToString(ir)
+		if enc == "" {
+			enc = "=" // RFC 4954: an empty initial response
+		}
+		line += " " + enc
+	}
+	r, err := s.cmd("auth", s.o.Timeout, line)
+	// A bounded number of rounds: PLAIN needs none, LOGIN one.
+	for i := 0; err == nil && r.code == 334 && i < 8; i++ {
+		var ch, resp []byte
+		ch, err = base64.StdEncoding.DecodeString(strings.TrimSpace(strings.Join(r.lines, "")))
+		if err == nil {
+			resp, err = c.Next(ch)
+		}
+		if err != nil {
+			// Abort the exchange; the server answers 501.
+			r, err2 := s.cmd("auth", s.o.Timeout, "*")
+			if err2 != nil {
+				return err2
+			}
+			return &Error{Op: "auth", Reply: r.Reply(), Err: err, Temporary: true}
+		}
+		r, err = s.cmd("auth", s.o.Timeout, base64.StdEncoding.EncodeToString(resp))
+	}
+	if err != nil {
+		return err
+	}
+	if r.code != 235 {
+		return replyError("auth", r)
+	}
+	return nil
+}
+
+// failure turns an I/O error into an *Error and marks the session dead: after
+// a timeout or a short write the reply stream is out of step for good.
+func (s *Session) failure(op string, err error) *Error {
+	if cause := s.dc.cancelled(); cause != nil {
+		err = fmt.Errorf("%w (%v)", cause, err)
+	}
+	if s.dead == nil {
+		s.dead = err
+	}
+	return localError(op, err)
+}
+
+// write sends one command line; the caller flushes via cmd or itself.
+func (s *Session) cmd(op string, wait time.Duration, line string) (reply, error) {
+	if err := checkLine(line); err != nil {
+		return reply{}, localError(op, err)
+	}
+	if s.dead != nil {
+		return reply{}, localError(op, fmt.Errorf("session unusable: %w", s.dead))
+	}
+	if _, err := s.bw.WriteString(line + "\r\n"); err != nil {
+		return reply{}, s.failure(op, fmt.Errorf("send: %w", err))
+	}
+	if err := s.bw.Flush(); err != nil {
+		return reply{}, s.failure(op, fmt.Errorf("send: %w", err))
+	}
+	return s.read(op, wait)
+}
+
+// read waits at most wait for one reply. A 421 is the server closing the
+// session: it is returned as an *Error after marking the session dead.
+func (s *Session) read(op string, wait time.Duration) (reply, error) {
+	if err := s.dc.setReadDeadline(wait); err != nil {
+		return reply{}, s.failure(op, err)
+	}
+	r, err := readReply(s.br)
+	if err != nil {
+		return r, s.failure(op, fmt.Errorf("read reply: %w", err))
+	}
+	if r.code == 421 {
+		s.dead = errors.New("server closed the session (421)")
+		return r, replyError(op, r)
+	}
+	return r, nil
+}
+
+// TLS reports whether the session runs over STARTTLS.
+func (s *Session) TLS() bool { return s.tls }
+
+// Extensions returns the EHLO keywords (upper case) and their parameters.
+// It is empty after a HELO fallback.
+func (s *Session) Extensions() map[string]string {
+	m := make(map[string]string, len(s.ext))
+	for k, v := range s.ext {
+		m[k] = v
+	}
+	return m
+}
+
+// sizeLimit is the server's SIZE limit, 0 when none is announced.
+func (s *Session) sizeLimit() (limit int64, offered bool) {
+	v, ok := s.ext["SIZE"]
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < 0 {
+		return 0, true
+	}
+	return n, true
+}
+
+// Close says QUIT, waiting at most Timeout for the reply, then closes the
+// connection. It always closes; a QUIT failure is not a delivery failure
+// and is only returned for the log.
+func (s *Session) Close() error {
+	if s.done {
+		return nil
+	}
+	s.done = true
+	var qerr error
+	if s.dead == nil {
+		r, err := s.cmd("quit", s.o.Timeout, "QUIT")
+		switch {
+		case err != nil:
+			qerr = err
+		case r.class() != 2:
+			qerr = replyError("quit", r)
+		}
+	}
+	// Closing the raw conn without a TLS close_notify: the QUIT exchange
+	// already ended the session, and a close_notify write could block.
+	if err := s.raw.Close(); err != nil {
+		return errors.Join(qerr, fmt.Errorf("close connection: %w", err))
+	}
+	return qerr
+}
