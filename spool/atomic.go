@@ -1,0 +1,119 @@
+package spool
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// tempFile is the part of *os.File that WriteFileAtomic uses; tests swap in
+// a fake to inject a failure at each step.
+type tempFile interface {
+	io.Writer
+	Name() string
+	Chmod(os.FileMode) error
+	Sync() error
+	Close() error
+}
+
+// Each step of WriteFileAtomic goes through a package variable so that a
+// test can make exactly that step fail.
+var (
+	createTemp = func(dir, pattern string) (tempFile, error) { return os.CreateTemp(dir, pattern) }
+	renameFile = os.Rename
+	removeFile = os.Remove
+	syncDir    = syncDirectory
+)
+
+// tempPattern names our temporary files; the prefix keeps them out of
+// Exim's way and easy to recognise after a crash.
+const tempPattern = ".etrnflush-tmp-*"
+
+// WriteFileAtomic replaces path with what write produces, so that a crash
+// at any instant leaves either the old file or the complete new one. The
+// new file gets exactly perm (the umask is 0 when Exim runs us). On any
+// error the temporary file is removed and path is left untouched.
+func WriteFileAtomic(path string, perm os.FileMode, write func(io.Writer) error) (err error) {
+	dir := filepath.Dir(path)
+	f, err := createTemp(dir, tempPattern)
+	if err != nil {
+		return fmt.Errorf("write %s: create temp: %w", path, err)
+	}
+	tmp := f.Name()
+	closed := false
+	defer func() {
+		if err == nil {
+			return
+		}
+		if !closed {
+			_ = f.Close() // the write already failed; its error is the one to report
+		}
+		_ = removeFile(tmp) // best effort: a leftover temp file holds no mail of its own
+	}()
+	if err := f.Chmod(perm); err != nil {
+		return fmt.Errorf("write %s: chmod temp: %w", path, err)
+	}
+	bw := bufio.NewWriterSize(f, 64<<10)
+	if err := write(bw); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write %s: flush: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("write %s: fsync: %w", path, err)
+	}
+	closed = true
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: close: %w", path, err)
+	}
+	if err := renameFile(tmp, path); err != nil {
+		return fmt.Errorf("write %s: rename: %w", path, err)
+	}
+	// Past the rename the new content is in place; a failed directory sync
+	// must still be reported because the rename may not survive a crash.
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// syncDirectory makes renames, links and unlinks in dir durable.
+func syncDirectory(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	if err := d.Sync(); err != nil {
+		_ = d.Close() // the sync error matters more
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	if err := d.Close(); err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// mkdirPrivate creates dir with mode 0700 whatever the umask.
+func mkdirPrivate(dir string) error {
+	err := os.Mkdir(dir, 0o700)
+	if err != nil && !os.IsExist(err) {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err == nil {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("chmod %s: %w", dir, err)
+		}
+		return syncDir(filepath.Dir(dir))
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s exists and is not a directory", dir)
+	}
+	return nil
+}

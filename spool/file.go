@@ -1,0 +1,665 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"etrnflush/bsmtp"
+)
+
+// growthLockTimeout bounds the wait for the fcntl lock on a work file
+// before deciding whether it grew (an Exim delivery may be writing).
+var growthLockTimeout = 5 * time.Second
+
+// errNothingPending aborts a compaction that found nothing left to keep.
+var errNothingPending = errors.New("nothing pending")
+
+const (
+	wUnopened = iota
+	wParsing
+	wExhausted
+	wFinished
+)
+
+type fileSpool struct {
+	o         Options
+	d, base   string
+	prefix    string
+	works     []*workFile
+	hasPath   bool // Path existed at Open (the claim is still tried lazily)
+	claimed   bool
+	lastNanos int64
+	fifo      []*item // handed out (messages) or quarantined (damage) but not yet journaled, in order
+	closed    bool
+}
+
+// workFile is one claimed batch. Its bytes are only ever appended to (by
+// a late Exim delivery) or replaced as a whole by compaction.
+type workFile struct {
+	s       *fileSpool
+	path    string
+	nanos   int64
+	inPlace bool // dry run reading Exim's file itself
+	f       *os.File
+	idBase  string
+	state   int
+	rd      *bsmtp.Reader
+	parsed  int64 // end of the last complete entry
+	lastLn  int   // line number of the entry that starts at parsed, if known
+	jr      *journal
+	wk      *walker
+	wkFile  *os.File
+	out     int // fifo items of this file: messages not settled, q records not written
+}
+
+type item struct {
+	w   *workFile
+	m   *Message // nil: a quarantined region whose q record is due
+	off int64
+	end int64
+}
+
+func newFileSpool(o Options, d, b string, works, journals []int64, hasPath bool) (*fileSpool, error) {
+	s := &fileSpool{o: o, d: d, base: b, prefix: workPrefix(b), hasPath: hasPath}
+	have := map[int64]bool{}
+	for _, n := range works {
+		have[n] = true
+		s.works = append(s.works, s.newWork(n))
+		s.lastNanos = n
+	}
+	for _, n := range journals {
+		if have[n] || o.DryRun {
+			continue
+		}
+		// The work file was removed and the crash came before its journal.
+		p := filepath.Join(d, s.prefix+fmt.Sprintf("%020d", n)+".journal")
+		if err := removeIfExists(p); err != nil {
+			return nil, err
+		}
+		o.Report(Event{Kind: "orphan", ID: fmt.Sprintf("%020d", n), Reason: "removed journal without work file " + p})
+	}
+	return s, nil
+}
+
+func (s *fileSpool) newWork(nanos int64) *workFile {
+	return &workFile{s: s, nanos: nanos, path: filepath.Join(s.d, workName(s.prefix, nanos))}
+}
+
+func (s *fileSpool) Layout() string { return "bsmtp-file" }
+
+func (s *fileSpool) Next() (*Message, error) {
+	if s.closed {
+		return nil, errors.New("spool: next after close")
+	}
+	for {
+		var w *workFile
+		for _, x := range s.works {
+			if x.state < wExhausted {
+				w = x
+				break
+			}
+		}
+		if w == nil {
+			if s.claimed {
+				return nil, io.EOF
+			}
+			s.claimed = true
+			if err := s.claimPath(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		m, err := w.next()
+		if err != nil {
+			return nil, err
+		}
+		if m != nil {
+			s.fifo = append(s.fifo, &item{w: w, m: m, off: m.ref.off})
+			return m, nil
+		}
+		if err := s.drain(); err != nil {
+			return nil, err
+		}
+		if err := w.maybeFinish(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// claimPath takes Exim's file, or in a dry run reads it where it is.
+func (s *fileSpool) claimPath() error {
+	if _, err := os.Lstat(s.o.Path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if s.o.DryRun {
+		w := &workFile{s: s, path: s.o.Path, inPlace: true}
+		s.works = append(s.works, w)
+		return nil
+	}
+	work, size, err := claim(s.o.Path, s.d, s.prefix, s.lastNanos+1, s.o.Report)
+	if err != nil {
+		return err
+	}
+	if work == "" {
+		return nil
+	}
+	n := parseWorkName(s.prefix, ".work", filepath.Base(work))
+	s.lastNanos = n
+	s.works = append(s.works, s.newWork(n))
+	s.o.Report(Event{Kind: "claim", ID: fmt.Sprintf("%020d", n), Reason: "claimed " + s.o.Path + " as " + work, Size: size})
+	return nil
+}
+
+// drain writes the q records of quarantined regions that are no longer
+// behind an unsettled message, keeping each journal segment in order.
+func (s *fileSpool) drain() error {
+	for len(s.fifo) > 0 && s.fifo[0].m == nil {
+		it := s.fifo[0]
+		if err := it.w.record(record{it.off, "q" + strconv.FormatInt(it.end, 10)}, false); err != nil {
+			return err
+		}
+		s.fifo = s.fifo[1:]
+		it.w.out--
+		if err := it.w.maybeFinish(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maybeFinish finishes a file once it is read to the end and nothing of
+// it is in flight.
+func (w *workFile) maybeFinish() error {
+	if w.state == wExhausted && w.out == 0 {
+		return w.finish(false)
+	}
+	return nil
+}
+
+func (s *fileSpool) Settle(m *Message, out []Outcome, reason string) error {
+	if m == nil || m.ref == nil || m.ref.settled {
+		return errors.New("spool: settle of an unknown or settled message")
+	}
+	if len(s.fifo) == 0 || s.fifo[0].m != m {
+		return fmt.Errorf("spool: settle of %s out of order", m.ID)
+	}
+	if len(out) != len(m.To) {
+		return fmt.Errorf("spool: settle of %s: %d outcomes for %d recipients", m.ID, len(out), len(m.To))
+	}
+	r := m.ref
+	w := r.owner.(*workFile)
+	// Whatever happens below, the message is no longer in flight: without
+	// a record it counts as fully pending.
+	r.settled = true
+	s.fifo = s.fifo[1:]
+	w.out--
+	if s.o.DryRun {
+		return s.drain()
+	}
+	st, failed, changed, err := statusesAfter(r, out)
+	if err != nil {
+		return err
+	}
+	if len(failed) > 0 {
+		env := bsmtp.Envelope{From: r.env.From, To: failed}
+		err := writeCopy(failedDir(s.d, s.base), m.ID, func(wr io.Writer) error {
+			return bsmtp.NewWriter(wr).WriteStuffed(env, io.NewSectionReader(r.section, 0, r.section.Size()), r.crlf)
+		}, reason)
+		if err != nil {
+			return fmt.Errorf("settle %s: failed copy: %w", m.ID, err)
+		}
+	}
+	if changed {
+		if err := w.record(record{r.off, string(st)}, false); err != nil {
+			return fmt.Errorf("settle %s: %w", m.ID, err)
+		}
+	}
+	if err := s.drain(); err != nil {
+		return err
+	}
+	return w.maybeFinish()
+}
+
+func (s *fileSpool) Close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	// Quarantined regions still behind an unsettled message get their q
+	// records now, in a segment of their own.
+	seg := map[*workFile]bool{}
+	for _, it := range s.fifo {
+		if it.m != nil || s.o.DryRun {
+			continue
+		}
+		if err := it.w.record(record{it.off, "q" + strconv.FormatInt(it.end, 10)}, !seg[it.w]); err != nil {
+			errs = append(errs, err)
+		}
+		seg[it.w] = true
+	}
+	s.fifo = nil
+	for _, w := range s.works {
+		if w.state == wParsing || w.state == wExhausted {
+			if err := w.finish(true); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// open opens the work file and its journal.
+func (w *workFile) open() error {
+	flag := os.O_RDWR
+	if w.s.o.DryRun {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(w.path, flag|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", w.path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		_ = f.Close() // report the fstat error
+		return fmt.Errorf("fstat %s: %w", w.path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		_ = f.Close() // report the type error
+		return fmt.Errorf("%s is not a regular file", w.path)
+	}
+	w.f = f
+	w.state = wParsing
+	w.rd = bsmtp.NewReader(io.NewSectionReader(f, 0, 1<<62))
+	w.lastLn = 1
+	mtime := time.Unix(st.Mtim.Unix())
+	if w.inPlace {
+		w.idBase = filepath.Base(w.path) + "." + genTag(mtime)
+		return nil
+	}
+	w.idBase = fmt.Sprintf("%020d.%s", w.nanos, genTag(mtime))
+	jp := w.journalPath()
+	jr, stale, err := loadJournal(jp, uint64(st.Dev), st.Ino)
+	if err != nil {
+		return err
+	}
+	if stale {
+		if !w.s.o.DryRun {
+			if err := removeIfExists(jp); err != nil {
+				return err
+			}
+		}
+		w.s.o.Report(Event{Kind: "notice", ID: w.idBase, Reason: "removed stale journal " + jp + " (its work file was rewritten)"})
+		jr = &journal{path: jp, dev: uint64(st.Dev), ino: st.Ino}
+	}
+	w.jr = jr
+	if w.wkFile, err = jr.openForWalk(); err != nil {
+		return err
+	}
+	if w.wkFile != nil {
+		w.wk = jr.newWalker(w.wkFile)
+	}
+	return nil
+}
+
+func (w *workFile) journalPath() string {
+	return filepath.Join(w.s.d, w.s.prefix+fmt.Sprintf("%020d", w.nanos)+".journal")
+}
+
+func (w *workFile) id(off int64) string { return w.idBase + "@" + strconv.FormatInt(off, 10) }
+
+func (w *workFile) lookup(off int64) (record, bool) {
+	if w.wk == nil {
+		return record{}, false
+	}
+	return w.wk.lookup(off)
+}
+
+// next returns the next message with pending recipients, or nil when the
+// file is exhausted (it did not grow under the lock).
+func (w *workFile) next() (*Message, error) {
+	if w.state == wUnopened {
+		if err := w.open(); err != nil {
+			return nil, err
+		}
+	}
+	for {
+		e, err := w.rd.Next()
+		if errors.Is(err, io.EOF) {
+			grew, err := w.grew(w.parsed)
+			if err != nil {
+				return nil, err
+			}
+			if grew {
+				continue
+			}
+			w.state = wExhausted
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", w.path, err)
+		}
+		rec, hasRec := w.lookup(e.Start)
+		if e.Msg == nil {
+			if e.Incomplete {
+				grew, err := w.growFrom(e)
+				if err != nil {
+					return nil, err
+				}
+				if grew {
+					continue
+				}
+			}
+			if hasRec && rec.quarantinedTo() == e.End {
+				w.parsed, w.lastLn = e.End, 0
+				continue
+			}
+			if err := w.quarantine(e); err != nil {
+				return nil, err
+			}
+			w.parsed, w.lastLn = e.End, 0
+			continue
+		}
+		w.parsed, w.lastLn = e.End, 0
+		st := ""
+		if hasRec && rec.quarantinedTo() < 0 {
+			st = rec.st
+		}
+		idx := pendingOf(len(e.Msg.To), st)
+		if len(idx) == 0 {
+			continue
+		}
+		w.out++
+		return w.message(e, st, idx), nil
+	}
+}
+
+func (w *workFile) message(e bsmtp.Entry, st string, idx []int) *Message {
+	msg := e.Msg
+	prev := []byte(st)
+	if len(prev) != len(msg.To) {
+		prev = make([]byte, len(msg.To))
+		for i := range prev {
+			prev[i] = 'k'
+		}
+	}
+	sec := io.NewSectionReader(w.f, msg.DataStart, msg.DataEnd-msg.DataStart)
+	to := make([]string, len(idx))
+	for i, j := range idx {
+		to[i] = msg.To[j]
+	}
+	return &Message{
+		ID: w.id(e.Start), From: msg.From, To: to, Size: msg.Size, EightBit: msg.EightBit,
+		Open: func() (io.ReadCloser, error) {
+			return io.NopCloser(bsmtp.Unstuff(io.NewSectionReader(sec, 0, sec.Size()))), nil
+		},
+		ref: &msgRef{owner: w, off: e.Start, env: msg.Envelope, idx: idx, prev: prev, section: sec, crlf: msg.CRLF, dataSize: msg.DataEnd - msg.DataStart},
+	}
+}
+
+// growFrom handles an incomplete tail: if the file grew under Exim's
+// lock, parsing resumes at the start of the tail.
+func (w *workFile) growFrom(e bsmtp.Entry) (bool, error) {
+	grew, err := w.grewSince(e.End)
+	if err != nil || !grew {
+		return false, err
+	}
+	w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, e.Start, 1<<62), e.Start, e.Line)
+	return true, nil
+}
+
+// grew checks, at a clean end, whether a late delivery appended more.
+func (w *workFile) grew(at int64) (bool, error) {
+	grew, err := w.grewSince(at)
+	if err != nil || !grew {
+		return false, err
+	}
+	ln := w.lastLn
+	if ln == 0 {
+		if ln, err = countLines(w.f, at); err != nil {
+			return false, err
+		}
+	}
+	w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, at, 1<<62), at, ln)
+	return true, nil
+}
+
+// grewSince takes the fcntl lock Exim writes under, so that a delivery in
+// progress is either complete or not started, and compares the size. A
+// dry run takes no lock and trusts what it read.
+func (w *workFile) grewSince(at int64) (bool, error) {
+	if w.s.o.DryRun {
+		return false, nil
+	}
+	if err := fcntlLock(w.f, growthLockTimeout); err != nil {
+		return false, err
+	}
+	var st unix.Stat_t
+	serr := unix.Fstat(int(w.f.Fd()), &st)
+	if err := fcntlUnlock(w.f); err != nil {
+		return false, err
+	}
+	if serr != nil {
+		return false, fmt.Errorf("fstat %s: %w", w.path, serr)
+	}
+	return st.Size > at, nil
+}
+
+func fcntlUnlock(f *os.File) error {
+	lk := unix.Flock_t{Type: unix.F_UNLCK}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk); err != nil {
+		return fmt.Errorf("fcntl unlock %s: %w", f.Name(), err)
+	}
+	return nil
+}
+
+func countLines(r io.ReaderAt, n int64) (int, error) {
+	buf := make([]byte, 64<<10)
+	lines := 1
+	for off := int64(0); off < n; {
+		k := int64(len(buf))
+		if n-off < k {
+			k = n - off
+		}
+		got, err := r.ReadAt(buf[:k], off)
+		for _, c := range buf[:got] {
+			if c == '\n' {
+				lines++
+			}
+		}
+		off += int64(got)
+		if err != nil && off < n {
+			return 0, fmt.Errorf("count lines: %w", err)
+		}
+	}
+	return lines, nil
+}
+
+// quarantine copies a damaged region aside; its q record follows once the
+// messages before it are settled.
+func (w *workFile) quarantine(e bsmtp.Entry) error {
+	id := w.id(e.Start)
+	why := fmt.Sprintf("line %d: %s", e.Line, e.Damage)
+	if e.Incomplete {
+		why += " (incomplete, did not grow under the lock)"
+	}
+	if w.s.o.DryRun {
+		w.s.o.Report(Event{Kind: "quarantine", ID: id, Reason: "would quarantine: " + why, Size: e.End - e.Start})
+		return nil
+	}
+	err := writeCopy(quarantineDir(w.s.d, w.s.base), id, func(wr io.Writer) error {
+		_, err := io.Copy(wr, io.NewSectionReader(w.f, e.Start, e.End-e.Start))
+		return err
+	}, why)
+	if err != nil {
+		return fmt.Errorf("quarantine %s: %w", id, err)
+	}
+	w.s.o.Report(Event{Kind: "quarantine", ID: id, Reason: why, Size: e.End - e.Start})
+	w.s.fifo = append(w.s.fifo, &item{w: w, off: e.Start, end: e.End})
+	w.out++
+	return w.s.drain()
+}
+
+func (w *workFile) record(r record, newSeg bool) error {
+	return w.jr.appendRecords([]record{r}, newSeg)
+}
+
+// finish ends this run's use of the work file: removed when nothing is
+// pending, compacted when something was settled, else left as it is.
+// Unless closing, a file that grew goes back to parsing instead.
+func (w *workFile) finish(closing bool) (err error) {
+	if w.state == wFinished {
+		return nil
+	}
+	if w.s.o.DryRun {
+		w.state = wFinished
+		return w.closeFiles()
+	}
+	if err := fcntlLock(w.f, growthLockTimeout); err != nil {
+		if closing {
+			// Leave the file and its journal: the next run resumes them.
+			w.state = wFinished
+			return errors.Join(err, w.closeFiles())
+		}
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(w.f.Fd()), &st); err != nil {
+		return fmt.Errorf("fstat %s: %w", w.path, err)
+	}
+	if !closing && st.Size > w.parsed {
+		if err := fcntlUnlock(w.f); err != nil {
+			return err
+		}
+		ln, err := countLines(w.f, w.parsed)
+		if err != nil {
+			return err
+		}
+		w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, w.parsed, 1<<62), w.parsed, ln)
+		w.state = wParsing
+		return nil
+	}
+	// The fcntl lock stays until closeFiles, so that nothing is appended
+	// between the walk and the rename or unlink.
+	w.state = wFinished
+	defer func() { err = errors.Join(err, w.closeFiles()) }()
+	if !w.jr.records {
+		return nil
+	}
+	if err := w.jr.reload(); err != nil {
+		return err
+	}
+	err = WriteFileAtomic(w.path, 0o600, func(out io.Writer) error {
+		return w.compact(out, st.Size)
+	})
+	switch {
+	case errors.Is(err, errNothingPending):
+		if err := os.Remove(w.path); err != nil {
+			return fmt.Errorf("remove %s: %w", w.path, err)
+		}
+		if err := syncDir(w.s.d); err != nil {
+			return err
+		}
+	case err != nil:
+		return fmt.Errorf("compact %s: %w", w.path, err)
+	}
+	// A crash before this leaves a journal for an inode that no longer
+	// exists under the name: it is recognised as stale and removed.
+	if err := w.jr.close(); err != nil {
+		return err
+	}
+	return removeIfExists(w.jr.path)
+}
+
+// compact writes what is still pending: messages with only their pending
+// recipients, and damage not quarantined yet, verbatim.
+func (w *workFile) compact(out io.Writer, size int64) (err error) {
+	jf, err := w.jr.openForWalk()
+	if err != nil {
+		return err
+	}
+	var wk *walker
+	if jf != nil {
+		defer func() {
+			if cerr := jf.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("journal: close: %w", cerr)
+			}
+		}()
+		wk = w.jr.newWalker(jf)
+	}
+	rd := bsmtp.NewReader(io.NewSectionReader(w.f, 0, size))
+	bw := bsmtp.NewWriter(out)
+	kept := false
+	for {
+		e, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		var rec record
+		has := false
+		if wk != nil {
+			rec, has = wk.lookup(e.Start)
+		}
+		if e.Msg == nil {
+			if has && rec.quarantinedTo() == e.End {
+				continue
+			}
+			kept = true
+			if _, err := io.Copy(out, io.NewSectionReader(w.f, e.Start, e.End-e.Start)); err != nil {
+				return fmt.Errorf("copy damage: %w", err)
+			}
+			continue
+		}
+		st := ""
+		if has && rec.quarantinedTo() < 0 {
+			st = rec.st
+		}
+		idx := pendingOf(len(e.Msg.To), st)
+		if len(idx) == 0 {
+			continue
+		}
+		kept = true
+		env := bsmtp.Envelope{From: e.Msg.From}
+		for _, j := range idx {
+			env.To = append(env.To, e.Msg.To[j])
+		}
+		sec := io.NewSectionReader(w.f, e.Msg.DataStart, e.Msg.DataEnd-e.Msg.DataStart)
+		if err := bw.WriteStuffed(env, sec, e.Msg.CRLF); err != nil {
+			return fmt.Errorf("write message at %d: %w", e.Start, err)
+		}
+	}
+	if !kept {
+		return errNothingPending
+	}
+	return nil
+}
+
+func (w *workFile) closeFiles() error {
+	var errs []error
+	if w.wkFile != nil {
+		if err := w.wkFile.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("journal: close: %w", err))
+		}
+		w.wkFile, w.wk = nil, nil
+	}
+	if w.jr != nil {
+		errs = append(errs, w.jr.close())
+	}
+	if w.f != nil {
+		if err := w.f.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", w.path, err))
+		}
+		w.f = nil
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,64 @@
+package spool
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestHostLock(t *testing.T) {
+	dir := t.TempDir()
+	flag := filepath.Join(dir, ".etrnflush-h.example.again")
+	a, err := LockHost(dir, "h.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.TakeAgain() {
+		t.Fatal("TakeAgain true without a request")
+	}
+	// flock excludes a second open file description even in this process.
+	if _, err := LockHost(dir, "h.example"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second lock: %v, want ErrBusy", err)
+	}
+	if _, err := os.Stat(flag); err != nil {
+		t.Fatalf("pass request flag not set: %v", err)
+	}
+	other, err := LockHost(dir, "other.example")
+	if err != nil {
+		t.Fatalf("other host: %v", err)
+	}
+	if again, err := other.Release(); again || err != nil {
+		t.Fatalf("other release: %v %v", again, err)
+	}
+	again, err := a.Release()
+	if err != nil || !again {
+		t.Fatalf("Release = %v, %v; want again with the lock held", again, err)
+	}
+	if _, err := os.Stat(flag); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("flag still there: %v", err)
+	}
+	if _, err := LockHost(dir, "h.example"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("lock not held after again: %v", err)
+	}
+	if !a.TakeAgain() {
+		t.Fatal("TakeAgain false after a request")
+	}
+	if a.TakeAgain() {
+		t.Fatal("TakeAgain did not clear the request")
+	}
+	if again, err := a.Release(); again || err != nil {
+		t.Fatalf("final release: %v %v", again, err)
+	}
+	b, err := LockHost(dir, "h.example")
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, ".etrnflush-h.example.lock"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("lock file mode: %v %v", fi.Mode().Perm(), err)
+	}
+	if _, err := b.Release(); err != nil {
+		t.Fatal(err)
+	}
+}

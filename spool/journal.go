@@ -1,0 +1,281 @@
+package spool
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// The journal records, per work file, what happened to each message since
+// the file was last rewritten. Each run appends one segment ("run" line)
+// whose records are in increasing offset order, so the file can be
+// merge-walked with the parse using one cursor per segment, and memory
+// stays flat in the number of messages. A later segment overrides an earlier
+// one. Records:
+//
+//	<offset> <one of s,f,k per recipient>   message outcome
+//	<offset> q<end>                        region [offset,end) quarantined
+//
+// The end is kept for q so that a region that grew since (a late append
+// after an incomplete tail) is not skipped on the strength of an old copy.
+
+const journalMagic = "etrnflush-journal 1"
+
+type journal struct {
+	path     string
+	dev, ino uint64
+	segs     [][2]int64 // byte ranges of the segments found when loaded
+	valid    int64      // length up to the last complete line
+	exists   bool
+	records  bool // any record, loaded or written in this run
+	started  bool // this run's segment marker is written
+	f        *os.File
+}
+
+type record struct {
+	off int64
+	st  string // status chars, or "q<end>"
+}
+
+// loadJournal reads path. ok=false with a nil error means there is no
+// usable journal for the work file (dev, ino): none, or a stale one.
+func loadJournal(path string, dev, ino uint64) (j *journal, stale bool, err error) {
+	j = &journal{path: path, dev: dev, ino: ino}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return j, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("journal %s: %w", path, err)
+	}
+	defer func() {
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("journal %s: close: %w", path, cerr)
+		}
+	}()
+	br := bufio.NewReader(f)
+	var pos int64
+	head, err := br.ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, false, fmt.Errorf("journal %s: %w", path, err)
+	}
+	if !strings.HasSuffix(head, "\n") || strings.TrimSuffix(head, "\n") != journalHeader(dev, ino) {
+		// Written for another inode: the work file was rewritten (compacted)
+		// after it, so everything it says is already applied.
+		return j, true, nil
+	}
+	pos = int64(len(head))
+	j.exists, j.valid = true, pos
+	cur := int64(-1)
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return nil, false, fmt.Errorf("journal %s: line too long at %d", path, pos)
+		}
+		if err != nil {
+			break // a torn last line without its newline is not a record
+		}
+		if bytes.Equal(line, []byte("run\n")) {
+			if cur >= 0 {
+				j.segs = append(j.segs, [2]int64{cur, pos})
+			}
+			cur = pos + int64(len(line))
+		} else if _, ok := parseRecord(line); ok && cur >= 0 {
+			j.records = true
+		}
+		pos += int64(len(line))
+		j.valid = pos
+	}
+	if cur >= 0 {
+		j.segs = append(j.segs, [2]int64{cur, j.valid})
+	}
+	return j, false, nil
+}
+
+func journalHeader(dev, ino uint64) string {
+	return fmt.Sprintf("%s %d %d", journalMagic, dev, ino)
+}
+
+func parseRecord(line []byte) (record, bool) {
+	s := strings.TrimSuffix(string(line), "\n")
+	sp := strings.IndexByte(s, ' ')
+	if sp <= 0 {
+		return record{}, false
+	}
+	off, err := strconv.ParseInt(s[:sp], 10, 64)
+	if err != nil || off < 0 {
+		return record{}, false
+	}
+	st := s[sp+1:]
+	if st == "" {
+		return record{}, false
+	}
+	if st[0] == 'q' {
+		end, err := strconv.ParseInt(st[1:], 10, 64)
+		if err != nil || end <= off {
+			return record{}, false
+		}
+		return record{off, st}, true
+	}
+	for i := 0; i < len(st); i++ {
+		if st[i] != 's' && st[i] != 'f' && st[i] != 'k' {
+			return record{}, false
+		}
+	}
+	return record{off, st}, true
+}
+
+// quarantinedTo returns the end of a q record, or -1.
+func (r record) quarantinedTo() int64 {
+	if r.st == "" || r.st[0] != 'q' {
+		return -1
+	}
+	end, _ := strconv.ParseInt(r.st[1:], 10, 64) // validated by parseRecord
+	return end
+}
+
+// walker looks records up for increasing offsets.
+type walker struct {
+	curs []*cursor
+}
+
+type cursor struct {
+	br  *bufio.Reader
+	rec record
+	ok  bool
+}
+
+func (c *cursor) advance() {
+	for {
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			c.ok = false
+			return
+		}
+		if r, ok := parseRecord(line); ok {
+			c.rec, c.ok = r, true
+			return
+		}
+	}
+}
+
+// newWalker opens one cursor per segment on f, which must stay open while
+// the walker is used.
+func (j *journal) newWalker(f io.ReaderAt) *walker {
+	w := &walker{}
+	for _, s := range j.segs {
+		c := &cursor{br: bufio.NewReaderSize(io.NewSectionReader(f, s[0], s[1]-s[0]), 4096)}
+		c.advance()
+		w.curs = append(w.curs, c)
+	}
+	return w
+}
+
+// lookup returns the latest record for off. Offsets must not decrease
+// between calls.
+func (w *walker) lookup(off int64) (record, bool) {
+	var found record
+	ok := false
+	for _, c := range w.curs {
+		for c.ok && c.rec.off < off {
+			c.advance()
+		}
+		if c.ok && c.rec.off == off {
+			found, ok = c.rec, true
+		}
+	}
+	return found, ok
+}
+
+// openForWalk opens the journal file for a walker; nil when there is none.
+func (j *journal) openForWalk() (*os.File, error) {
+	if !j.exists || len(j.segs) == 0 {
+		return nil, nil
+	}
+	f, err := os.Open(j.path)
+	if err != nil {
+		return nil, fmt.Errorf("journal %s: %w", j.path, err)
+	}
+	return f, nil
+}
+
+// appendRecords makes recs durable. The first call in a run creates the
+// journal (header written atomically) or cuts off a torn last line, and
+// starts a segment; newSegment forces a fresh one (records out of order with
+// the current segment).
+func (j *journal) appendRecords(recs []record, newSegment bool) error {
+	if !j.exists {
+		hdr := journalHeader(j.dev, j.ino) + "\n"
+		err := WriteFileAtomic(j.path, 0o600, func(w io.Writer) error {
+			_, err := io.WriteString(w, hdr)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("create journal: %w", err)
+		}
+		j.exists, j.valid = true, int64(len(hdr))
+	}
+	if j.f == nil {
+		f, err := os.OpenFile(j.path, os.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("journal %s: %w", j.path, err)
+		}
+		// Cut a torn line so that our records start on a line of their own.
+		if err := f.Truncate(j.valid); err != nil {
+			_ = f.Close() // the truncate error is the one to report
+			return fmt.Errorf("journal %s: truncate: %w", j.path, err)
+		}
+		j.f = f
+	}
+	var b strings.Builder
+	if !j.started || newSegment {
+		b.WriteString("run\n")
+		j.started = true
+	}
+	for _, r := range recs {
+		fmt.Fprintf(&b, "%d %s\n", r.off, r.st)
+	}
+	if _, err := j.f.WriteAt([]byte(b.String()), j.valid); err != nil {
+		return fmt.Errorf("journal %s: write: %w", j.path, err)
+	}
+	if err := j.f.Sync(); err != nil {
+		return fmt.Errorf("journal %s: fsync: %w", j.path, err)
+	}
+	j.valid += int64(b.Len())
+	if len(recs) > 0 {
+		j.records = true
+	}
+	return nil
+}
+
+// reload re-reads the segments, including this run's, for a full walk.
+func (j *journal) reload() error {
+	nj, stale, err := loadJournal(j.path, j.dev, j.ino)
+	if err != nil {
+		return err
+	}
+	if stale {
+		return fmt.Errorf("journal %s changed under us", j.path)
+	}
+	j.segs = nj.segs
+	return nil
+}
+
+func (j *journal) close() error {
+	if j.f == nil {
+		return nil
+	}
+	err := j.f.Close()
+	j.f = nil
+	if err != nil {
+		return fmt.Errorf("journal %s: close: %w", j.path, err)
+	}
+	return nil
+}

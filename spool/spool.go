@@ -1,0 +1,287 @@
+// Package spool finds, claims, rewrites and removes the mail Exim holds
+// for one host, so that the flush engine only ever sees messages and hands
+// back per-recipient outcomes.
+//
+// Two BSMTP layouts are handled: one file Exim appends to (appendfile
+// "file" with use_bsmtp), which is claimed under Exim's own locks by
+// renaming it to a private work file, and a directory with one message per
+// file (appendfile "directory" with use_bsmtp). Mail is removed only after
+// every recipient got a final answer, and every change is durable before
+// Settle returns, so a crash at any instant loses nothing and at worst
+// resends the messages that were in flight.
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"etrnflush/bsmtp"
+)
+
+// Options says which spool to open and how.
+type Options struct {
+	Path   string      // the host's spool: an appended BSMTP file, or a directory of one-message-per-file BSMTP files
+	Host   string      // validated, lower-cased host name (for the host lock name)
+	Format string      // "auto" | "bsmtp"; mailstore and maildir are not supported yet
+	DryRun bool        // read-only: no claim, no lock file, no writes; Settle is a no-op
+	Report func(Event) // quarantine and notices go here (the engine logs them); never nil after Open
+}
+
+// Event tells the engine about something worth a log line that is not a
+// delivery outcome. Kind is "quarantine", "orphan", "notice" or "claim".
+type Event struct {
+	Kind   string
+	ID     string
+	Reason string
+	Size   int64
+}
+
+// Message is one transaction to replay. To holds only the recipients that
+// still need a final answer.
+type Message struct {
+	ID       string // stable within one version of its file, grep-able
+	From     string
+	To       []string
+	Size     int64
+	EightBit bool
+	Open     func() (io.ReadCloser, error) // content, unstuffed, line ends as stored
+
+	ref *msgRef
+}
+
+// msgRef is what Settle needs to find the message again.
+type msgRef struct {
+	owner    any               // *workFile or *dirFile
+	off      int64             // entry start
+	env      bsmtp.Envelope    // as stored, all recipients
+	idx      []int             // index in env.To of each Message.To
+	prev     []byte            // status per env.To before this run's outcome
+	section  *io.SectionReader // stuffed data
+	crlf     bool
+	settled  bool
+	dataSize int64
+}
+
+// Outcome is the final state of one recipient after a delivery attempt.
+type Outcome int
+
+const (
+	Keep   Outcome = iota // no final answer: try again later
+	Sent                  // 2xx after the final dot
+	Failed                // 5xx: permanent; a copy goes to the failed folder
+)
+
+// Spool is an opened host spool.
+type Spool interface {
+	// Layout names what was found, for the log: "bsmtp-file", "bsmtp-dir"
+	// or "none".
+	Layout() string
+	// Next returns the next message, oldest first, and io.EOF when there
+	// are no more. Damage met on the way is quarantined and reported.
+	Next() (*Message, error)
+	// Settle records the outcome for each of m.To; it is durable when it
+	// returns. Messages must be settled in the order Next returned them,
+	// but Next may run ahead.
+	Settle(m *Message, out []Outcome, reason string) error
+	// Close finishes: work files are compacted or removed. It must be
+	// called, also after an error.
+	Close() error
+}
+
+// LayoutError means the spool is not in a layout this version handles.
+// Found is "maildir", "mailstore" (recognised, not supported yet), "mixed"
+// or "unknown".
+type LayoutError struct {
+	Path   string
+	Found  string
+	Reason string
+}
+
+func (e *LayoutError) Error() string {
+	return fmt.Sprintf("spool %s: %s", e.Path, e.Reason)
+}
+
+// Names of our files beside the spool; see the package notes.
+func workPrefix(base string) string       { return ".etrnflush-" + base + "." }
+func quarantineDir(d, base string) string { return filepath.Join(d, ".etrnflush-"+base+".quarantine") }
+func failedDir(d, base string) string     { return filepath.Join(d, ".etrnflush-"+base+".failed") }
+
+// Open detects the layout at o.Path and returns a Spool for it. A missing
+// path is an empty spool, unless earlier runs left work files beside it.
+func Open(o Options) (Spool, error) {
+	if o.Report == nil {
+		o.Report = func(Event) {}
+	}
+	if o.Path == "" {
+		return nil, errors.New("spool: empty path")
+	}
+	o.Path = filepath.Clean(o.Path)
+	switch o.Format {
+	case "", "auto", "bsmtp":
+	case "maildir", "mailstore":
+		return nil, &LayoutError{Path: o.Path, Found: o.Format, Reason: o.Format + " spools are not supported yet"}
+	default:
+		return nil, &LayoutError{Path: o.Path, Found: "unknown", Reason: fmt.Sprintf("unknown spool format %q", o.Format)}
+	}
+	d, b := filepath.Dir(o.Path), filepath.Base(o.Path)
+	works, journals, err := listWork(d, b)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Lstat(o.Path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if len(works) == 0 && len(journals) == 0 {
+			return noneSpool{}, nil
+		}
+		return newFileSpool(o, d, b, works, journals, false)
+	case err != nil:
+		return nil, fmt.Errorf("spool %s: %w", o.Path, err)
+	case fi.Mode().IsRegular():
+		return newFileSpool(o, d, b, works, journals, true)
+	case fi.IsDir():
+		if o.Format != "bsmtp" {
+			if err := classifyDir(o.Path); err != nil {
+				return nil, err
+			}
+		}
+		if len(works) > 0 {
+			return nil, &LayoutError{Path: o.Path, Found: "mixed",
+				Reason: fmt.Sprintf("is a directory, but %d work file(s) of an appended-file spool are left in %s", len(works), d)}
+		}
+		return newDirSpool(o, d, b)
+	default:
+		return nil, &LayoutError{Path: o.Path, Found: "unknown", Reason: "neither a regular file nor a directory (" + fi.Mode().Type().String() + ")"}
+	}
+}
+
+// classifyDir accepts a directory only when it looks like Exim's
+// one-message-per-file BSMTP layout.
+func classifyDir(path string) error {
+	ents, err := os.ReadDir(path)
+	if err != nil {
+		return fmt.Errorf("spool %s: %w", path, err)
+	}
+	for _, e := range ents {
+		n := e.Name()
+		switch {
+		case strings.HasPrefix(n, "."), strings.HasPrefix(n, "temp."):
+		case e.IsDir() && (n == "new" || n == "cur" || n == "tmp"):
+			return &LayoutError{Path: path, Found: "maildir", Reason: "looks like a maildir (has " + n + "/): maildir spools are not supported yet"}
+		case strings.HasSuffix(n, ".env") || strings.HasSuffix(n, ".msg"):
+			return &LayoutError{Path: path, Found: "mailstore", Reason: "looks like a mailstore (has " + n + "): mailstore spools are not supported yet"}
+		case strings.HasPrefix(n, "q") && !e.IsDir():
+		default:
+			return &LayoutError{Path: path, Found: "unknown",
+				Reason: fmt.Sprintf("unexpected entry %q for a BSMTP directory (set format = \"bsmtp\" if its names are not Exim's default)", n)}
+		}
+	}
+	return nil
+}
+
+// listWork finds the work files and journals of base in d, oldest first.
+func listWork(d, base string) (works, journals []int64, err error) {
+	ents, err := os.ReadDir(d)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("spool dir %s: %w", d, err)
+	}
+	p := workPrefix(base)
+	for _, e := range ents {
+		if n := parseWorkName(p, ".work", e.Name()); n >= 0 {
+			works = append(works, n)
+		} else if n := parseWorkName(p, ".journal", e.Name()); n >= 0 {
+			journals = append(journals, n)
+		}
+	}
+	// ReadDir sorts by name, and the 20-digit names sort like their numbers.
+	return works, journals, nil
+}
+
+// genTag distinguishes versions of a file whose name stays the same across
+// rewrites, so that ids (and the quarantine and failed names built from
+// them) of different versions never collide.
+func genTag(mtime time.Time) string {
+	return strconv.FormatInt(mtime.UnixNano(), 36)
+}
+
+type noneSpool struct{}
+
+func (noneSpool) Layout() string          { return "none" }
+func (noneSpool) Next() (*Message, error) { return nil, io.EOF }
+func (noneSpool) Close() error            { return nil }
+func (noneSpool) Settle(*Message, []Outcome, string) error {
+	return errors.New("spool: settle on an empty spool")
+}
+
+// oneLine makes a reason safe for a one-line .why file.
+func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	return strings.TrimSpace(s) + "\n"
+}
+
+// writeCopy stores a BSMTP copy and its reason under dir/id.{bsmtp,why}.
+// The names depend only on id, so a redo after a crash overwrites.
+func writeCopy(dir, id string, body func(io.Writer) error, why string) error {
+	if err := mkdirPrivate(dir); err != nil {
+		return err
+	}
+	if err := WriteFileAtomic(filepath.Join(dir, id+".bsmtp"), 0o600, body); err != nil {
+		return err
+	}
+	return WriteFileAtomic(filepath.Join(dir, id+".why"), 0o600, func(w io.Writer) error {
+		_, err := io.WriteString(w, oneLine(why))
+		return err
+	})
+}
+
+// statusesAfter merges this run's outcome into the stored statuses and
+// lists the failed recipients.
+func statusesAfter(r *msgRef, out []Outcome) (st []byte, failed []string, changed bool, err error) {
+	st = append([]byte(nil), r.prev...)
+	for i, o := range out {
+		j := r.idx[i]
+		var c byte
+		switch o {
+		case Keep:
+			c = 'k'
+		case Sent:
+			c = 's'
+		case Failed:
+			c = 'f'
+			failed = append(failed, r.env.To[j])
+		default:
+			return nil, nil, false, fmt.Errorf("settle: unknown outcome %d", o)
+		}
+		if st[j] != c {
+			changed = true
+		}
+		st[j] = c
+	}
+	return st, failed, changed, nil
+}
+
+// pendingOf lists the indices still to deliver under status st (nil st:
+// all of them).
+func pendingOf(n int, st string) []int {
+	var idx []int
+	for i := 0; i < n; i++ {
+		if st == "" || len(st) != n || st[i] == 'k' {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
