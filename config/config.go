@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -123,7 +124,7 @@ func Load(path string, explicit bool) (*Config, error) {
 		if errors.As(err, &pe) {
 			return nil, &Error{File: path, Line: pe.Position.Line, Key: pe.LastKey, Msg: oneLine(pe.Message)}
 		}
-		return nil, &Error{File: path, Msg: oneLine(err.Error())}
+		return nil, decodeError(path, data, err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		k := und[0]
@@ -133,6 +134,75 @@ func Load(path string, explicit bool) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// BurntSushi/toml reports a value of the wrong type as a plain error whose
+// text carries the line and key; take them out so that the message has the
+// same FILE:LINE: key "K": shape as every other config error.
+var (
+	decodeErrRE = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key ("(?:[^"\\]|\\.)*")\): (.*)$`)
+	typeErrRE   = regexp.MustCompile(`^incompatible types: TOML value has type (\S+); destination has type (\S+)$`)
+)
+
+func decodeError(path string, data []byte, err error) error {
+	m := decodeErrRE.FindStringSubmatch(oneLine(err.Error()))
+	if m == nil {
+		return &Error{File: path, Msg: oneLine(err.Error())}
+	}
+	line, _ := strconv.Atoi(m[1])
+	ks, uerr := strconv.Unquote(m[2])
+	if uerr != nil {
+		return &Error{File: path, Msg: oneLine(err.Error())}
+	}
+	key := splitKey(ks)
+	if line == 0 {
+		line = lineOf(data, key)
+	}
+	msg := m[3]
+	if t := typeErrRE.FindStringSubmatch(msg); t != nil {
+		msg = fmt.Sprintf("wrong type: a %s is written here, a %s is needed", tomlTypeName(t[1]), tomlTypeName(t[2]))
+		if t[2] == "string" {
+			msg += " (in double quotes)"
+		}
+	}
+	return &Error{File: path, Line: line, Key: key.String(), Msg: msg}
+}
+
+// splitKey undoes toml.Key.String for our keys: bare words and quoted
+// host names (host."a.example".tls).
+func splitKey(s string) toml.Key {
+	var k toml.Key
+	for s != "" {
+		if s[0] == '"' {
+			end := strings.IndexByte(s[1:], '"')
+			if end < 0 {
+				return append(k, s)
+			}
+			k = append(k, s[1:end+1])
+			s = strings.TrimPrefix(s[end+2:], ".")
+			continue
+		}
+		part, rest, _ := strings.Cut(s, ".")
+		k = append(k, part)
+		s = rest
+	}
+	return k
+}
+
+func tomlTypeName(goType string) string {
+	switch {
+	case strings.HasPrefix(goType, "int"), strings.HasPrefix(goType, "uint"):
+		return "number"
+	case strings.HasPrefix(goType, "float"):
+		return "number"
+	case strings.HasPrefix(goType, "map"):
+		return "table"
+	case strings.HasPrefix(goType, "[]"):
+		return "list"
+	case goType == "bool":
+		return "boolean"
+	}
+	return goType
 }
 
 func unwrapPath(err error) error {
@@ -160,7 +230,7 @@ func lineOf(data []byte, k toml.Key) int {
 	start := 0
 	if len(k) >= 2 && k[0] == "host" {
 		if i := strings.Index(string(data), `"`+k[1]+`"`); i >= 0 {
-			start = i
+			start = strings.LastIndexByte(string(data[:i]), '\n') + 1
 		}
 	}
 	lines := strings.Split(string(data), "\n")
