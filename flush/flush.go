@@ -1,0 +1,451 @@
+// Package flush is the engine: it takes messages from a spool, hands them to
+// the sender, and gives each outcome back to the spool, which removes or keeps
+// the message. It owns the per-host lock and the extra-pass protocol, and it
+// writes the one log line per message outcome.
+package flush
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"etrnflush/sender"
+	"etrnflush/spool"
+)
+
+// Config is one flush of one host.
+type Config struct {
+	Host   string
+	Spool  spool.Options // Host and Report are filled in by Run
+	Sender sender.Options
+	// Dests are tried in order until one answers; each is host:port.
+	// Resolve is called instead when Dests is empty (MX lookup), so that
+	// an empty spool never costs a DNS query.
+	Dests   []string
+	Resolve func() ([]string, error)
+	DryRun  bool
+	Out     io.Writer // dry-run listing
+	Log     *Logger
+	// MaxPasses bounds extra passes asked for by concurrent runs, so that
+	// a stream of ETRNs cannot keep one process alive forever.
+	MaxPasses int
+}
+
+// Summary counts messages by outcome. A message with recipients in several
+// states counts once under each.
+type Summary struct {
+	Sent, Deferred, Failed, Quarantined, Uncertain int
+	WouldSend                                      int // dry run only
+	Bytes                                          int64
+	Elapsed                                        time.Duration
+	Busy                                           bool // another flush was running; it was asked for another pass
+	Unreachable                                    bool // no destination answered, or the connection failed
+	Layout                                         string
+}
+
+// Left reports whether anything is left for a later run.
+func (s Summary) Left() bool { return s.Deferred > 0 || s.Uncertain > 0 || s.Unreachable }
+
+// ErrSpool wraps local I/O trouble with the spool (exit 74).
+type ErrSpool struct{ Err error }
+
+func (e *ErrSpool) Error() string { return e.Err.Error() }
+func (e *ErrSpool) Unwrap() error { return e.Err }
+
+// Run flushes cfg.Host. The error is nil when the flush went as designed,
+// even if the host was unreachable (see Summary); it is set for local trouble
+// (spool I/O, layout, Exim's lock not obtainable).
+func Run(ctx context.Context, cfg Config) (Summary, error) {
+	start := time.Now()
+	r := &run{cfg: cfg, log: cfg.Log}
+	if r.cfg.MaxPasses == 0 {
+		r.cfg.MaxPasses = 10
+	}
+	r.cfg.Spool.Host = cfg.Host
+	r.cfg.Spool.Report = r.event
+	r.cfg.Spool.DryRun = cfg.DryRun
+	err := r.run(ctx)
+	r.sum.Elapsed = time.Since(start)
+	if err != nil {
+		r.log.Errorf("host=%s error: %s", cfg.Host, strings.Join(strings.Fields(err.Error()), " "))
+	}
+	// A dry run prints its own listing and summary; it must not log a
+	// summary that reads like a real flush.
+	if !r.sum.Busy && !cfg.DryRun {
+		s := r.sum
+		r.log.Infof("host=%s summary sent=%d deferred=%d failed=%d quarantined=%d uncertain=%d bytes=%d elapsed=%s",
+			cfg.Host, s.Sent, s.Deferred, s.Failed, s.Quarantined, s.Uncertain, s.Bytes, s.Elapsed.Round(time.Millisecond))
+	}
+	return r.sum, err
+}
+
+type run struct {
+	cfg  Config
+	log  *Logger
+	sum  Summary
+	sess *sender.Session
+	dead bool // the connection failed in this run: do not redial for another pass
+}
+
+func (r *run) run(ctx context.Context) (err error) {
+	if r.cfg.DryRun {
+		// A dry run takes no lock: creating the lock file would change the
+		// spool directory, and it must change nothing.
+		return r.pass(ctx)
+	}
+	dir := filepath.Dir(r.cfg.Spool.Path)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		// No directory, so no spool and none of our files beside it:
+		// nothing was ever held for this host. Creating the directory
+		// to hold a lock in it is not ours to do.
+		r.log.Debugf("host=%s nothing to send: %s does not exist", r.cfg.Host, dir)
+		return nil
+	}
+	lock, err := spool.LockHost(dir, r.cfg.Host)
+	if errors.Is(err, spool.ErrBusy) {
+		r.sum.Busy = true
+		r.log.Infof("host=%s busy: another flush is running; asked it for one more pass", r.cfg.Host)
+		return nil
+	}
+	if err != nil {
+		return &ErrSpool{fmt.Errorf("lock host %s: %w", r.cfg.Host, err)}
+	}
+	defer func() {
+		if r.sess != nil {
+			if cerr := r.sess.Close(); cerr != nil {
+				r.log.Debugf("host=%s quit: %v", r.cfg.Host, cerr)
+			}
+		}
+	}()
+	for passes := 0; ; passes++ {
+		if err := r.pass(ctx); err != nil {
+			if _, rerr := lock.Release(); rerr != nil {
+				r.log.Warnf("host=%s release lock: %v", r.cfg.Host, rerr)
+			}
+			return err
+		}
+		again := lock.TakeAgain()
+		if !again {
+			var rerr error
+			again, rerr = lock.Release()
+			if rerr != nil {
+				return &ErrSpool{fmt.Errorf("release host lock: %w", rerr)}
+			}
+			if !again {
+				return nil
+			}
+		}
+		if r.dead || passes+1 >= r.cfg.MaxPasses {
+			// The request stays unanswered on purpose: nothing would be
+			// delivered now, and the next trigger starts a fresh run.
+			if _, rerr := lock.Release(); rerr != nil {
+				r.log.Warnf("host=%s release lock: %v", r.cfg.Host, rerr)
+			}
+			return nil
+		}
+		r.log.Infof("host=%s another pass was asked for", r.cfg.Host)
+	}
+}
+
+// event logs what the spool reports about damage and housekeeping.
+func (r *run) event(e spool.Event) {
+	switch e.Kind {
+	case "quarantine":
+		r.sum.Quarantined++
+		r.log.Warnf("host=%s id=%s status=quarantined size=%d reason=%s", r.cfg.Host, e.ID, e.Size, Quote(e.Reason))
+		if r.cfg.DryRun && r.cfg.Out != nil {
+			fmt.Fprintf(r.cfg.Out, "would quarantine id=%s size=%d reason=%s\n", e.ID, e.Size, Quote(e.Reason))
+		}
+	case "orphan", "notice":
+		r.log.Warnf("host=%s id=%s %s", r.cfg.Host, e.ID, Quote(e.Reason))
+	default:
+		r.log.Infof("host=%s id=%s %s: %s", r.cfg.Host, e.ID, e.Kind, Quote(e.Reason))
+	}
+}
+
+func (r *run) pass(ctx context.Context) (err error) {
+	sp, err := spool.Open(r.cfg.Spool)
+	if err != nil {
+		return spoolErr("open spool", err)
+	}
+	defer func() {
+		if cerr := sp.Close(); cerr != nil && err == nil {
+			err = spoolErr("close spool", cerr)
+		}
+	}()
+	r.sum.Layout = sp.Layout()
+	r.log.Debugf("host=%s spool=%s layout=%s", r.cfg.Host, r.cfg.Spool.Path, sp.Layout())
+
+	first, err := sp.Next()
+	if err == io.EOF {
+		return nil
+	}
+	if err != nil {
+		return spoolErr("read spool", err)
+	}
+	if r.cfg.DryRun {
+		return r.dryRun(sp, first)
+	}
+	if r.sess == nil {
+		if !r.dead && !r.dial(ctx) {
+			r.dead = true
+		}
+		if r.dead {
+			r.sum.Unreachable = true
+			return r.keepAll(sp, first, "no destination accepted a connection; kept for the next run")
+		}
+	}
+
+	// The sender reports in the order it takes messages; the queue maps
+	// each report back to its spool message.
+	var queue []*spool.Message
+	pending := first
+	next := func() (*sender.Message, error) {
+		var m *spool.Message
+		if pending != nil {
+			m, pending = pending, nil
+		} else {
+			var err error
+			m, err = sp.Next()
+			if err != nil {
+				return nil, err
+			}
+		}
+		queue = append(queue, m)
+		return &sender.Message{From: m.From, To: m.To, Size: m.Size, EightBit: m.EightBit, Open: m.Open}, nil
+	}
+	report := func(_ *sender.Message, res sender.Result) error {
+		m := queue[0]
+		queue = queue[1:]
+		return r.settle(sp, m, res)
+	}
+	serr := r.sess.Send(ctx, next, report)
+	if serr == nil {
+		return nil
+	}
+	var se *sender.Error
+	if errors.As(serr, &se) {
+		r.log.Warnf("host=%s connection ended: %s", r.cfg.Host, Quote(serr.Error()))
+		r.sum.Unreachable = true
+		r.dead = true
+		if cerr := r.sess.Close(); cerr != nil {
+			r.log.Debugf("host=%s close: %v", r.cfg.Host, cerr)
+		}
+		r.sess = nil
+		m, err := sp.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return spoolErr("read spool", err)
+		}
+		return r.keepAll(sp, m, "the connection ended before these were offered; kept for the next run")
+	}
+	// Anything else came from the spool side (next or settle).
+	return spoolErr("flush", serr)
+}
+
+// keepAll counts what an unreachable host leaves in the spool, so that the
+// summary says how much is waiting. Nothing is rewritten: every recipient
+// stays pending.
+func (r *run) keepAll(sp spool.Spool, m *spool.Message, why string) error {
+	n, bytes := 0, int64(0)
+	for {
+		if err := sp.Settle(m, make([]spool.Outcome, len(m.To)), ""); err != nil {
+			return spoolErr("keep "+m.ID, err)
+		}
+		n++
+		bytes += m.Size
+		var err error
+		m, err = sp.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return spoolErr("read spool", err)
+		}
+	}
+	r.sum.Deferred += n
+	r.log.Warnf("host=%s status=deferred messages=%d bytes=%d reason=%s", r.cfg.Host, n, bytes, Quote(why))
+	return nil
+}
+
+func spoolErr(what string, err error) error {
+	var le *spool.LayoutError
+	if errors.As(err, &le) || errors.Is(err, spool.ErrLocked) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return &ErrSpool{fmt.Errorf("%s: %w", what, err)}
+}
+
+func (r *run) dial(ctx context.Context) bool {
+	dests := r.cfg.Dests
+	if len(dests) == 0 && r.cfg.Resolve != nil {
+		var err error
+		dests, err = r.cfg.Resolve()
+		if err != nil {
+			r.log.Warnf("host=%s no destination: %s", r.cfg.Host, Quote(err.Error()))
+			return false
+		}
+	}
+	for _, d := range dests {
+		o := r.cfg.Sender
+		o.Addr = d
+		s, err := sender.Dial(ctx, o)
+		if err != nil {
+			r.log.Warnf("host=%s to=%s cannot deliver: %s", r.cfg.Host, d, Quote(err.Error()))
+			continue
+		}
+		r.log.Debugf("host=%s connected to %s tls=%v", r.cfg.Host, d, s.TLS())
+		r.sess = s
+		return true
+	}
+	return false
+}
+
+func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result) error {
+	out := make([]spool.Outcome, len(m.To))
+	var sent, failed, kept []string
+	for i := range m.To {
+		st := sender.Deferred
+		if i < len(res.Rcpts) {
+			st = res.Rcpts[i]
+		}
+		switch st {
+		case sender.Sent:
+			out[i] = spool.Sent
+			sent = append(sent, m.To[i])
+		case sender.Failed:
+			out[i] = spool.Failed
+			failed = append(failed, m.To[i])
+		default:
+			out[i] = spool.Keep
+			kept = append(kept, m.To[i])
+		}
+	}
+	reply := replyText(res)
+	why := failReason(m, res, out)
+	// Record first, log second: the log line claims what the spool now holds.
+	if err := sp.Settle(m, out, why); err != nil {
+		return fmt.Errorf("settle %s: %w", m.ID, err)
+	}
+	status := ""
+	switch {
+	case res.Uncertain:
+		status = "uncertain"
+		r.sum.Uncertain++
+	case len(kept) == len(m.To):
+		status = "deferred"
+	case len(sent) == len(m.To):
+		status = "sent"
+	case len(failed) == len(m.To):
+		status = "failed"
+	default:
+		status = "partial"
+	}
+	if len(sent) > 0 {
+		r.sum.Sent++
+		r.sum.Bytes += m.Size
+	}
+	if len(failed) > 0 {
+		r.sum.Failed++
+	}
+	if len(kept) > 0 && !res.Uncertain {
+		r.sum.Deferred++
+	}
+	extra := ""
+	if status == "partial" {
+		extra = fmt.Sprintf(" sent=%s failed=%s deferred=%s", addrs(sent), addrs(failed), addrs(kept))
+	}
+	if len(failed) > 0 && why != reply {
+		// Recipients refused at RCPT have their own reply; the final
+		// reply alone would hide why they failed.
+		extra += " failed_reply=" + Quote(why)
+	}
+	line := fmt.Sprintf("host=%s id=%s from=<%s> to=%s size=%d status=%s%s reply=%s",
+		r.cfg.Host, m.ID, m.From, addrs(m.To), m.Size, status, extra, Quote(reply))
+	if status == "sent" {
+		r.log.Infof("%s", line)
+	} else {
+		r.log.Warnf("%s", line)
+	}
+	return nil
+}
+
+func replyText(res sender.Result) string {
+	t := res.Reply.Text
+	if res.Reply.Code != 0 {
+		t = fmt.Sprintf("%d %s", res.Reply.Code, t)
+	}
+	if res.Uncertain {
+		t = "no reply after the final dot, the message may have been delivered; it is kept and will be sent again: " + t
+	}
+	return t
+}
+
+// failReason explains the failed recipients: each one's RCPT reply when it
+// was refused there, else the reply that ended the transaction. When they
+// differ, each reason names its recipient.
+func failReason(m *spool.Message, res sender.Result, out []spool.Outcome) string {
+	all := replyText(res)
+	var per []string
+	same := true
+	first := ""
+	for i, o := range out {
+		if o != spool.Failed {
+			continue
+		}
+		t := all
+		if i < len(res.RcptReplies) && res.RcptReplies[i].Code >= 500 {
+			rr := res.RcptReplies[i]
+			t = fmt.Sprintf("%d %s", rr.Code, rr.Text)
+		}
+		if len(per) == 0 {
+			first = t
+		} else if t != first {
+			same = false
+		}
+		per = append(per, "<"+m.To[i]+"> "+t)
+	}
+	if len(per) == 0 {
+		return ""
+	}
+	if same {
+		return first
+	}
+	return strings.Join(per, "; ")
+}
+
+func addrs(list []string) string {
+	if len(list) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(list))
+	for i, a := range list {
+		parts[i] = "<" + a + ">"
+	}
+	return strings.Join(parts, ",")
+}
+
+func (r *run) dryRun(sp spool.Spool, m *spool.Message) error {
+	for {
+		if r.cfg.Out != nil {
+			fmt.Fprintf(r.cfg.Out, "would send id=%s from=<%s> to=%s size=%d\n", m.ID, m.From, addrs(m.To), m.Size)
+		}
+		r.sum.WouldSend++
+		r.sum.Bytes += m.Size
+		var err error
+		m, err = sp.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return spoolErr("read spool", err)
+		}
+	}
+}

@@ -1,0 +1,137 @@
+package flush
+
+import (
+	"fmt"
+	"io"
+	"log/syslog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Logger writes one line per event to stderr, a file or syslog. Under Exim
+// and inetd stdout and stderr are not ours, so the destination is chosen by
+// the caller, never assumed.
+type Logger struct {
+	mu      sync.Mutex
+	w       io.Writer      // stderr or file; nil when syslog is used
+	sys     *syslog.Writer // syslog; nil otherwise
+	closer  io.Closer
+	verbose bool
+	pid     int
+}
+
+// NewLogger opens dest: "stderr", "syslog" or an absolute file name
+// (appended to, created 0640).
+func NewLogger(dest string, verbose bool) (*Logger, error) {
+	l := &Logger{verbose: verbose, pid: os.Getpid()}
+	switch dest {
+	case "stderr", "":
+		l.w = os.Stderr
+	case "syslog":
+		w, err := syslog.New(syslog.LOG_MAIL|syslog.LOG_INFO, "etrnflush")
+		if err != nil {
+			return nil, fmt.Errorf("open syslog: %w", err)
+		}
+		l.sys, l.closer = w, w
+	default:
+		f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("open log file: %w", err)
+		}
+		l.w, l.closer = f, f
+	}
+	return l, nil
+}
+
+// NewWriterLogger logs to w (tests, and --log stderr).
+func NewWriterLogger(w io.Writer, verbose bool) *Logger {
+	return &Logger{w: w, verbose: verbose, pid: os.Getpid()}
+}
+
+// Close closes a log file or the syslog connection.
+func (l *Logger) Close() error {
+	if l == nil || l.closer == nil {
+		return nil
+	}
+	return l.closer.Close()
+}
+
+type level int
+
+const (
+	lvDebug level = iota
+	lvInfo
+	lvWarn
+	lvErr
+)
+
+func (l *Logger) logf(lv level, format string, args ...any) {
+	if l == nil || (lv == lvDebug && !l.verbose) {
+		return
+	}
+	line := fmt.Sprintf(format, args...)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sys != nil {
+		// A failing syslog cannot be reported anywhere better.
+		switch lv {
+		case lvDebug:
+			_ = l.sys.Debug(line)
+		case lvInfo:
+			_ = l.sys.Info(line)
+		case lvWarn:
+			_ = l.sys.Warning(line)
+		default:
+			_ = l.sys.Err(line)
+		}
+		return
+	}
+	prefix := ""
+	switch lv {
+	case lvWarn:
+		prefix = "warning: "
+	case lvErr:
+		prefix = "error: "
+	}
+	ts := ""
+	if l.w != os.Stderr {
+		ts = time.Now().Format("2006-01-02T15:04:05.000Z07:00 ")
+	}
+	_, _ = fmt.Fprintf(l.w, "%setrnflush[%d]: %s%s\n", ts, l.pid, prefix, line)
+}
+
+// Debugf logs only with -v.
+func (l *Logger) Debugf(format string, args ...any) { l.logf(lvDebug, format, args...) }
+
+// Infof logs an ordinary event.
+func (l *Logger) Infof(format string, args ...any) { l.logf(lvInfo, format, args...) }
+
+// Warnf logs something the admin should look at.
+func (l *Logger) Warnf(format string, args ...any) { l.logf(lvWarn, format, args...) }
+
+// Errorf logs a failure.
+func (l *Logger) Errorf(format string, args ...any) { l.logf(lvErr, format, args...) }
+
+// maxText caps remote and local text in a log line: a hostile server must
+// not be able to flood or forge log lines.
+const maxText = 300
+
+// Quote makes text safe for one log line: printable ASCII only, capped, in
+// double quotes.
+func Quote(s string) string {
+	if len(s) > maxText {
+		s = s[:maxText] + "..."
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			b.WriteByte('?')
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return strconv.QuoteToASCII(b.String())
+}

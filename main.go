@@ -1,0 +1,466 @@
+// Command etrnflush flushes the mail held for one intermittently connected
+// host: it replays the host's Exim spool over SMTP and removes each message
+// only once the host's server has taken responsibility for it.
+//
+// main stays thin: flags and config in, one place (exitCode) maps errors to
+// sysexits codes.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"etrnflush/config"
+	"etrnflush/flush"
+	"etrnflush/sender"
+	"etrnflush/spool"
+)
+
+// sysexits(3) codes; the man page's EXIT STATUS is the contract.
+const (
+	exOK       = 0
+	exUsage    = 64
+	exDataErr  = 65
+	exIOErr    = 74
+	exTempFail = 75
+	exConfig   = 78
+)
+
+// version is set at link time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+// exitError carries a code chosen where the cause is known.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageErr(format string, args ...any) error {
+	return &exitError{exUsage, fmt.Errorf(format, args...)}
+}
+
+// exitCode is the one place that maps an error to an exit status.
+func exitCode(err error) int {
+	var ee *exitError
+	var ce *config.Error
+	var le *spool.LayoutError
+	var se *flush.ErrSpool
+	switch {
+	case err == nil:
+		return exOK
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &ce):
+		return exConfig
+	case errors.As(err, &le):
+		return exConfig
+	case errors.Is(err, spool.ErrLocked):
+		return exTempFail
+	case errors.As(err, &se):
+		return exIOErr
+	}
+	return exTempFail // unknown trouble: keep the mail, try later
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	app := newApp()
+	app.Writer, app.ErrWriter = stdout, stderr
+	err := app.Run(args)
+	code := exitCode(err)
+	if err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) && ee.err == nil {
+			return code
+		}
+		fmt.Fprintf(stderr, "etrnflush: error: %s\n", oneLine(err.Error()))
+	}
+	return code
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func flushFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "spool", Usage: "the host's spool: a BSMTP file or directory `PATH`", DefaultText: "spool_dir/HOST", TakesFile: true},
+		&cli.StringFlag{Name: "format", Usage: "spool `FORMAT`: auto, bsmtp, mailstore or maildir", DefaultText: "auto"},
+		&cli.StringFlag{Name: "to", Usage: "connect to `HOST[:PORT]` instead of the route or MX hosts"},
+		&cli.StringFlag{Name: "helo", Usage: "`NAME` to give in EHLO", DefaultText: "helo from the config, else this machine's FQDN"},
+		&cli.StringFlag{Name: "tls", Usage: "TLS `LEVEL`: none, may, encrypt or verify", DefaultText: "may"},
+		&cli.DurationFlag{Name: "timeout", Usage: "`DURATION` allowed for the connection and each reply", DefaultText: "5m"},
+		&cli.BoolFlag{Name: "dry-run", Usage: "parse and list what would be sent; connect nowhere, change nothing"},
+	}
+}
+
+func newApp() *cli.App {
+	onUsage := func(_ *cli.Context, err error, _ bool) error {
+		return usageErr("%v", err)
+	}
+	// urfave/cli gives -v to --version by default; -v is --verbose here.
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
+	app := &cli.App{
+		Name:      "etrnflush",
+		Usage:     "flush the mail held for one host over SMTP",
+		UsageText: "etrnflush [-c FILE] [flush] [flags] HOST\netrnflush [-c FILE] check-config [HOST]",
+		Version:   version,
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "configuration `FILE`", Value: config.DefaultPath, EnvVars: []string{"ETRNFLUSH_CONFIG"}, TakesFile: true},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log more detail"},
+			&cli.StringFlag{Name: "log", Usage: "where to log: stderr, syslog or an absolute `FILE` (default: stderr on a terminal, else syslog)"},
+		}, flushFlags()...),
+		Action: flushAction,
+		Commands: []*cli.Command{
+			{
+				Name:         "flush",
+				Usage:        "replay HOST's spool to its SMTP server (the default command)",
+				ArgsUsage:    "HOST",
+				Flags:        flushFlags(),
+				Action:       flushAction,
+				OnUsageError: onUsage,
+			},
+			{
+				Name:         "check-config",
+				Usage:        "validate the configuration and print the settings in force",
+				ArgsUsage:    "[HOST]",
+				Action:       checkConfigAction,
+				OnUsageError: onUsage,
+			},
+		},
+		OnUsageError:           onUsage,
+		ExitErrHandler:         func(*cli.Context, error) {},
+		UseShortOptionHandling: true,
+	}
+	return app
+}
+
+func loadConfig(c *cli.Context) (*config.Config, error) {
+	path := c.String("config")
+	explicit := c.IsSet("config")
+	return config.Load(path, explicit)
+}
+
+// hostArg validates the one HOST argument. It may come straight from the
+// network (ETRN), so nothing is touched before it passes.
+func hostArg(c *cli.Context, optional bool) (string, error) {
+	switch {
+	case c.NArg() == 0 && optional:
+		return "", nil
+	case c.NArg() == 0:
+		return "", usageErr("missing HOST (usage: etrnflush [flags] HOST)")
+	case c.NArg() > 1:
+		return "", usageErr("one HOST expected, got %d arguments (flags go before HOST)", c.NArg())
+	}
+	raw := c.Args().First()
+	h, err := config.CheckHostName(raw)
+	if err != nil {
+		return "", usageErr("invalid host %s: %v", strconv.QuoteToASCII(raw), err)
+	}
+	return h, nil
+}
+
+// settings layers flags over the config's host and global values.
+func settings(c *cli.Context, cfg *config.Config, host string) (config.Settings, error) {
+	s := cfg.For(host)
+	if v := c.String("spool"); v != "" {
+		s.Spool = v
+	}
+	if v := c.String("format"); v != "" {
+		if err := config.CheckFormat(v); err != nil {
+			return s, usageErr("--format: %v", err)
+		}
+		s.Format = v
+	}
+	if v := c.String("to"); v != "" {
+		if err := config.CheckRoute(v); err != nil {
+			return s, usageErr("--to: %v", err)
+		}
+		s.Route = v
+	}
+	if v := c.String("helo"); v != "" {
+		if err := config.CheckHelo(v); err != nil {
+			return s, usageErr("--helo: %v", err)
+		}
+		s.Helo = v
+	}
+	if v := c.String("tls"); v != "" {
+		if err := config.CheckTLS(v); err != nil {
+			return s, usageErr("--tls: %v", err)
+		}
+		s.TLS = v
+	}
+	if c.IsSet("timeout") {
+		d := c.Duration("timeout")
+		if d <= 0 {
+			return s, usageErr("--timeout must be positive")
+		}
+		s.Timeout = d
+	}
+	if v := c.String("log"); v != "" {
+		if err := config.CheckLog(v); err != nil {
+			return s, usageErr("--log: %v", err)
+		}
+		s.Log = v
+	}
+	if s.AuthUser != "" && s.TLS == "none" {
+		return s, usageErr("AUTH for %s needs TLS; --tls none is refused", host)
+	}
+	return s, nil
+}
+
+func checkConfigAction(c *cli.Context) error {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	host, err := hostArg(c, true)
+	if err != nil {
+		return err
+	}
+	w := c.App.Writer
+	src := cfg.File
+	if src == "" {
+		src = "(built-in defaults; " + c.String("config") + " does not exist)"
+	}
+	fmt.Fprintf(w, "# config: %s\n", src)
+	fmt.Fprintf(w, "spool_dir = %q\n", cfg.SpoolDir)
+	hosts := []string{host}
+	if host == "" {
+		hosts = hosts[:0]
+		for h := range cfg.Hosts {
+			hosts = append(hosts, h)
+		}
+		sort.Strings(hosts)
+	}
+	for _, h := range hosts {
+		s, err := settings(c, cfg, h)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "\n[host.%q]\n", h)
+		if err := s.Print(w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func flushAction(c *cli.Context) error {
+	host, err := hostArg(c, false)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	s, err := settings(c, cfg, host)
+	if err != nil {
+		return err
+	}
+	// Under Exim the umask is 0: never let spool copies become readable.
+	unix.Umask(0o077)
+
+	logDest := s.Log
+	if logDest == "" {
+		logDest = "syslog"
+		if isTerminal(os.Stderr) {
+			logDest = "stderr"
+		}
+	}
+	log, err := flush.NewLogger(logDest, c.Bool("verbose"))
+	if err != nil && logDest == "syslog" {
+		// No syslog socket (a container): stderr beats losing the log.
+		log = flush.NewWriterLogger(c.App.ErrWriter, c.Bool("verbose"))
+		log.Warnf("syslog unavailable (%v); logging to stderr", err)
+	} else if err != nil {
+		return &exitError{exConfig, err}
+	}
+	defer func() {
+		if cerr := log.Close(); cerr != nil {
+			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: close log: %v\n", cerr)
+		}
+	}()
+
+	so := sender.Options{
+		Helo:        s.Helo,
+		TLSName:     s.TLSName,
+		Timeout:     s.Timeout,
+		DataTimeout: s.DataTimeout,
+		AuthUser:    s.AuthUser,
+	}
+	switch s.TLS {
+	case "none":
+		so.TLS = sender.TLSNone
+	case "encrypt":
+		so.TLS = sender.TLSEncrypt
+	case "verify":
+		so.TLS = sender.TLSVerify
+	default:
+		so.TLS = sender.TLSMay
+	}
+	if so.TLSName == "" {
+		so.TLSName = host
+	}
+	dryRun := c.Bool("dry-run")
+	if !dryRun {
+		if so.Helo == "" {
+			if so.Helo, err = fqdn(); err != nil {
+				return &exitError{exConfig, err}
+			}
+		}
+		if s.AuthPasswordFile != "" {
+			pw, err := os.ReadFile(s.AuthPasswordFile)
+			if err != nil {
+				return &exitError{exConfig, fmt.Errorf("auth_password_file: %w", err)}
+			}
+			so.AuthPass = strings.TrimRight(string(pw), "\r\n")
+		}
+	}
+
+	fc := flush.Config{
+		Host:   host,
+		Spool:  spool.Options{Path: s.Spool, Format: s.Format},
+		Sender: so,
+		DryRun: dryRun,
+		Out:    c.App.Writer,
+		Log:    log,
+	}
+	if s.Route != "" {
+		fc.Dests = []string{withPort(s.Route)}
+	} else {
+		fc.Resolve = func() ([]string, error) { return resolveMX(host) }
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer stop()
+	sum, err := flush.Run(ctx, fc)
+	if err != nil {
+		return err // flush.Run has logged it
+	}
+	if dryRun {
+		fmt.Fprintf(c.App.Writer, "summary host=%s layout=%s would_send=%d would_quarantine=%d bytes=%d\n",
+			host, sum.Layout, sum.WouldSend, sum.Quarantined, sum.Bytes)
+		if sum.Quarantined > 0 {
+			return &exitError{exDataErr, nil}
+		}
+		return nil
+	}
+	switch {
+	case sum.Busy:
+		return nil
+	case sum.Left():
+		return &exitError{exTempFail, nil}
+	case sum.Quarantined > 0:
+		return &exitError{exDataErr, nil}
+	}
+	return nil
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// withPort adds SMTP's port 25 to a route without one.
+func withPort(route string) string {
+	if _, _, err := net.SplitHostPort(route); err == nil {
+		return route
+	}
+	return net.JoinHostPort(strings.Trim(route, "[]"), "25")
+}
+
+// fqdn is this machine's name for EHLO. A name without a dot is asked of
+// the resolver; "localhost" is never used.
+func fqdn() (string, error) {
+	h, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("cannot find this machine's name, set helo: %w", err)
+	}
+	if !strings.Contains(h, ".") {
+		if cn, err := net.LookupCNAME(h); err == nil && strings.Contains(strings.TrimSuffix(cn, "."), ".") {
+			h = strings.TrimSuffix(cn, ".")
+		}
+	}
+	if err := config.CheckHelo(h); err != nil {
+		return "", fmt.Errorf("this machine's name %q cannot be used in EHLO (%v): set helo", h, err)
+	}
+	return strings.ToLower(h), nil
+}
+
+// resolveMX returns the destinations for host: its MX hosts in preference
+// order without this machine (we are usually its backup MX), else the host
+// itself.
+func resolveMX(host string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mxs, err := net.DefaultResolver.LookupMX(ctx, host)
+	var dnsErr *net.DNSError
+	if err != nil && !(errors.As(err, &dnsErr) && dnsErr.IsNotFound) {
+		return nil, fmt.Errorf("MX lookup for %s: %w", host, err)
+	}
+	if len(mxs) == 0 {
+		return []string{net.JoinHostPort(host, "25")}, nil
+	}
+	local := localAddrs()
+	var out []string
+	for _, mx := range mxs {
+		name := strings.TrimSuffix(mx.Host, ".")
+		if name == "" {
+			continue // RFC 7505 null MX: the host accepts no mail
+		}
+		if isLocal(ctx, name, local) {
+			continue
+		}
+		out = append(out, net.JoinHostPort(name, "25"))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("every MX host of %s is this machine: set route for it", host)
+	}
+	return out, nil
+}
+
+func localAddrs() map[string]bool {
+	m := map[string]bool{}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return m
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			m[ipn.IP.String()] = true
+		}
+	}
+	return m
+}
+
+func isLocal(ctx context.Context, name string, local map[string]bool) bool {
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, name)
+	if err != nil {
+		return false
+	}
+	for _, ip := range ips {
+		if ip.IP.IsLoopback() || local[ip.IP.String()] {
+			return true
+		}
+	}
+	return false
+}
