@@ -137,6 +137,11 @@ func fcntlLock(f *os.File, timeout time.Duration) error {
 // file is never truncated, linked or re-created: Exim makes a new one on
 // its next delivery.
 func claim(path, workDir, workPrefix string, minNanos int64, report func(Event)) (work string, size int64, err error) {
+	// Most runs find no new mail: look before taking Exim's lock file, so
+	// that an empty run never creates one a crash could leave behind.
+	if fi, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) || (err == nil && fi.Mode().IsRegular() && fi.Size() == 0) {
+		return "", 0, nil
+	}
 	unlock, err := takeLockFile(path, report)
 	if err != nil {
 		return "", 0, err

@@ -21,7 +21,8 @@ type HostLock struct {
 }
 
 func hostLockPaths(dir, host string) (lock, flag string) {
-	return filepath.Join(dir, ".etrnflush-"+host+".lock"), filepath.Join(dir, ".etrnflush-"+host+".again")
+	n := privName(host)
+	return filepath.Join(dir, ".etrnflush-"+n+".lock"), filepath.Join(dir, ".etrnflush-"+n+".again")
 }
 
 // LockHost takes the per-host lock in dir. When another run holds it, the

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -59,6 +60,34 @@ func TestHostLock(t *testing.T) {
 		t.Fatalf("lock file mode: %v %v", fi.Mode().Perm(), err)
 	}
 	if _, err := b.Release(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPrivNameFitsAndStaysDistinct(t *testing.T) {
+	long := strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 61)
+	other := long[:len(long)-1] + "e"
+	for _, name := range []string{"short.example", long, other} {
+		p := privName(name)
+		if len(name) <= maxPrivName && p != name {
+			t.Errorf("privName(%q) = %q, want it unchanged", name, p)
+		}
+		if n := len(".etrnflush-" + p + "." + strings.Repeat("0", 20) + ".journal"); n > 255 {
+			t.Errorf("journal name for a %d-octet name is %d octets", len(name), n)
+		}
+		if privName(name) != p {
+			t.Errorf("privName(%q) is not stable", name)
+		}
+	}
+	if privName(long) == privName(other) {
+		t.Errorf("two 253-octet names that differ at the end share %q", privName(long))
+	}
+	dir := t.TempDir()
+	l, err := LockHost(dir, long)
+	if err != nil {
+		t.Fatalf("LockHost with a 253-octet host: %v", err)
+	}
+	if _, err := l.Release(); err != nil {
 		t.Fatal(err)
 	}
 }

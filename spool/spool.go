@@ -12,6 +12,8 @@
 package spool
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -108,9 +110,29 @@ func (e *LayoutError) Error() string {
 }
 
 // Names of our files beside the spool; see the package notes.
-func workPrefix(base string) string       { return ".etrnflush-" + base + "." }
-func quarantineDir(d, base string) string { return filepath.Join(d, ".etrnflush-"+base+".quarantine") }
-func failedDir(d, base string) string     { return filepath.Join(d, ".etrnflush-"+base+".failed") }
+func workPrefix(base string) string { return ".etrnflush-" + privName(base) + "." }
+func quarantineDir(d, base string) string {
+	return filepath.Join(d, ".etrnflush-"+privName(base)+".quarantine")
+}
+func failedDir(d, base string) string {
+	return filepath.Join(d, ".etrnflush-"+privName(base)+".failed")
+}
+
+// maxPrivName keeps ".etrnflush-NAME.<20 digits>.journal" within the
+// 255-octet limit of a file name (a host name may have 253 octets).
+const maxPrivName = 200
+
+// privName is name, or for a name too long to carry our prefix and
+// suffixes, its first part and a digest of the whole: distinct names stay
+// distinct and the result is the same on every run.
+func privName(name string) string {
+	if len(name) <= maxPrivName {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	h := hex.EncodeToString(sum[:8])
+	return name[:maxPrivName-len(h)-1] + "~" + h
+}
 
 // Open detects the layout at o.Path and returns a Spool for it. A missing
 // path is an empty spool, unless earlier runs left work files beside it.
