@@ -1,0 +1,50 @@
+# etrnflush: build, test, check, install.
+# `make test` is what CI runs (.ci/run installs Exim first, for the
+# real-MTA tests; without Exim they skip with a one-line message).
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SBINDIR  = $(PREFIX)/sbin
+MANDIR   = $(PREFIX)/share/man
+GO      ?= go
+STATICCHECK = honnef.co/go/tools/cmd/staticcheck@v0.8.2
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# urfave_cli_no_docs drops urfave/cli's man page generator (unused: the
+# pages are hand-written) from the binary.
+GOFLAGS_BUILD = -trimpath -tags urfave_cli_no_docs -ldflags "-X main.version=$(VERSION)"
+
+.PHONY: all build test check install uninstall demo clean
+
+all: build
+
+build:
+	$(GO) build $(GOFLAGS_BUILD) -o etrnflush .
+
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+check:
+	@unformatted=$$(gofmt -l .); \
+	if [ -n "$$unformatted" ]; then \
+		echo "gofmt -l: these files need gofmt -w:"; echo "$$unformatted"; exit 1; \
+	fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+install: build
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
+	install -m 0755 etrnflush $(DESTDIR)$(SBINDIR)/etrnflush
+	install -m 0644 man/etrnflush.8 $(DESTDIR)$(MANDIR)/man8/etrnflush.8
+	install -m 0644 man/etrnflush.toml.5 $(DESTDIR)$(MANDIR)/man5/etrnflush.toml.5
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/etrnflush \
+		$(DESTDIR)$(MANDIR)/man8/etrnflush.8 \
+		$(DESTDIR)$(MANDIR)/man5/etrnflush.toml.5
+
+demo:
+	GO=$(GO) ./demo/run.sh
+
+clean:
+	rm -f etrnflush
