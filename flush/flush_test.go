@@ -1,0 +1,552 @@
+package flush
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"etrnflush/bsmtp"
+	"etrnflush/sender"
+	"etrnflush/spool"
+)
+
+// faultSink is a go-smtp backend that injects one fault per key. Keys are
+// "MAIL <from>", "RCPT <to>" and "DATA <from>" (the reply to the final dot;
+// go-smtp answers DATA with 354 itself). Values: "451", "550" (a reply with
+// that code), "drop-mid" (the connection closes halfway through the data),
+// "drop-dot" (it closes after the final dot, before the reply) and "slow"
+// (the reply comes after the client's timeout).
+type faultSink struct {
+	faults map[string]string
+	slow   time.Duration
+
+	mu  sync.Mutex
+	got []string // "from>to1,to2" per accepted message
+}
+
+func (b *faultSink) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	return &faultSession{be: b, conn: c.Conn()}, nil
+}
+
+func (b *faultSink) accepted() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := append([]string(nil), b.got...)
+	sort.Strings(out)
+	return out
+}
+
+type faultSession struct {
+	be   *faultSink
+	conn net.Conn
+	from string
+	to   []string
+}
+
+func (s *faultSession) Reset()        { s.from, s.to = "", nil }
+func (s *faultSession) Logout() error { return nil }
+
+func (s *faultSession) fault(key string) error {
+	switch f := s.be.faults[key]; f {
+	case "":
+		return nil
+	case "451":
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "scripted deferral for " + key}
+	case "550":
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "scripted refusal for " + key}
+	case "drop-dot":
+		_ = s.conn.Close() // the test is about the close itself
+		return errors.New("dropped")
+	case "slow":
+		time.Sleep(s.be.slow)
+		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "too late"}
+	default:
+		panic("unknown fault " + f)
+	}
+}
+
+func (s *faultSession) Mail(from string, _ *smtp.MailOptions) error {
+	if err := s.fault("MAIL " + from); err != nil {
+		return err
+	}
+	s.from = from
+	return nil
+}
+
+func (s *faultSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if err := s.fault("RCPT " + to); err != nil {
+		return err
+	}
+	s.to = append(s.to, to)
+	return nil
+}
+
+func (s *faultSession) Data(r io.Reader) error {
+	if s.be.faults["DATA "+s.from] == "drop-mid" {
+		var half [64]byte
+		_, _ = io.ReadFull(r, half[:])
+		_ = s.conn.Close()
+		return errors.New("dropped")
+	}
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return err
+	}
+	if err := s.fault("DATA " + s.from); err != nil {
+		return err
+	}
+	s.be.mu.Lock()
+	s.be.got = append(s.be.got, s.from+">"+strings.Join(s.to, ","))
+	s.be.mu.Unlock()
+	return nil
+}
+
+func startFaultSink(t *testing.T, be *faultSink) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := smtp.NewServer(be)
+	srv.Domain = "sink.test"
+	srv.ErrorLog = log.New(io.Discard, "", 0)
+	srv.ReadTimeout = 10 * time.Second
+	srv.WriteTimeout = 10 * time.Second
+	go func() { _ = srv.Serve(l) }() // ends when Close closes the listener
+	t.Cleanup(func() { _ = srv.Close() })
+	return l.Addr().String()
+}
+
+// startGreeter answers every connection with a fixed greeting and closes it.
+func startGreeter(t *testing.T, greeting string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, greeting)
+			_ = c.Close()
+		}
+	}()
+	t.Cleanup(func() { _ = l.Close() })
+	return l.Addr().String()
+}
+
+type testMsg struct {
+	from string
+	to   []string
+}
+
+func (m testMsg) String() string { return m.from + ">" + strings.Join(m.to, ",") }
+
+// writeSpool writes msgs as one appended BSMTP file, as Exim would. The
+// message at index big gets a body far larger than the socket buffers (-1:
+// none), so that a drop mid-DATA reaches the client while it writes.
+func writeSpool(t *testing.T, path string, msgs []testMsg, big int) {
+	t.Helper()
+	var buf bytes.Buffer
+	w := bsmtp.NewWriter(&buf)
+	for i, m := range msgs {
+		n := 5 + i
+		if i == big {
+			n = 200000
+		}
+		body := "Subject: message " + m.from + "\n\n" + strings.Repeat("line of text\n.a line with a leading dot\n", n)
+		if err := w.Write(bsmtp.Envelope{From: m.from, To: m.to}, strings.NewReader(body), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// leftIn lists what the next run would replay, read through a dry-run
+// spool exactly as the next run reads it.
+func leftIn(t *testing.T, path string) []string {
+	t.Helper()
+	sp, err := spool.Open(spool.Options{Path: path, Host: "h.example", DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for {
+		m, err := sp.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, testMsg{m.From, m.To}.String())
+		if err := sp.Settle(m, make([]spool.Outcome, len(m.To)), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// failedIn lists the failed copies and checks each has a reason.
+func failedIn(t *testing.T, path string) (msgs, whys []string) {
+	t.Helper()
+	dir := filepath.Join(filepath.Dir(path), ".etrnflush-"+filepath.Base(path)+".failed")
+	files, _ := filepath.Glob(filepath.Join(dir, "*.bsmtp"))
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := bsmtp.NewReader(bytes.NewReader(data)).Next()
+		if err != nil || e.Msg == nil {
+			t.Fatalf("failed copy %s does not parse: %v %q", f, err, e.Damage)
+		}
+		msgs = append(msgs, testMsg{e.Msg.From, e.Msg.To}.String())
+		why, err := os.ReadFile(strings.TrimSuffix(f, ".bsmtp") + ".why")
+		if err != nil {
+			t.Fatalf("failed copy %s has no reason: %v", f, err)
+		}
+		whys = append(whys, strings.TrimSpace(string(why)))
+	}
+	sort.Strings(msgs)
+	sort.Strings(whys)
+	return msgs, whys
+}
+
+func sorted(s ...string) []string {
+	sort.Strings(s)
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
+
+// TestFaults runs the engine against a server that fails at each stage and
+// asserts, for every case, exactly what arrived, what is left in the spool
+// for the next run, what went to the failed folder and what the summary
+// says.
+func TestFaults(t *testing.T) {
+	batch := []testMsg{
+		{"a@s.example", []string{"a1@h.example"}},
+		{"b@s.example", []string{"b1@h.example", "b2@h.example", "b3@h.example"}},
+		{"c@s.example", []string{"c1@h.example"}},
+	}
+	cases := []struct {
+		name     string
+		faults   map[string]string
+		greeting string // when set, the server is a greeter, not go-smtp
+		arrived  []string
+		left     []string
+		failed   []string
+		why      string // in every failed copy's reason
+		sum      Summary
+	}{
+		{
+			name:    "all accepted",
+			arrived: sorted(batch[0].String(), batch[1].String(), batch[2].String()),
+			sum:     Summary{Sent: 3},
+		},
+		{
+			name:    "MAIL 451",
+			faults:  map[string]string{"MAIL b@s.example": "451"},
+			arrived: sorted(batch[0].String(), batch[2].String()),
+			left:    sorted(batch[1].String()),
+			sum:     Summary{Sent: 2, Deferred: 1},
+		},
+		{
+			name:    "MAIL 550",
+			faults:  map[string]string{"MAIL b@s.example": "550"},
+			arrived: sorted(batch[0].String(), batch[2].String()),
+			failed:  sorted(batch[1].String()),
+			why:     "550 5.7.1 scripted refusal for MAIL b@s.example",
+			sum:     Summary{Sent: 2, Failed: 1},
+		},
+		{
+			name:    "one RCPT 550, one RCPT 451",
+			faults:  map[string]string{"RCPT b1@h.example": "550", "RCPT b3@h.example": "451"},
+			arrived: sorted(batch[0].String(), "b@s.example>b2@h.example", batch[2].String()),
+			left:    sorted("b@s.example>b3@h.example"),
+			failed:  sorted("b@s.example>b1@h.example"),
+			why:     "550 5.7.1 scripted refusal for RCPT b1@h.example",
+			sum:     Summary{Sent: 3, Failed: 1, Deferred: 1},
+		},
+		{
+			name:    "every RCPT 550",
+			faults:  map[string]string{"RCPT b1@h.example": "550", "RCPT b2@h.example": "550", "RCPT b3@h.example": "550"},
+			arrived: sorted(batch[0].String(), batch[2].String()),
+			failed:  sorted(batch[1].String()),
+			why:     "<b1@h.example> 550 5.7.1 scripted refusal for RCPT b1@h.example; <b2@h.example> 550",
+			sum:     Summary{Sent: 2, Failed: 1},
+		},
+		{
+			name:    "451 after the dot",
+			faults:  map[string]string{"DATA b@s.example": "451"},
+			arrived: sorted(batch[0].String(), batch[2].String()),
+			left:    sorted(batch[1].String()),
+			sum:     Summary{Sent: 2, Deferred: 1},
+		},
+		{
+			name:    "550 after the dot",
+			faults:  map[string]string{"DATA b@s.example": "550"},
+			arrived: sorted(batch[0].String(), batch[2].String()),
+			failed:  sorted(batch[1].String()),
+			why:     "550 5.7.1 scripted refusal for DATA b@s.example",
+			sum:     Summary{Sent: 2, Failed: 1},
+		},
+		{
+			name:     "421 at the greeting",
+			greeting: "421 sink.test too busy, try later\r\n",
+			left:     sorted(batch[0].String(), batch[1].String(), batch[2].String()),
+			sum:      Summary{Deferred: 3, Unreachable: true},
+		},
+		{
+			name:    "dropped mid-DATA",
+			faults:  map[string]string{"DATA b@s.example": "drop-mid"},
+			arrived: sorted(batch[0].String()),
+			left:    sorted(batch[1].String(), batch[2].String()),
+			sum:     Summary{Sent: 1, Deferred: 2, Unreachable: true},
+		},
+		{
+			name:    "dropped right after the dot",
+			faults:  map[string]string{"DATA b@s.example": "drop-dot"},
+			arrived: sorted(batch[0].String()),
+			left:    sorted(batch[1].String(), batch[2].String()),
+			sum:     Summary{Sent: 1, Deferred: 1, Uncertain: 1, Unreachable: true},
+		},
+		{
+			name:    "reply to RCPT slower than the timeout",
+			faults:  map[string]string{"RCPT b2@h.example": "slow"},
+			arrived: sorted(batch[0].String()),
+			left:    sorted(batch[1].String(), batch[2].String()),
+			sum:     Summary{Sent: 1, Deferred: 2, Unreachable: true},
+		},
+		{
+			name:    "reply to the dot slower than the data timeout",
+			faults:  map[string]string{"DATA b@s.example": "slow"},
+			arrived: sorted(batch[0].String()),
+			left:    sorted(batch[1].String(), batch[2].String()),
+			sum:     Summary{Sent: 1, Deferred: 1, Uncertain: 1, Unreachable: true},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			be := &faultSink{faults: tc.faults, slow: 1500 * time.Millisecond}
+			var addr string
+			if tc.greeting != "" {
+				addr = startGreeter(t, tc.greeting)
+			} else {
+				addr = startFaultSink(t, be)
+			}
+			path := filepath.Join(t.TempDir(), "h.example")
+			big := -1
+			if tc.faults["DATA b@s.example"] == "drop-mid" {
+				big = 1
+			}
+			writeSpool(t, path, batch, big)
+			var logBuf bytes.Buffer
+			sum, err := Run(context.Background(), Config{
+				Host:  "h.example",
+				Spool: spool.Options{Path: path},
+				Sender: sender.Options{
+					Helo: "test.example", TLS: sender.TLSNone,
+					Timeout: 500 * time.Millisecond, DataTimeout: 500 * time.Millisecond,
+				},
+				Dests: []string{addr},
+				Log:   NewWriterLogger(&logBuf, true),
+			})
+			if err != nil {
+				t.Fatalf("Run: %v\nlog:\n%s", err, &logBuf)
+			}
+			if got := be.accepted(); !reflect.DeepEqual(got, tc.arrived) {
+				t.Errorf("arrived %q, want %q", got, tc.arrived)
+			}
+			if got := leftIn(t, path); !reflect.DeepEqual(got, tc.left) {
+				t.Errorf("left in the spool %q, want %q", got, tc.left)
+			}
+			failed, whys := failedIn(t, path)
+			if !reflect.DeepEqual(failed, tc.failed) {
+				t.Errorf("failed copies %q, want %q", failed, tc.failed)
+			}
+			for _, w := range whys {
+				if !strings.Contains(w, tc.why) {
+					t.Errorf("failed reason %q does not contain %q", w, tc.why)
+				}
+			}
+			sum.Elapsed, sum.Bytes, sum.Layout = 0, 0, ""
+			if sum != tc.sum {
+				t.Errorf("summary %+v, want %+v", sum, tc.sum)
+			}
+			// One line per message outcome, plus the summary.
+			if n := strings.Count(logBuf.String(), " summary sent="); n != 1 {
+				t.Errorf("%d summary lines in the log:\n%s", n, &logBuf)
+			}
+			if t.Failed() {
+				t.Logf("log:\n%s", &logBuf)
+			}
+		})
+	}
+}
+
+// TestRerunSendsWhatWasLeft checks that a second run against a healthy
+// server delivers exactly what the first run left, and empties the spool.
+func TestRerunSendsWhatWasLeft(t *testing.T) {
+	batch := []testMsg{
+		{"a@s.example", []string{"a1@h.example", "a2@h.example"}},
+		{"b@s.example", []string{"b1@h.example"}},
+	}
+	path := filepath.Join(t.TempDir(), "h.example")
+	writeSpool(t, path, batch, -1)
+	run := func(faults map[string]string) (Summary, []string) {
+		be := &faultSink{faults: faults}
+		addr := startFaultSink(t, be)
+		var logBuf bytes.Buffer
+		sum, err := Run(context.Background(), Config{
+			Host:   "h.example",
+			Spool:  spool.Options{Path: path},
+			Sender: sender.Options{Helo: "test.example", TLS: sender.TLSNone, Timeout: 5 * time.Second},
+			Dests:  []string{addr},
+			Log:    NewWriterLogger(&logBuf, false),
+		})
+		if err != nil {
+			t.Fatalf("Run: %v\n%s", err, &logBuf)
+		}
+		return sum, be.accepted()
+	}
+	_, got := run(map[string]string{"RCPT a2@h.example": "451", "MAIL b@s.example": "451"})
+	if want := sorted("a@s.example>a1@h.example"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("first run delivered %q, want %q", got, want)
+	}
+	sum, got := run(nil)
+	if want := sorted("a@s.example>a2@h.example", "b@s.example>b1@h.example"); !reflect.DeepEqual(got, want) {
+		t.Errorf("second run delivered %q, want %q", got, want)
+	}
+	if sum.Sent != 2 || sum.Left() {
+		t.Errorf("second run summary %+v", sum)
+	}
+	if left := leftIn(t, path); left != nil {
+		t.Errorf("spool still holds %q", left)
+	}
+	ents, err := os.ReadDir(filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name() != ".etrnflush-h.example.lock" {
+			t.Errorf("left behind: %s", e.Name())
+		}
+	}
+}
+
+// TestBusyHostAsksForAnotherPass holds the host lock as a running flush
+// would: the second run must not wait, must not touch the spool, and must
+// leave the running flush a request for one more pass.
+func TestBusyHostAsksForAnotherPass(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "h.example")
+	writeSpool(t, path, []testMsg{{"a@s.example", []string{"a1@h.example"}}}, -1)
+	lock, err := spool.LockHost(dir, "h.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logBuf bytes.Buffer
+	sum, err := Run(context.Background(), Config{
+		Host:  "h.example",
+		Spool: spool.Options{Path: path},
+		Dests: []string{"127.0.0.1:1"}, // never dialled
+		Log:   NewWriterLogger(&logBuf, false),
+	})
+	if err != nil || !sum.Busy {
+		t.Fatalf("Run = %+v, %v; want Busy", sum, err)
+	}
+	if strings.Contains(logBuf.String(), "summary") {
+		t.Errorf("a busy run logged a summary:\n%s", &logBuf)
+	}
+	if !lock.TakeAgain() {
+		t.Error("the running flush was not asked for another pass")
+	}
+	if _, err := lock.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("the busy run touched the spool: %v", err)
+	}
+}
+
+// TestMissingSpoolDirectory: nothing was ever held, so nothing to send, and
+// no directory is created to hold a lock.
+func TestMissingSpoolDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "absent")
+	var logBuf bytes.Buffer
+	sum, err := Run(context.Background(), Config{
+		Host:  "h.example",
+		Spool: spool.Options{Path: filepath.Join(dir, "h.example")},
+		Log:   NewWriterLogger(&logBuf, false),
+	})
+	if err != nil || sum.Left() || sum.Sent != 0 {
+		t.Fatalf("Run = %+v, %v", sum, err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the run created %s: %v", dir, err)
+	}
+}
+
+func TestFailReason(t *testing.T) {
+	m := &spool.Message{To: []string{"a@x", "b@x", "c@x"}}
+	r550 := sender.Reply{Code: 550, Text: "5.1.1 no such user"}
+	r554 := sender.Reply{Code: 554, Text: "5.7.1 policy"}
+	cases := []struct {
+		name string
+		res  sender.Result
+		out  []spool.Outcome
+		want string
+	}{
+		{"none failed", sender.Result{Reply: sender.Reply{Code: 250, Text: "ok"}}, []spool.Outcome{spool.Sent, spool.Sent, spool.Keep}, ""},
+		{"refused at RCPT, the rest sent", sender.Result{Reply: sender.Reply{Code: 250, Text: "ok"}, RcptReplies: []sender.Reply{r550, {Code: 250}, {Code: 250}}},
+			[]spool.Outcome{spool.Failed, spool.Sent, spool.Sent}, "550 5.1.1 no such user"},
+		{"refused after the dot", sender.Result{Reply: r554, RcptReplies: []sender.Reply{{Code: 250}, {Code: 250}, {Code: 250}}},
+			[]spool.Outcome{spool.Failed, spool.Failed, spool.Failed}, "554 5.7.1 policy"},
+		{"different reasons", sender.Result{Reply: r554, RcptReplies: []sender.Reply{r550, {Code: 250}, {Code: 250}}},
+			[]spool.Outcome{spool.Failed, spool.Failed, spool.Keep}, "<a@x> 550 5.1.1 no such user; <b@x> 554 5.7.1 policy"},
+	}
+	for _, tc := range cases {
+		if got := failReason(m, tc.res, tc.out); got != tc.want {
+			t.Errorf("%s: failReason = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestQuote(t *testing.T) {
+	cases := map[string]string{
+		"250 OK":                      `"250 OK"`,
+		"line\r\nforged: status=sent": `"line??forged: status=sent"`,
+		"tab\there \x7f":              `"tab?here ?"`,
+		"caf\u00e9":                   `"caf\u00e9"`,
+		strings.Repeat("x", 400):      `"` + strings.Repeat("x", maxText) + `..."`,
+	}
+	for in, want := range cases {
+		if got := Quote(in); got != want {
+			t.Errorf("Quote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
