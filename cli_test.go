@@ -5,11 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -760,5 +762,67 @@ func TestDemoSpool(t *testing.T) {
 		if !bytes.Contains(data, []byte(want)) {
 			t.Errorf("demo spool lacks %q", want)
 		}
+	}
+}
+
+// TestCLIClosesInheritedDescriptors: Exim starts its ETRN command with its
+// lookup file and a pipe still open (../shared/reference/exim.md, surprise
+// 14). A flush that waits on a slow host must not hold them: here the write
+// end of a pipe is handed to the binary, which then waits on a server that
+// never greets; the read end must see EOF long before the run ends.
+func TestCLIClosesInheritedDescriptors(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // silent until the listener goes
+		}
+	}()
+	dir := t.TempDir()
+	spool := filepath.Join(dir, "slow.example")
+	if err := os.WriteFile(spool, []byte("MAIL FROM:<a@s.example>\nRCPT TO:<b@slow.example>\nDATA\nSubject: x\n\nbody\n.\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(etrnflushBin, "--spool", spool, "--to", l.Addr().String(), "--tls", "none",
+		"--helo", "test.example", "--timeout", "4s", "slow.example")
+	cmd.Env = childEnv()
+	cmd.ExtraFiles = []*os.File{w} // fd 3 in the child
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	eof := make(chan time.Duration, 1)
+	go func() {
+		_, _ = io.Copy(io.Discard, r)
+		eof <- time.Since(start)
+	}()
+	var took time.Duration
+	select {
+	case took = <-eof:
+	case <-time.After(runTimeout):
+		t.Fatal("the pipe never saw EOF")
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exTempFail {
+		t.Errorf("run against a silent server: %v, want exit %d", err, exTempFail)
+	}
+	if ran := time.Since(start); took > ran/2 {
+		t.Errorf("inherited pipe closed after %s of a %s run: it was held, not closed at start", took, ran)
 	}
 }

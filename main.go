@@ -43,7 +43,45 @@ const (
 var version = "dev"
 
 func main() {
+	closeInheritedFDs()
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+// closeInheritedFDs closes descriptors above stderr that we were started
+// with. Exim hands its ETRN command its open lookup file and a pipe (and
+// whatever its own starter left open); a flush that runs for an hour must
+// not keep them. It runs before anything of ours opens a file, uses raw
+// system calls so that the Go runtime opens nothing meanwhile, and leaves
+// anonymous inodes (the runtime's epoll and eventfd) alone.
+func closeInheritedFDs() {
+	dir, err := unix.Open("/proc/self/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return // no /proc: keep them rather than guess
+	}
+	var fds []int
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.ReadDirent(dir, buf)
+		if err != nil || n <= 0 {
+			break
+		}
+		var names []string
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+		for _, name := range names {
+			if fd, err := strconv.Atoi(name); err == nil && fd > 2 && fd != dir {
+				fds = append(fds, fd)
+			}
+		}
+	}
+	_ = unix.Close(dir) // read-only directory: nothing to lose
+	link := make([]byte, 256)
+	for _, fd := range fds {
+		n, err := unix.Readlink("/proc/self/fd/"+strconv.Itoa(fd), link)
+		if err != nil || strings.HasPrefix(string(link[:n]), "anon_inode:") {
+			continue
+		}
+		_ = unix.Close(fd) // not ours: nothing was written through it
+	}
 }
 
 // exitError carries a code chosen where the cause is known.
