@@ -253,14 +253,8 @@ func (s *dirSpool) Settle(m *Message, out []Outcome, reason string) error {
 	if err != nil {
 		return err
 	}
-	if len(failed) > 0 {
-		env := bsmtp.Envelope{From: r.env.From, To: failed}
-		err := writeCopy(failedDir(s.d, s.b), m.ID, func(w io.Writer) error {
-			return bsmtp.NewWriter(w).WriteStuffed(env, io.NewSectionReader(r.section, 0, r.section.Size()), r.crlf)
-		}, reason)
-		if err != nil {
-			return fmt.Errorf("settle %s: failed copy: %w", m.ID, err)
-		}
+	if err := writeFailed(s.d, s.b, m.ID, r, failed, reason); err != nil {
+		return fmt.Errorf("settle %s: %w", m.ID, err)
 	}
 	if changed {
 		df.entries[r.off].st = st

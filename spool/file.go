@@ -207,14 +207,8 @@ func (s *fileSpool) Settle(m *Message, out []Outcome, reason string) error {
 	if err != nil {
 		return err
 	}
-	if len(failed) > 0 {
-		env := bsmtp.Envelope{From: r.env.From, To: failed}
-		err := writeCopy(failedDir(s.d, s.base), m.ID, func(wr io.Writer) error {
-			return bsmtp.NewWriter(wr).WriteStuffed(env, io.NewSectionReader(r.section, 0, r.section.Size()), r.crlf)
-		}, reason)
-		if err != nil {
-			return fmt.Errorf("settle %s: failed copy: %w", m.ID, err)
-		}
+	if err := writeFailed(s.d, s.base, m.ID, r, failed, reason); err != nil {
+		return fmt.Errorf("settle %s: %w", m.ID, err)
 	}
 	if changed {
 		if err := w.record(record{r.off, string(st)}, false); err != nil {

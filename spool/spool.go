@@ -255,6 +255,22 @@ func oneLine(s string) string {
 	return strings.TrimSpace(s) + "\n"
 }
 
+// writeFailed sets the refused recipients of a message aside for the
+// admin, with the server's reason, before the spool forgets them.
+func writeFailed(d, base, id string, r *msgRef, failed []string, reason string) error {
+	if len(failed) == 0 {
+		return nil
+	}
+	env := bsmtp.Envelope{From: r.env.From, To: failed}
+	err := writeCopy(failedDir(d, base), id, func(w io.Writer) error {
+		return bsmtp.NewWriter(w).WriteStuffed(env, io.NewSectionReader(r.section, 0, r.section.Size()), r.crlf)
+	}, reason)
+	if err != nil {
+		return fmt.Errorf("failed copy: %w", err)
+	}
+	return nil
+}
+
 // writeCopy stores a BSMTP copy and its reason under dir/id.{bsmtp,why}.
 // The names depend only on id, so a redo after a crash overwrites.
 func writeCopy(dir, id string, body func(io.Writer) error, why string) error {
