@@ -13,7 +13,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # pages are hand-written) from the binary.
 GOFLAGS_BUILD = -trimpath -tags urfave_cli_no_docs -ldflags "-X main.version=$(VERSION)"
 
-.PHONY: all build test check install uninstall demo clean
+.PHONY: all build test check fuzz install uninstall demo clean
 
 all: build
 
@@ -31,6 +31,16 @@ check:
 	fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+
+# Every parser's fuzz target, FUZZTIME each; seeds live in */testdata/fuzz.
+FUZZTIME ?= 30s
+FUZZ = bsmtp:FuzzReader bsmtp:FuzzUnstuff sender:FuzzEncoder sender:FuzzReadReply \
+	config:FuzzCheckHostName config:FuzzLoad spool:FuzzParseRecord spool:FuzzLoadJournal
+fuzz:
+	@set -e; for t in $(FUZZ); do \
+		echo "== $$t"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}; \
+	done
 
 install: build
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
