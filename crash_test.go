@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -20,50 +21,73 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// recorder is an in-process SMTP server (go-smtp) that accepts everything,
-// records every message it accepted, and can SIGKILL the etrnflush child at
-// a chosen point of the dialogue.
+// recorder is an in-process SMTP server (go-smtp) that accepts every
+// recipient its policy does not refuse (nil: all of them), records every
+// message it accepted with the recipients it accepted, and can SIGKILL the
+// etrnflush child at a chosen point of the dialogue.
 type recorder struct {
-	addr string
+	addr   string
+	policy rcptPolicy // set before the server starts; never changed
 
-	mu    sync.Mutex
-	got   []envMsg
-	mails int        // MAIL commands since arm
-	datas int        // DATA commands since arm
-	point *killPoint // armed kill point; nil: none (or already fired)
-	kill  func()     // kills the current child and waits until it is dead
+	mu       sync.Mutex
+	got      []envMsg
+	offers   map[string]int // RCPT commands per address, over all runs
+	mails    int            // MAIL commands since arm
+	datas    int            // DATA commands since arm
+	partials int            // DATA commands since arm of transactions with a 4xx recipient
+	refusals int            // 5xx replies to RCPT since arm
+	point    *killPoint     // armed kill point; nil: none (or already fired)
+	fired    *killPoint     // the point that fired in this run, if any
+	kill     func()         // kills the current child and waits until it is dead
 }
+
+// rcptPolicy returns the error to answer RCPT TO:<to> with on its
+// attempt-th offer (1 for the first, counted over all runs), or nil to
+// accept it.
+type rcptPolicy func(to string, attempt int) *smtp.SMTPError
 
 type killKind int
 
 const (
-	killAfterMail   killKind = iota // right after accepting the n-th MAIL
-	killMidBody                     // after `bytes` octets of the n-th message's data
-	killBeforeReply                 // n-th message stored, client killed before it sees 250
-	killAfterReply                  // 250 for the n-th message sent, kill `delay` later
-	killTimer                       // `delay` after the child started, wherever it is
+	killAfterMail    killKind = iota // right after accepting the n-th MAIL
+	killMidBody                      // after `bytes` octets of the n-th message's data
+	killBeforeReply                  // n-th message stored, client killed before it sees 250
+	killAfterReply                   // 250 for the n-th message sent, kill `delay` later
+	killTimer                        // `delay` after the child started, wherever it is
+	killAfterRefusal                 // 5xx sent to the n-th refused RCPT, kill `delay` later
 )
 
+// killPoint is where a run is killed. With partial set, n counts only the
+// transactions in which some recipient got a 4xx (killMidBody,
+// killBeforeReply and killAfterReply): the 250 to their dot leaves the
+// message partly sent, which the journal must record as such.
 type killPoint struct {
-	kind  killKind
-	n     int
-	bytes int64
-	delay time.Duration
+	kind    killKind
+	n       int
+	bytes   int64
+	delay   time.Duration
+	partial bool
 }
 
 func (p *killPoint) String() string {
 	if p == nil {
 		return "no kill"
 	}
+	which := ""
+	if p.partial {
+		which = "partly deferred "
+	}
 	switch p.kind {
 	case killAfterMail:
 		return fmt.Sprintf("kill after MAIL #%d", p.n)
 	case killMidBody:
-		return fmt.Sprintf("kill after %d octets of message #%d", p.bytes, p.n)
+		return fmt.Sprintf("kill after %d octets of %smessage #%d", p.bytes, which, p.n)
 	case killBeforeReply:
-		return fmt.Sprintf("kill before the 250 to dot #%d", p.n)
+		return fmt.Sprintf("kill before the 250 to %sdot #%d", which, p.n)
 	case killAfterReply:
-		return fmt.Sprintf("kill %s after the 250 to dot #%d", p.delay, p.n)
+		return fmt.Sprintf("kill %s after the 250 to %sdot #%d", p.delay, which, p.n)
+	case killAfterRefusal:
+		return fmt.Sprintf("kill %s after the 5xx to refused RCPT #%d", p.delay, p.n)
 	}
 	return fmt.Sprintf("kill %s after start", p.delay)
 }
@@ -75,11 +99,17 @@ func (discardLog) Println(...interface{})        {}
 
 func newRecorder(t *testing.T) *recorder {
 	t.Helper()
+	return newPolicyRecorder(t, nil)
+}
+
+// newPolicyRecorder is newRecorder with a policy for RCPT replies.
+func newPolicyRecorder(t *testing.T, policy rcptPolicy) *recorder {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &recorder{addr: l.Addr().String()}
+	r := &recorder{addr: l.Addr().String(), policy: policy, offers: map[string]int{}}
 	srv := smtp.NewServer(r)
 	srv.Domain = "recorder.example"
 	srv.MaxLineLength = 0 // no limit: BSMTP lines may be longer than SMTP allows
@@ -110,11 +140,33 @@ func (r *recorder) messages() []envMsg {
 	return slices.Clone(r.got)
 }
 
+// rcptOffers returns how often each address was offered in RCPT.
+func (r *recorder) rcptOffers() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.offers)
+}
+
 // arm sets the kill point and the kill function for the next child run.
 func (r *recorder) arm(p *killPoint, kill func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.mails, r.datas, r.point, r.kill = 0, 0, p, kill
+	r.mails, r.datas, r.partials, r.refusals, r.point, r.kill, r.fired = 0, 0, 0, 0, p, kill, nil
+}
+
+// disarm ends a child run; lastFired still tells what fired in it.
+func (r *recorder) disarm() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.point, r.kill = nil, nil
+}
+
+// lastFired is the kill point that fired in the last run (nil: none, or a
+// timer).
+func (r *recorder) lastFired() *killPoint {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fired
 }
 
 // count bumps a counter; if that reaches the armed point of this kind, it
@@ -126,21 +178,22 @@ func (r *recorder) count(c *int, kind killKind) (kill func()) {
 	if p := r.point; p == nil || p.kind != kind || p.n != *c {
 		return nil
 	}
-	r.point = nil // fire once
+	r.point, r.fired = nil, r.point // fire once
 	return r.kill
 }
 
 type recSession struct {
-	r    *recorder
-	from string
-	to   []string
+	r        *recorder
+	from     string
+	to       []string
+	deferred int // recipients of this transaction that got a 4xx
 }
 
-func (s *recSession) Reset()        { s.from, s.to = "", nil }
+func (s *recSession) Reset()        { s.from, s.to, s.deferred = "", nil, 0 }
 func (s *recSession) Logout() error { return nil }
 
 func (s *recSession) Mail(from string, _ *smtp.MailOptions) error {
-	s.from, s.to = from, nil
+	s.from, s.to, s.deferred = from, nil, 0
 	if kill := s.r.count(&s.r.mails, killAfterMail); kill != nil {
 		kill()
 	}
@@ -148,6 +201,37 @@ func (s *recSession) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (s *recSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	r := s.r
+	r.mu.Lock()
+	r.offers[to]++
+	var refuse *smtp.SMTPError
+	if r.policy != nil {
+		refuse = r.policy(to, r.offers[to])
+	}
+	var kill func()
+	var delay time.Duration
+	if refuse != nil && refuse.Code >= 500 {
+		r.refusals++
+		if p := r.point; p != nil && p.kind == killAfterRefusal && p.n == r.refusals {
+			r.point, r.fired = nil, p
+			kill, delay = r.kill, p.delay
+		}
+	}
+	r.mu.Unlock()
+	if kill != nil {
+		// The 5xx goes out when this returns; the client dies while it
+		// handles it (RSET, next recipient, settle, failed copy).
+		go func() {
+			time.Sleep(delay)
+			kill()
+		}()
+	}
+	if refuse != nil {
+		if refuse.Code < 500 {
+			s.deferred++
+		}
+		return refuse
+	}
 	s.to = append(s.to, to)
 	return nil
 }
@@ -156,9 +240,16 @@ func (s *recSession) Data(rd io.Reader) error {
 	s.r.mu.Lock()
 	s.r.datas++
 	n, p, kill := s.r.datas, s.r.point, s.r.kill
-	hit := p != nil && p.n == n && p.kind != killAfterMail && p.kind != killTimer
+	if s.deferred > 0 {
+		s.r.partials++
+	}
+	if p != nil && p.partial {
+		n = s.r.partials
+	}
+	hit := p != nil && p.n == n && (p.kind == killMidBody || p.kind == killBeforeReply || p.kind == killAfterReply) &&
+		(!p.partial || s.deferred > 0)
 	if hit {
-		s.r.point = nil
+		s.r.point, s.r.fired = nil, p
 	}
 	s.r.mu.Unlock()
 	if hit && p.kind == killMidBody {
@@ -227,7 +318,7 @@ func (r *recorder) runChild(t *testing.T, p *killPoint, args []string) (code int
 		t.Fatalf("etrnflush (%v) still running after %s; stderr:\n%s", p, runTimeout, errb.String())
 	}
 	close(exited)
-	r.arm(nil, nil)
+	r.disarm()
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		t.Fatal(err)
@@ -247,16 +338,27 @@ func (r *recorder) runChild(t *testing.T, p *killPoint, args []string) (code int
 // vary from a few lines to 1 MiB so kills land in small and large bodies.
 func writeCrashSpool(t *testing.T, path string, n int) []envMsg {
 	t.Helper()
+	msgs := crashMessages(n, func(i int) []string {
+		var to []string
+		for r := range 1 + i%3 {
+			to = append(to, fmt.Sprintf("u%d-%d@crash.example", i, r))
+		}
+		return to
+	})
+	writeCrashFile(t, path, msgs)
+	return msgs
+}
+
+// crashMessages makes n messages; message i goes to rcpts(i). Bodies have
+// dot lines, lines starting with a dot and 8-bit octets, and their sizes
+// (drawn from a fixed seed) vary from a few lines to 1 MiB.
+func crashMessages(n int, rcpts func(i int) []string) []envMsg {
 	rnd := rand.New(rand.NewPCG(42, 42))
-	var file bytes.Buffer
 	var msgs []envMsg
 	for i := range n {
-		m := envMsg{From: "alice@sender.example"}
+		m := envMsg{From: "alice@sender.example", To: rcpts(i)}
 		if i%17 == 0 {
 			m.From = ""
-		}
-		for r := range 1 + i%3 {
-			m.To = append(m.To, fmt.Sprintf("u%d-%d@crash.example", i, r))
 		}
 		var data bytes.Buffer
 		fmt.Fprintf(&data, "From: <alice@sender.example>\nSubject: crash %d\nMessage-ID: <crash-%d@test.example>\n\n", i, i)
@@ -281,6 +383,14 @@ func writeCrashSpool(t *testing.T, path string, n int) []envMsg {
 		}
 		m.Data = data.Bytes()
 		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// eximBSMTP is msgs as Exim's appendfile use_bsmtp writes them.
+func eximBSMTP(msgs []envMsg) []byte {
+	var file bytes.Buffer
+	for _, m := range msgs {
 		fmt.Fprintf(&file, "MAIL FROM:<%s>\n", m.From)
 		for _, to := range m.To {
 			fmt.Fprintf(&file, "RCPT TO:<%s>\n", to)
@@ -294,15 +404,63 @@ func writeCrashSpool(t *testing.T, path string, n int) []envMsg {
 		}
 		file.WriteString(".\n")
 	}
-	if err := os.WriteFile(path, file.Bytes(), 0o600); err != nil {
+	return file.Bytes()
+}
+
+// writeCrashFile writes msgs as the one file of the appended layout.
+func writeCrashFile(t *testing.T, path string, msgs []envMsg) {
+	t.Helper()
+	b := eximBSMTP(msgs)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// The oracle must read back what was meant, or the test proves nothing.
-	back, err := parseBSMTP(file.Bytes())
-	if err != nil || len(back) != n {
+	back, err := parseBSMTP(b)
+	if err != nil || len(back) != len(msgs) {
 		t.Fatalf("crash spool does not parse back: %d messages, %v", len(back), err)
 	}
-	return msgs
+}
+
+// writeCrashDir writes msgs as Exim's appendfile "directory" with
+// use_bsmtp does: one finished q... file per message (names as in
+// testdata/exim/bsmtp/dir), oldest first by mtime.
+func writeCrashDir(t *testing.T, dir string, msgs []envMsg) {
+	t.Helper()
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Add(-time.Hour)
+	for i, m := range msgs {
+		p := filepath.Join(dir, fmt.Sprintf("q1xXKke-%06d", 770000+i))
+		if err := os.WriteFile(p, eximBSMTP([]envMsg{m}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mt := t0.Add(time.Duration(i) * time.Second)
+		if err := os.Chtimes(p, mt, mt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	back := spoolMessages(t, dir)
+	if len(back) != len(msgs) {
+		t.Fatalf("crash spool directory does not parse back: %d messages, want %d", len(back), len(msgs))
+	}
+	sameMessages(t, "crash spool directory", msgs, back)
+}
+
+// clearStaleEximLock handles a kill while etrnflush held Exim's lock file
+// on the appended file: it stays behind, and Exim (and etrnflush) would
+// wait 30 minutes for it to go stale. Not a loss; it does what the
+// staleness rule would do, and tells whether there was one.
+func clearStaleEximLock(t *testing.T, path, what string) bool {
+	t.Helper()
+	if _, err := os.Lstat(path + ".lock"); err != nil {
+		return false
+	}
+	t.Logf("%s left %s.lock behind; removing it as Exim would after lockfile_timeout", what, path)
+	if err := os.Remove(path + ".lock"); err != nil {
+		t.Fatal(err)
+	}
+	return true
 }
 
 // TestCrashSIGKILL: etrnflush is SIGKILLed at many points of a flush (after
@@ -351,16 +509,8 @@ func TestCrashSIGKILL(t *testing.T) {
 		code, killed, stderr := rec.runChild(t, p, args)
 		if killed {
 			kills++
-			// A kill while etrnflush held Exim's lock file leaves it
-			// behind; Exim (and etrnflush) would wait 30 minutes for it
-			// to go stale. Not a loss; note it and do what the
-			// staleness rule would do.
-			if _, err := os.Lstat(path + ".lock"); err == nil {
+			if clearStaleEximLock(t, path, fmt.Sprintf("run %d (%v)", runs, p)) {
 				staleLocks++
-				t.Logf("run %d (%v) left %s.lock behind; removing it as Exim would after lockfile_timeout", runs, p, path)
-				if err := os.Remove(path + ".lock"); err != nil {
-					t.Fatal(err)
-				}
 			}
 			continue
 		}
@@ -411,6 +561,11 @@ func TestCrashSIGKILL(t *testing.T) {
 	if dups > kills {
 		t.Errorf("%d duplicates, more than the %d kills: something was resent that had been settled", dups, kills)
 	}
+	// A kill inside an atomic rewrite (journal creation, compaction)
+	// leaves its temporary file, as documented: at most one per kill.
+	if temps := removeTempFiles(t, dir); temps > kills {
+		t.Errorf("%d temporary files left behind, more than the %d kills", temps, kills)
+	}
 	assertNoMailLeft(t, path)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -421,4 +576,472 @@ func TestCrashSIGKILL(t *testing.T) {
 			t.Errorf("lock file or hitching post left behind: %s", e.Name())
 		}
 	}
+}
+
+// markerRcpts gives message i of a partial-acceptance spool 1 to 4
+// recipients at domain, some with a marker that markerPolicy acts on:
+// "-defer1" and "-defer2" (451 on the first one or two offers, then 250) and
+// "-refuse" (550, always). Every 20th message has all its recipients
+// refused (no DATA at all), another every 20th all deferred once.
+func markerRcpts(domain string) func(i int) []string {
+	return func(i int) []string {
+		var to []string
+		for r := range 1 + i%4 {
+			mark := ""
+			switch {
+			case i%20 == 9:
+				mark = "-refuse"
+			case i%20 == 19:
+				mark = "-defer1"
+			default:
+				switch (i*7 + r*5) % 11 {
+				case 1, 4:
+					mark = "-defer1"
+				case 6:
+					mark = "-defer2"
+				case 8:
+					mark = "-refuse"
+				}
+			}
+			to = append(to, fmt.Sprintf("u%d-%d%s@%s", i, r, mark, domain))
+		}
+		return to
+	}
+}
+
+// refusedRcpt tells whether markerPolicy refuses to for good.
+func refusedRcpt(to string) bool { return strings.Contains(to, "-refuse@") }
+
+// markerPolicy answers the markers of markerRcpts.
+func markerPolicy(to string, attempt int) *smtp.SMTPError {
+	switch {
+	case refusedRcpt(to):
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user here"}
+	case strings.Contains(to, "-defer1@") && attempt <= 1, strings.Contains(to, "-defer2@") && attempt <= 2:
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+	}
+	return nil
+}
+
+// crashCase is one SIGKILL scenario: a spool layout, what the server
+// answers and where the runs are killed.
+type crashCase struct {
+	name   string
+	dir    bool       // one-message-per-file directory instead of the appended file
+	n      int        // messages
+	policy rcptPolicy // nil: every recipient accepted
+	plans  []*killPoint
+	timers int // random kill times added to plans
+	// minimum number of kills that must land, of them at points after a
+	// partly deferred transaction, and after a 5xx to RCPT
+	minKills, minPartial, minRefusal int
+}
+
+// TestCrashSIGKILLOutcomes: like TestCrashSIGKILL, for the directory
+// layout and for a server that defers (451) and refuses (550) some
+// recipients, with kills right after the 250 to a partly deferred
+// transaction and right after a 5xx, so that partial statuses in the
+// journal (or the rewritten file of the directory layout) and the failed
+// folder are written under fire. After the kills, clean runs go on until
+// nothing is left. Then: every recipient that was not refused arrived at
+// least once, intact; every refused one is in the failed folder exactly
+// once and never arrived; no refused recipient was offered again, and no
+// transaction repeated an accepted recipient, more often than there were
+// kills; nothing is pending.
+func TestCrashSIGKILLOutcomes(t *testing.T) {
+	partialPlans := func() []*killPoint {
+		return []*killPoint{
+			{kind: killAfterReply, n: 1, partial: true},
+			{kind: killBeforeReply, n: 1, partial: true},
+			{kind: killAfterRefusal, n: 1},
+			{kind: killAfterReply, n: 2, partial: true, delay: 200 * time.Microsecond},
+			{kind: killMidBody, n: 2, partial: true, bytes: 300},
+			{kind: killAfterRefusal, n: 2, delay: time.Millisecond},
+			{kind: killAfterReply, n: 3, partial: true, delay: time.Millisecond},
+			{kind: killAfterMail, n: 4},
+			{kind: killBeforeReply, n: 2, partial: true},
+			{kind: killAfterReply, n: 1, partial: true, delay: 3 * time.Millisecond},
+			{kind: killAfterRefusal, n: 1, delay: 300 * time.Microsecond},
+			{kind: killBeforeReply, n: 6},
+		}
+	}
+	cases := []crashCase{
+		{name: "file/partial", n: 60, policy: markerPolicy, plans: partialPlans(), timers: 3,
+			minKills: 10, minPartial: 4, minRefusal: 2},
+		{name: "dir/partial", dir: true, n: 60, policy: markerPolicy, plans: partialPlans(), timers: 3,
+			minKills: 10, minPartial: 4, minRefusal: 2},
+		{name: "dir/accept-all", dir: true, n: 60, timers: 3, minKills: 8, plans: []*killPoint{
+			{kind: killBeforeReply, n: 1},
+			{kind: killAfterMail, n: 3},
+			{kind: killMidBody, n: 5, bytes: 200},
+			{kind: killAfterReply, n: 7},
+			{kind: killBeforeReply, n: 10},
+			{kind: killAfterReply, n: 2, delay: time.Millisecond},
+			{kind: killMidBody, n: 1, bytes: 0},
+			{kind: killAfterReply, n: 8, delay: 300 * time.Microsecond},
+			{kind: killBeforeReply, n: 4},
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) { runCrashCase(t, tc) })
+	}
+}
+
+// msgRcpt is one recipient of one message (by Message-ID).
+type msgRcpt struct{ id, to string }
+
+func runCrashCase(t *testing.T, tc crashCase) {
+	dir := t.TempDir()
+	host := strings.ReplaceAll(tc.name, "/", "-") + ".crash.example"
+	path := filepath.Join(dir, host)
+	rcpts := markerRcpts(host)
+	if tc.policy == nil {
+		rcpts = func(i int) []string {
+			var to []string
+			for r := range 1 + i%3 {
+				to = append(to, fmt.Sprintf("u%d-%d@%s", i, r, host))
+			}
+			return to
+		}
+	}
+	want := crashMessages(tc.n, rcpts)
+	if tc.dir {
+		writeCrashDir(t, path, want)
+	} else {
+		writeCrashFile(t, path, want)
+	}
+	rec := newPolicyRecorder(t, tc.policy)
+	args := []string{"flush", "--spool", path, "--to", rec.addr, "--tls", "none", "--helo", "test.example",
+		"--timeout", "20s", host}
+
+	plans := slices.Clone(tc.plans)
+	rnd := rand.New(rand.NewPCG(11, uint64(time.Now().UnixNano())))
+	for range tc.timers {
+		plans = append(plans, &killPoint{kind: killTimer, delay: time.Duration(5+rnd.IntN(60)) * time.Millisecond})
+	}
+
+	byID := map[string]envMsg{}
+	pairs, refused, deferred, mixed := 0, 0, 0, 0
+	for _, m := range want {
+		byID[m.id()] = m
+		pairs += len(m.To)
+		r, d := 0, 0
+		for _, to := range m.To {
+			if refusedRcpt(to) {
+				r++
+			}
+			if strings.Contains(to, "-defer") {
+				d++
+			}
+		}
+		refused, deferred = refused+r, deferred+d
+		if d > 0 && d < len(m.To) {
+			mixed++ // a 250 to its dot leaves it partly sent
+		}
+	}
+
+	start := time.Now()
+	kills, partialKills, refusalKills, staleLocks, runs, unfired := 0, 0, 0, 0, 0, 0
+	partialLeft := 0 // kills after which the spool held a message partly settled
+	done := false
+	for _, p := range plans {
+		runs++
+		code, killed, stderr := rec.runChild(t, p, args)
+		fired := rec.lastFired()
+		if killed {
+			kills++
+			switch {
+			case fired == nil:
+			case fired.partial:
+				partialKills++
+			case fired.kind == killAfterRefusal:
+				refusalKills++
+			}
+			if clearStaleEximLock(t, path, fmt.Sprintf("run %d (%v)", runs, p)) {
+				staleLocks++
+			}
+			if partlyDone(t, path, tc.dir, byID) > 0 {
+				partialLeft++
+			}
+			continue
+		}
+		if p.kind != killTimer && fired == nil {
+			unfired++
+			t.Logf("run %d: %v never fired (exit %d)", runs, p, code)
+		}
+		if code != 0 && code != 75 {
+			t.Errorf("run %d (%v): exit %d, want 0, 75 or a kill; stderr:\n%s", runs, p, code, stderr)
+		}
+		if code == 0 {
+			done = true // nothing left: the remaining plans have nothing to hit
+			break
+		}
+	}
+	// Clean runs until nothing is left: recipients deferred twice need up
+	// to two more.
+	for clean := 0; !done; clean++ {
+		if clean == 4 {
+			t.Fatalf("still mail left after %d clean runs", clean)
+		}
+		runs++
+		code, killed, stderr := rec.runChild(t, nil, args)
+		switch {
+		case killed:
+			t.Fatalf("run %d: killed without a kill point", runs)
+		case code == 0:
+			done = true
+		case code != 75:
+			t.Fatalf("run %d: exit %d, want 0 or 75; stderr:\n%s", runs, code, stderr)
+		}
+	}
+	elapsed := time.Since(start)
+	got := rec.messages()
+	offers := rec.rcptOffers()
+
+	// One more run must find nothing to do and offer nothing.
+	if code, killed, stderr := rec.runChild(t, nil, args); killed || code != 0 {
+		t.Errorf("run after the last: killed=%v exit %d, want 0; stderr:\n%s", killed, code, stderr)
+	}
+	if n := len(rec.messages()); n != len(got) {
+		t.Errorf("run after the last sent %d messages, want none", n-len(got))
+	}
+	if o := rec.rcptOffers(); !maps.Equal(o, offers) {
+		t.Errorf("run after the last offered recipients again")
+	}
+
+	arrived := map[msgRcpt]int{}
+	dupTxns := 0
+	for _, m := range got {
+		w, ok := byID[m.id()]
+		switch {
+		case !ok:
+			t.Errorf("received %s, never spooled", m)
+			continue
+		case !bytes.Equal(w.Data, m.Data):
+			t.Errorf("%s arrived changed%s", m.id(), firstDiff(w.Data, m.Data))
+		case w.From != m.From:
+			t.Errorf("%s: envelope from=<%s>, want <%s>", m.id(), m.From, w.From)
+		case tc.policy == nil && !slices.Equal(w.To, m.To):
+			t.Errorf("%s: to=%v, want all of %v (nothing was deferred)", m.id(), m.To, w.To)
+		}
+		dup := false
+		for i, to := range m.To {
+			if !slices.Contains(w.To, to) || slices.Contains(m.To[:i], to) {
+				t.Errorf("%s: recipient <%s> arrived, not one of %v or given twice", m.id(), to, w.To)
+				continue
+			}
+			k := msgRcpt{m.id(), to}
+			if arrived[k] > 0 {
+				dup = true
+			}
+			arrived[k]++
+		}
+		if dup {
+			dupTxns++
+		}
+	}
+	dupRcpts, reoffers := 0, 0
+	for _, w := range want {
+		again := 0 // extra offers of this message's refused recipients
+		for _, to := range w.To {
+			n := arrived[msgRcpt{w.id(), to}]
+			switch {
+			case refusedRcpt(to) && n > 0:
+				t.Errorf("%s: <%s> was refused with 550 and arrived %d times", w.id(), to, n)
+			case refusedRcpt(to):
+				again = max(again, offers[to]-1)
+			case n == 0:
+				t.Errorf("%s: <%s> was lost", w.id(), to)
+			case n-1 > kills:
+				t.Errorf("%s: <%s> arrived %d times, more than once per kill (%d)", w.id(), to, n, kills)
+			default:
+				dupRcpts += n - 1
+			}
+		}
+		reoffers += again
+	}
+	t.Logf("%d messages (%d partly deferred at first), %d recipients (%d refused, %d deferred at first), %d runs, %d SIGKILLs (%d after a partly deferred transaction, %d after a 5xx, %d left Exim's lock file, %d left a partly settled message on disk, %d points never fired), %d transactions received, %s",
+		len(want), mixed, pairs, refused, deferred, runs, kills, partialKills, refusalKills, staleLocks, partialLeft, unfired, len(got), elapsed.Round(time.Millisecond))
+	t.Logf("%d transactions repeated %d recipient deliveries; refused recipients offered again %d times; %d kills",
+		dupTxns, dupRcpts, reoffers, kills)
+	if kills < tc.minKills || partialKills < tc.minPartial || refusalKills < tc.minRefusal {
+		t.Errorf("kills landed: %d (%d partial, %d after a 5xx), want at least %d (%d, %d)",
+			kills, partialKills, refusalKills, tc.minKills, tc.minPartial, tc.minRefusal)
+	}
+	// Without this the partial kill points prove nothing about the
+	// journal (or the rewritten file) holding a partial status.
+	if tc.minPartial > 0 && partialLeft == 0 {
+		t.Errorf("no kill left a partly settled message on disk: partial statuses were never put to the test")
+	}
+	// A kill leaves at most the one message in flight unsettled, so at
+	// most one transaction per kill may repeat what was delivered (or
+	// offer again a recipient refused for good).
+	if dupTxns > kills {
+		t.Errorf("%d transactions repeated delivered recipients, more than the %d kills: something settled was resent", dupTxns, kills)
+	}
+	if reoffers > kills {
+		t.Errorf("refused recipients offered again %d times, more than the %d kills: a 5xx was not settled", reoffers, kills)
+	}
+
+	// A kill inside an atomic rewrite leaves its temporary file; the man
+	// page says so and that it is safe to delete. Each kill interrupts at
+	// most one rewrite, and a run that was not killed leaves none.
+	failed := filepath.Join(dir, ".etrnflush-"+host+".failed")
+	temps := removeTempFiles(t, dir, failed, path)
+	t.Logf("%d temporary files left by the kills, removed", temps)
+	if temps > kills {
+		t.Errorf("%d temporary files left behind, more than the %d kills", temps, kills)
+	}
+	checkFailedFolder(t, dir, host, byID, refusedRcpt)
+	// Checked; what remains must be nothing at all.
+	if err := os.RemoveAll(failed); err != nil {
+		t.Fatal(err)
+	}
+	assertNoMailLeft(t, path)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), host+".lock") {
+			t.Errorf("lock file or hitching post left behind: %s", e.Name())
+		}
+	}
+}
+
+// checkFailedFolder proves that the failed folder holds, in intact BSMTP
+// copies each with a .why naming the 550, every refused recipient of
+// every message exactly once, and nothing else.
+func checkFailedFolder(t *testing.T, dir, host string, byID map[string]envMsg, refused func(string) bool) {
+	t.Helper()
+	fd := filepath.Join(dir, ".etrnflush-"+host+".failed")
+	ents, err := os.ReadDir(fd)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	copies := map[msgRcpt]int{}
+	for _, e := range ents {
+		name := e.Name()
+		switch {
+		case strings.HasSuffix(name, ".why"):
+			if _, err := os.Stat(filepath.Join(fd, strings.TrimSuffix(name, ".why")+".bsmtp")); err != nil {
+				t.Errorf("failed folder: %s without its copy", name)
+			}
+			continue
+		case !strings.HasSuffix(name, ".bsmtp"):
+			t.Errorf("failed folder: unexpected %s", name)
+			continue
+		}
+		why, err := os.ReadFile(filepath.Join(fd, strings.TrimSuffix(name, ".bsmtp")+".why"))
+		if err != nil {
+			t.Errorf("failed folder: %s has no reason: %v", name, err)
+		} else if !strings.Contains(string(why), "550") {
+			t.Errorf("failed folder: %s.why does not name the 550: %q", strings.TrimSuffix(name, ".bsmtp"), why)
+		}
+		msgs := parseBSMTPFile(t, filepath.Join(fd, name))
+		if len(msgs) != 1 {
+			t.Errorf("failed folder: %s holds %d messages, want 1", name, len(msgs))
+		}
+		for _, m := range msgs {
+			w, ok := byID[m.id()]
+			switch {
+			case !ok:
+				t.Errorf("failed folder: %s holds %s, never spooled", name, m)
+				continue
+			case !bytes.Equal(w.Data, m.Data):
+				t.Errorf("failed folder: %s: %s changed%s", name, m.id(), firstDiff(w.Data, m.Data))
+			case w.From != m.From:
+				t.Errorf("failed folder: %s: from=<%s>, want <%s>", name, m.From, w.From)
+			}
+			for _, to := range m.To {
+				if !slices.Contains(w.To, to) || !refused(to) {
+					t.Errorf("failed folder: %s: <%s> is not a refused recipient of %s", name, to, m.id())
+				}
+				copies[msgRcpt{m.id(), to}]++
+			}
+		}
+	}
+	n := 0
+	for id, w := range byID {
+		for _, to := range w.To {
+			if !refused(to) {
+				continue
+			}
+			n++
+			if c := copies[msgRcpt{id, to}]; c != 1 {
+				t.Errorf("failed folder: %s <%s> is there %d times, want once", id, to, c)
+			}
+		}
+	}
+	t.Logf("failed folder: %d refused recipients, %d copies", n, len(copies))
+}
+
+// removeTempFiles removes etrnflush's temporary files (.etrnflush-tmp-*)
+// from each of dirs that exists, and counts them.
+func removeTempFiles(t *testing.T, dirs ...string) int {
+	t.Helper()
+	n := 0
+	for _, d := range dirs {
+		ents, err := os.ReadDir(d)
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), ".etrnflush-tmp-") {
+				continue
+			}
+			t.Logf("temporary file left in %s: %s", d, e.Name())
+			if err := os.Remove(filepath.Join(d, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+	}
+	return n
+}
+
+// partlyDone counts the messages the spool now holds as partly settled:
+// journal records of the appended layout with a pending recipient beside
+// a settled one, or files of the directory layout rewritten with fewer
+// recipients than were spooled.
+func partlyDone(t *testing.T, path string, dir bool, byID map[string]envMsg) int {
+	t.Helper()
+	n := 0
+	if dir {
+		ents, err := os.ReadDir(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ".") || strings.HasPrefix(e.Name(), "temp.") {
+				continue
+			}
+			for _, m := range parseBSMTPFile(t, filepath.Join(path, e.Name())) {
+				if w, ok := byID[m.id()]; ok && len(m.To) < len(w.To) {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	journals, err := filepath.Glob(filepath.Join(filepath.Dir(path), ".etrnflush-"+filepath.Base(path)+".*.journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range journals {
+		b, err := os.ReadFile(j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			_, st, ok := strings.Cut(l, " ")
+			if ok && strings.Trim(st, "sfk") == "" && strings.Contains(st, "k") && strings.ContainsAny(st, "sf") {
+				n++
+			}
+		}
+	}
+	return n
 }
