@@ -725,7 +725,7 @@ func privateFiles(t *testing.T, dir, base string) map[string][]string {
 	for _, e := range ents {
 		n := e.Name()
 		switch {
-		case strings.HasPrefix(n, ".etrnflush-tmp-"):
+		case strings.HasPrefix(n, ".") && strings.Contains(n, ".tmp-"):
 			got["tmp"] = append(got["tmp"], n)
 		case !strings.HasPrefix(n, prefix):
 		case strings.HasSuffix(n, ".work"):

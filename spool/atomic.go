@@ -2,10 +2,12 @@ package spool
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // tempFile is the part of *os.File that WriteFileAtomic uses; tests swap in
@@ -27,9 +29,40 @@ var (
 	syncDir    = syncDirectory
 )
 
-// tempPattern names our temporary files; the prefix keeps them out of
-// Exim's way and easy to recognise after a crash.
-const tempPattern = ".etrnflush-tmp-*"
+// tempInfix marks our temporary files. A temporary file is named after
+// its target (".TARGET.tmp-RANDOM"): hidden, so Exim and our own spool
+// listing pass it by, and attributable, so that after a crash the run that
+// owns the target can remove it (removeStaleTemps).
+const tempInfix = ".tmp-"
+
+func tempPattern(path string) string {
+	return "." + shorten(strings.TrimPrefix(filepath.Base(path), "."), 220) + tempInfix + "*"
+}
+
+// removeStaleTemps removes the temporary files of interrupted atomic writes
+// in dir whose names start with prefix. Only the holder of the host lock
+// calls it, so no write of ours is in progress there. A missing dir has
+// none.
+func removeStaleTemps(dir, prefix string, report func(Event)) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if !strings.HasPrefix(n, prefix) || !strings.Contains(n, tempInfix) || !e.Type().IsRegular() {
+			continue
+		}
+		if err := removeFile(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove stale temporary file: %w", err)
+		}
+		report(Event{Kind: "notice", ID: n, Reason: "removed the temporary file of an interrupted write in " + dir})
+	}
+	return nil
+}
 
 // WriteFileAtomic replaces path with what write produces, so that a crash
 // at any instant leaves either the old file or the complete new one. The
@@ -37,7 +70,7 @@ const tempPattern = ".etrnflush-tmp-*"
 // error the temporary file is removed and path is left untouched.
 func WriteFileAtomic(path string, perm os.FileMode, write func(io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
-	f, err := createTemp(dir, tempPattern)
+	f, err := createTemp(dir, tempPattern(path))
 	if err != nil {
 		return fmt.Errorf("write %s: create temp: %w", path, err)
 	}

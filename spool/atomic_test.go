@@ -119,7 +119,7 @@ func TestWriteFileAtomicFaults(t *testing.T) {
 			if string(b) != want {
 				t.Fatalf("target changed after failed %s: %d bytes", c.step, len(b))
 			}
-			if left := glob(t, filepath.Join(dir, ".etrnflush-tmp-*")); len(left) != 0 {
+			if left := glob(t, filepath.Join(dir, ".*.tmp-*")); len(left) != 0 {
 				t.Fatalf("temp files left: %v", left)
 			}
 		})

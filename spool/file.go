@@ -269,37 +269,48 @@ func (w *workFile) open() error {
 		_ = f.Close() // report the type error
 		return fmt.Errorf("%s is not a regular file", w.path)
 	}
-	w.f = f
-	w.state = wParsing
-	w.rd = bsmtp.NewReader(io.NewSectionReader(f, 0, 1<<62))
-	w.lastLn = 1
+	ready := func() {
+		w.f = f
+		w.state = wParsing
+		w.rd = bsmtp.NewReader(io.NewSectionReader(f, 0, 1<<62))
+		w.lastLn = 1
+	}
 	mtime := time.Unix(st.Mtim.Unix())
 	if w.inPlace {
 		w.idBase = filepath.Base(w.path) + "." + genTag(mtime)
+		ready()
 		return nil
 	}
 	w.idBase = fmt.Sprintf("%020d.%s", w.nanos, genTag(mtime))
 	jp := w.journalPath()
 	jr, stale, err := loadJournal(jp, uint64(st.Dev), st.Ino)
 	if err != nil {
+		// The file stays unopened: Close then leaves it and its journal
+		// for the next run instead of finishing half a state.
+		_ = f.Close() // the journal error is the one to report
 		return err
 	}
 	if stale {
 		if !w.s.o.DryRun {
 			if err := removeIfExists(jp); err != nil {
+				_ = f.Close() // report the removal error
 				return err
 			}
 		}
 		w.s.o.Report(Event{Kind: "notice", ID: w.idBase, Reason: "removed stale journal " + jp + " (its work file was rewritten)"})
 		jr = &journal{path: jp, dev: uint64(st.Dev), ino: st.Ino}
 	}
-	w.jr = jr
-	if w.wkFile, err = jr.openForWalk(); err != nil {
+	wkFile, err := jr.openForWalk()
+	if err != nil {
+		_ = f.Close() // report the journal error
 		return err
 	}
-	if w.wkFile != nil {
-		w.wk = jr.newWalker(w.wkFile)
+	w.jr = jr
+	w.wkFile = wkFile
+	if wkFile != nil {
+		w.wk = jr.newWalker(wkFile)
 	}
+	ready()
 	return nil
 }
 
@@ -341,6 +352,18 @@ func (w *workFile) next() (*Message, error) {
 			return nil, fmt.Errorf("read %s: %w", w.path, err)
 		}
 		rec, hasRec := w.lookup(e.Start)
+		if q := rec.quarantinedTo(); hasRec && q > e.Start && q < e.End {
+			// An earlier pass quarantined [e.Start,q), an incomplete tail,
+			// and a late append now reads as part of the same entry. Keep
+			// that boundary: the tail is damage, the append starts at q.
+			ln, err := countLines(w.f, q)
+			if err != nil {
+				return nil, err
+			}
+			w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, q, 1<<62), q, ln)
+			w.parsed, w.lastLn = q, ln
+			continue
+		}
 		if e.Msg == nil {
 			if e.Incomplete {
 				grew, err := w.growFrom(e)
@@ -544,7 +567,7 @@ func (w *workFile) finish(closing bool) (err error) {
 	// between the walk and the rename or unlink.
 	w.state = wFinished
 	defer func() { err = errors.Join(err, w.closeFiles()) }()
-	if !w.jr.records {
+	if w.jr == nil || !w.jr.records {
 		return nil
 	}
 	if err := w.jr.reload(); err != nil {
@@ -603,6 +626,11 @@ func (w *workFile) compact(out io.Writer, size int64) (err error) {
 		has := false
 		if wk != nil {
 			rec, has = wk.lookup(e.Start)
+		}
+		if q := rec.quarantinedTo(); has && q > e.Start && q < e.End {
+			// The quarantined tail keeps its boundary (see next).
+			rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, q, size-q), q, 0)
+			continue
 		}
 		if e.Msg == nil {
 			if has && rec.quarantinedTo() == e.End {

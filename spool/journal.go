@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"etrnflush/bsmtp"
 )
 
 // The journal records, per work file, what happened to each message since
@@ -27,6 +29,11 @@ import (
 // after an incomplete tail) is not skipped on the strength of an old copy.
 
 const journalMagic = "etrnflush-journal 1"
+
+// maxRecordLine bounds a journal line: an offset, a space, one status
+// octet per recipient and the newline. A buffer of this size reads any
+// record a valid message can produce.
+const maxRecordLine = 32 + bsmtp.MaxRecipients
 
 type journal struct {
 	path     string
@@ -60,13 +67,13 @@ func loadJournal(path string, dev, ino uint64) (j *journal, stale bool, err erro
 			err = fmt.Errorf("journal %s: close: %w", path, cerr)
 		}
 	}()
-	br := bufio.NewReader(f)
+	br := bufio.NewReaderSize(f, maxRecordLine)
 	var pos int64
 	head, err := br.ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, false, fmt.Errorf("journal %s: %w", path, err)
 	}
-	if !strings.HasSuffix(head, "\n") || strings.TrimSuffix(head, "\n") != journalHeader(dev, ino) {
+	if !strings.HasSuffix(head, "\n") || !sameInode(strings.TrimSuffix(head, "\n"), ino) {
 		// Written for another inode: the work file was rewritten (compacted)
 		// after it, so everything it says is already applied.
 		return j, true, nil
@@ -101,6 +108,15 @@ func loadJournal(path string, dev, ino uint64) (j *journal, stale bool, err erro
 
 func journalHeader(dev, ino uint64) string {
 	return fmt.Sprintf("%s %d %d", journalMagic, dev, ino)
+}
+
+// sameInode checks a journal header against the work file's inode. The
+// device number is written for the admin's eyes only: LVM and md devices
+// may be renumbered by the very reboot a journal has to survive, while
+// the work file and its journal always share a file system.
+func sameInode(head string, ino uint64) bool {
+	f := strings.Fields(head)
+	return len(f) == 4 && f[0]+" "+f[1] == journalMagic && f[3] == strconv.FormatUint(ino, 10)
 }
 
 func parseRecord(line []byte) (record, bool) {
@@ -171,7 +187,7 @@ func (c *cursor) advance() {
 func (j *journal) newWalker(f io.ReaderAt) *walker {
 	w := &walker{}
 	for _, s := range j.segs {
-		c := &cursor{br: bufio.NewReaderSize(io.NewSectionReader(f, s[0], s[1]-s[0]), 4096)}
+		c := &cursor{br: bufio.NewReaderSize(io.NewSectionReader(f, s[0], s[1]-s[0]), maxRecordLine)}
 		c.advance()
 		w.curs = append(w.curs, c)
 	}

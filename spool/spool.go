@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"etrnflush/bsmtp"
@@ -118,20 +119,25 @@ func failedDir(d, base string) string {
 	return filepath.Join(d, ".etrnflush-"+privName(base)+".failed")
 }
 
-// maxPrivName keeps ".etrnflush-NAME.<20 digits>.journal" within the
-// 255-octet limit of a file name (a host name may have 253 octets).
-const maxPrivName = 200
+// maxPrivName keeps ".etrnflush-NAME.<20 digits>.journal" and its
+// temporary file ("." + that + ".tmp-RANDOM") within the 255-octet limit
+// of a file name (a host name may have 253 octets).
+const maxPrivName = 150
 
 // privName is name, or for a name too long to carry our prefix and
-// suffixes, its first part and a digest of the whole: distinct names stay
-// distinct and the result is the same on every run.
-func privName(name string) string {
-	if len(name) <= maxPrivName {
+// suffixes, its first part and a digest of the whole.
+func privName(name string) string { return shorten(name, maxPrivName) }
+
+// shorten keeps name if it has at most max octets, else its first part and
+// a digest of the whole: distinct names stay distinct and the result is
+// the same on every run.
+func shorten(name string, max int) string {
+	if len(name) <= max {
 		return name
 	}
 	sum := sha256.Sum256([]byte(name))
 	h := hex.EncodeToString(sum[:8])
-	return name[:maxPrivName-len(h)-1] + "~" + h
+	return name[:max-len(h)-1] + "~" + h
 }
 
 // Open detects the layout at o.Path and returns a Spool for it. A missing
@@ -152,6 +158,15 @@ func Open(o Options) (Spool, error) {
 		return nil, &LayoutError{Path: o.Path, Found: "unknown", Reason: fmt.Sprintf("unknown spool format %q", o.Format)}
 	}
 	d, b := filepath.Dir(o.Path), filepath.Base(o.Path)
+	if !o.DryRun {
+		for _, c := range [][2]string{{d, workPrefix(b)}, {failedDir(d, b), "."}, {quarantineDir(d, b), "."}, {o.Path, "."}} {
+			// o.Path is only a directory in the one-file-per-message
+			// layout; Exim writes no dot files there.
+			if err := removeStaleTemps(c[0], c[1], o.Report); err != nil && !errors.Is(err, syscall.ENOTDIR) {
+				return nil, err
+			}
+		}
+	}
 	works, journals, err := listWork(d, b)
 	if err != nil {
 		return nil, err
@@ -262,6 +277,12 @@ func writeFailed(d, base, id string, r *msgRef, failed []string, reason string) 
 		return nil
 	}
 	env := bsmtp.Envelope{From: r.env.From, To: failed}
+	// A message's id does not change while it waits in a work file, and
+	// a later run may refuse other recipients of it: name each copy after
+	// its recipients too, so that no copy replaces another. The same
+	// refusal after a crash rewrites the same copy, not a second one.
+	sum := sha256.Sum256([]byte(strings.Join(failed, "\n")))
+	id += "-" + hex.EncodeToString(sum[:4])
 	err := writeCopy(failedDir(d, base), id, func(w io.Writer) error {
 		return bsmtp.NewWriter(w).WriteStuffed(env, io.NewSectionReader(r.section, 0, r.section.Size()), r.crlf)
 	}, reason)
@@ -274,6 +295,7 @@ func writeFailed(d, base, id string, r *msgRef, failed []string, reason string) 
 // writeCopy stores a BSMTP copy and its reason under dir/id.{bsmtp,why}.
 // The names depend only on id, so a redo after a crash overwrites.
 func writeCopy(dir, id string, body func(io.Writer) error, why string) error {
+	id = privName(id) // an id from a long spool file name must still fit
 	if err := mkdirPrivate(dir); err != nil {
 		return err
 	}
