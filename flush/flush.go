@@ -124,8 +124,8 @@ func (r *run) run(ctx context.Context) (err error) {
 	}()
 	for passes := 0; ; passes++ {
 		if err := r.pass(ctx); err != nil {
-			if _, rerr := lock.Release(); rerr != nil {
-				r.log.Warnf("host=%s release lock: %v", r.cfg.Host, rerr)
+			if aerr := lock.Abandon(); aerr != nil {
+				r.log.Warnf("host=%s release lock: %v", r.cfg.Host, aerr)
 			}
 			return err
 		}
@@ -143,8 +143,11 @@ func (r *run) run(ctx context.Context) (err error) {
 		if r.dead || passes+1 >= r.cfg.MaxPasses {
 			// The request stays unanswered on purpose: nothing would be
 			// delivered now, and the next trigger starts a fresh run.
-			if _, rerr := lock.Release(); rerr != nil {
-				r.log.Warnf("host=%s release lock: %v", r.cfg.Host, rerr)
+			if aerr := lock.Abandon(); aerr != nil {
+				r.log.Warnf("host=%s release lock: %v", r.cfg.Host, aerr)
+			}
+			if !r.dead {
+				r.log.Warnf("host=%s gave up after %d passes asked for by other runs; the next trigger starts afresh", r.cfg.Host, passes+1)
 			}
 			return nil
 		}

@@ -94,6 +94,17 @@ func (l *HostLock) Release() (again bool, err error) {
 	return false, l.closeWith(nil)
 }
 
+// Abandon drops the lock without looking for requests: for a run that
+// stops on an error or an unreachable host, where another pass would
+// deliver nothing now. A request made meanwhile stays on disk; the next
+// run to take the lock counts as the pass it asked for.
+func (l *HostLock) Abandon() error {
+	if l.f == nil {
+		return errors.New("host lock released twice")
+	}
+	return l.closeWith(nil)
+}
+
 func (l *HostLock) closeWith(err error) error {
 	cerr := l.f.Close()
 	l.f = nil

@@ -91,3 +91,32 @@ func TestPrivNameFitsAndStaysDistinct(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Abandon frees the lock at once, even with a pass asked for, and the
+// next run takes it as that pass.
+func TestHostLockAbandon(t *testing.T) {
+	dir := t.TempDir()
+	l, err := LockHost(dir, "h.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockHost(dir, "h.example"); err != ErrBusy {
+		t.Fatalf("second LockHost: %v, want ErrBusy", err)
+	}
+	if err := l.Abandon(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Abandon(); err == nil {
+		t.Error("a second Abandon succeeded")
+	}
+	l2, err := LockHost(dir, "h.example")
+	if err != nil {
+		t.Fatalf("LockHost after Abandon: %v", err)
+	}
+	if l2.TakeAgain() {
+		t.Error("the request was not consumed by the run that took the lock")
+	}
+	if again, err := l2.Release(); err != nil || again {
+		t.Fatalf("Release = %v, %v", again, err)
+	}
+}
