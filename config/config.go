@@ -335,6 +335,36 @@ func (c *Config) validate(data []byte) error {
 			}
 		}
 	}
+	return c.checkSharedSpools(data, names)
+}
+
+// checkSharedSpools refuses two hosts with one spool. The per-host lock is
+// named after the host, so two hosts sharing a spool would be flushed at
+// the same time, each resending what the other is sending.
+func (c *Config) checkSharedSpools(data []byte, names []string) error {
+	owner := map[string]string{}
+	for _, n := range names {
+		sp := filepath.Join(c.SpoolDir, n)
+		if s := c.Hosts[n].Spool; s != "" {
+			sp = filepath.Clean(s)
+		}
+		if o, ok := owner[sp]; ok {
+			return c.errAt(data, toml.Key{"host", n, "spool"}, fmt.Sprintf("%s is also the spool of host %q", sp, o))
+		}
+		owner[sp] = n
+	}
+	for _, n := range names {
+		s := c.Hosts[n].Spool
+		if s == "" || filepath.Dir(filepath.Clean(s)) != filepath.Clean(c.SpoolDir) {
+			continue
+		}
+		if b := filepath.Base(s); b != n {
+			if _, err := CheckHostName(b); err == nil {
+				return c.errAt(data, toml.Key{"host", n, "spool"},
+					fmt.Sprintf("is the default spool of host %q (spool_dir/%s): two hosts would share it", b, b))
+			}
+		}
+	}
 	return nil
 }
 

@@ -83,6 +83,8 @@ func TestLoadErrors(t *testing.T) {
 		{"auth in clear", "[host.\"a.example\"]\ntls = \"none\"\nauth_user = \"u\"\nauth_password_file = \"/p\"\n", `needs TLS`},
 		{"helo localhost", "helo = \"localhost\"\n", `never say localhost`},
 		{"bad log", "log = \"somewhere\"\n", `not stderr, syslog`},
+		{"shared spool", "[host.\"a.example\"]\nspool = \"/s/x\"\n[host.\"b.example\"]\nspool = \"/s/x/\"\n", `:4: key host."b.example".spool: /s/x is also the spool of host "a.example"`},
+		{"another host's default spool", "spool_dir = \"/s\"\n[host.\"a.example\"]\nspool = \"/s/b.example\"\n", `:3: key host."a.example".spool: is the default spool of host "b.example"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
