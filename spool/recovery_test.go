@@ -3,7 +3,6 @@ package spool
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,21 +14,8 @@ import (
 func yielded(t *testing.T, s Spool) []string {
 	t.Helper()
 	var out []string
-	for {
-		m, err := s.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("Next: %v", err)
-		}
-		out = append(out, m.From+">"+strings.Join(m.To, ","))
-		if err := s.Settle(m, all(Keep)(m), ""); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
+	for _, g := range drainAll(t, s, all(Keep)) {
+		out = append(out, g.from+">"+g.to)
 	}
 	return out
 }
@@ -132,43 +118,39 @@ func TestFailedCopiesAreNotReplaced(t *testing.T) {
 	}
 }
 
-// An incomplete tail quarantined in one pass must stay a region of its own
-// when a late append follows it: read from its start, the tail and the
-// append look like one message for the tail's recipient, with the
-// appended message's envelope in its data.
-func TestQuarantinedTailKeepsItsBoundary(t *testing.T) {
+// openWithLateAppend opens a spool whose file ends in an incomplete
+// transaction for victim@, and appends a complete message for d@ to the
+// work file as soon as that tail is quarantined, as a writer that takes
+// only the fcntl lock could.
+func openWithLateAppend(t *testing.T) (s Spool, p string) {
+	t.Helper()
 	fastLocks(t, time.Second, 200*time.Millisecond)
 	dir := t.TempDir()
-	p := filepath.Join(dir, "h.example")
-	partial := "MAIL FROM:<a@x.example>\nRCPT TO:<victim@h.example>\nDATA\nSubject: partial\n"
+	p = filepath.Join(dir, "h.example")
+	writeFile(t, p, "MAIL FROM:<a@x.example>\nRCPT TO:<victim@h.example>\nDATA\nSubject: partial\n")
 	late := tmsg{from: "c@x.example", to: []string{"d@h.example"}, body: "Subject: for d only\n\nconfidential\n"}
-	writeFile(t, p, partial)
 	appended := false
 	s, err := Open(Options{Path: p, Host: "h.example", Report: func(e Event) {
 		if e.Kind == "quarantine" && !appended {
 			appended = true
-			appendWork(t, dir, late.bsmtp()) // Exim appending under fcntl only
+			appendWork(t, dir, late.bsmtp())
 		}
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, p
+}
+
+// An incomplete tail quarantined in one pass must stay a region of its own
+// when a late append follows it: read from its start, the tail and the
+// append look like one message for the tail's recipient, with the
+// appended message's envelope in its data.
+func TestQuarantinedTailKeepsItsBoundary(t *testing.T) {
+	s, p := openWithLateAppend(t)
 	var sent []string
-	for {
-		m, err := s.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		sent = append(sent, m.From+">"+strings.Join(m.To, ","))
-		if err := s.Settle(m, all(Sent)(m), ""); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
+	for _, g := range drainAll(t, s, all(Sent)) {
+		sent = append(sent, g.from+">"+g.to)
 	}
 	if strings.Join(sent, " ") != "c@x.example>d@h.example" {
 		t.Fatalf("first run sent %q, want only the late message", sent)
@@ -181,22 +163,7 @@ func TestQuarantinedTailKeepsItsBoundary(t *testing.T) {
 // The same, for a run killed before the compaction: the next run reads
 // the work file from the start, with the q record in the journal.
 func TestQuarantinedTailKeepsItsBoundaryAfterCrash(t *testing.T) {
-	fastLocks(t, time.Second, 200*time.Millisecond)
-	dir := t.TempDir()
-	p := filepath.Join(dir, "h.example")
-	partial := "MAIL FROM:<a@x.example>\nRCPT TO:<victim@h.example>\nDATA\nSubject: partial\n"
-	late := tmsg{from: "c@x.example", to: []string{"d@h.example"}, body: "Subject: for d only\n\nconfidential\n"}
-	writeFile(t, p, partial)
-	appended := false
-	s, err := Open(Options{Path: p, Host: "h.example", Report: func(e Event) {
-		if e.Kind == "quarantine" && !appended {
-			appended = true
-			appendWork(t, dir, late.bsmtp())
-		}
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, p := openWithLateAppend(t)
 	m, err := s.Next()
 	if err != nil {
 		t.Fatal(err)
