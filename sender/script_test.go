@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1090,6 +1091,148 @@ func TestDotWriteFailure(t *testing.T) {
 			}
 			if st := statuses(res[0]); st != want {
 				t.Errorf("statuses %s, want %s", st, want)
+			}
+			if err := s.Close(); err != nil {
+				t.Logf("Close: %v", err)
+			}
+		})
+	}
+}
+
+// sendRaw writes lines as one write, so that they reach the client in one
+// segment.
+func (p *peer) sendRaw(lines ...string) {
+	if _, err := io.WriteString(p.c, strings.Join(lines, "\r\n")+"\r\n"); err != nil {
+		p.t.Logf("peer write: %v", err)
+	}
+}
+
+// TestOutOfStep: a reply that no command asked for must never be taken as
+// the answer to a later command. A stale 250 read as the verdict on the
+// dot reports Sent for mail the server refused; one read as a RCPT reply
+// shifts every later reply and reports a recipient Failed that the server
+// accepted. The session is given up instead, and nothing unanswered is
+// reported Sent or Failed.
+func TestOutOfStep(t *testing.T) {
+	cases := []struct {
+		name   string
+		m      *Message
+		script func(p *peer)
+		st     string
+		ops    string // the ops the error may name
+	}{
+		{
+			// Out of step, a's 550 would be read as b's reply.
+			name: "two replies to MAIL",
+			m:    msg("a@x", "hello\n", "a@y", "b@y"),
+			script: func(p *peer) {
+				p.greet()
+				p.expect("MAIL")
+				p.sendRaw("250 ok", "250 ok")
+				// The client should hang up now; play on if it does not.
+				for _, reply := range []string{"550 5.1.1 <a@y> unknown", "250 ok", "354 go"} {
+					if _, err := p.br.ReadString('\n'); err != nil {
+						return
+					}
+					p.send(reply)
+				}
+				p.data(false)
+				p.send("250 ok")
+				<-p.release
+			},
+			st: "dd", ops: "mail rcpt",
+		},
+		{
+			name: "a 250 behind the 354",
+			m:    msg("a@x", "hello\n", "r@y"),
+			script: func(p *peer) {
+				p.greet()
+				p.expect("MAIL")
+				p.send("250 ok")
+				p.expect("RCPT")
+				p.send("250 ok")
+				p.expect("DATA")
+				p.sendRaw("354 go", "250 2.0.0 bogus early")
+				p.data(false)
+				p.send("451 4.3.0 the real verdict")
+			},
+			st: "d", ops: "data dot",
+		},
+		{
+			// 32 MiB is more than the socket buffers hold: the client is
+			// still writing the body when the stale 250 reaches it.
+			name: "a 250 while the body is written",
+			m:    bigMsg(32 << 20),
+			script: func(p *peer) {
+				p.greet()
+				p.envelope(1)
+				time.Sleep(5 * time.Millisecond)
+				p.send("250 2.0.0 bogus early")
+				time.Sleep(100 * time.Millisecond)
+				p.data(false)
+				p.send("451 4.3.0 the real verdict")
+			},
+			st: "d", ops: "data dot",
+		},
+		{
+			name: "two replies to the dot",
+			m:    msg("a@x", "hello\n", "r@y"),
+			script: func(p *peer) {
+				p.greet()
+				p.envelope(1)
+				p.data(false)
+				p.sendRaw("250 ok", "250 ok")
+				<-p.release
+			},
+			st: "d?", ops: "dot",
+		},
+		{
+			name: "221 to the dot",
+			m:    msg("a@x", "hello\n", "r@y"),
+			script: func(p *peer) {
+				p.greet()
+				p.envelope(1)
+				p.data(false)
+				p.send("221 2.0.0 bye")
+				<-p.release
+			},
+			st: "d?", ops: "dot",
+		},
+		{
+			name: "252 to RCPT",
+			m:    msg("a@x", "hello\n", "r@y"),
+			script: func(p *peer) {
+				p.greet()
+				p.expect("MAIL")
+				p.send("250 ok")
+				p.expect("RCPT")
+				p.send("252 2.1.5 cannot verify")
+				<-p.release
+			},
+			st: "d", ops: "rcpt",
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			addr, release := runPeer(t, c.script)
+			s, err := Dial(context.Background(), fastOptions(addr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := sendAll(t, s, []*Message{c.m})
+			release()
+			var e *Error
+			if !errors.As(err, &e) || !e.Temporary {
+				t.Fatalf("Send err %T %v, want a temporary *Error", err, err)
+			}
+			if !slices.Contains(strings.Fields(c.ops), e.Op) {
+				t.Errorf("error op %s (%v), want one of %s", e.Op, e, c.ops)
+			}
+			if len(res) != 1 {
+				t.Fatalf("%d results", len(res))
+			}
+			if st := statuses(res[0]); st != c.st {
+				t.Errorf("statuses %s (%+v), want %s", st, res[0].Reply, c.st)
 			}
 			if err := s.Close(); err != nil {
 				t.Logf("Close: %v", err)

@@ -212,9 +212,9 @@ func (t *txn) envelope(utf8, sizeOffered bool, size int64) (bool, *Error) {
 	if err != nil {
 		return false, t.ended(err)
 	}
-	switch r.class() {
-	case 2:
-	case 4, 5:
+	switch {
+	case r.code == 250:
+	case r.class() == 4 || r.class() == 5:
 		return false, t.refused(r, t.all())
 	default:
 		return false, t.unexpected("mail", r)
@@ -230,11 +230,11 @@ func (t *txn) envelope(utf8, sizeOffered bool, size int64) (bool, *Error) {
 			return false, t.ended(err)
 		}
 		t.res.RcptReplies[i] = r.Reply()
-		switch r.class() {
-		case 2:
+		switch {
+		case r.code == 250 || r.code == 251:
 			t.accepted = append(t.accepted, i)
 			continue
-		case 4, 5:
+		case r.class() == 4 || r.class() == 5:
 		default:
 			return false, t.unexpected("rcpt", r)
 		}
@@ -333,6 +333,11 @@ func (t *txn) data(rc io.ReadCloser) *Error {
 	// Everything up to and including the dot must reach the connection for
 	// the server to see a complete message; fewer octets written means it
 	// cannot have accepted it.
+	// A reply that came while the body was written would be taken as the
+	// verdict on the dot: give up before the dot, so the message stays.
+	if err := s.inStep("dot"); err != nil {
+		return t.ended(asError("dot", err))
+	}
 	target := s.dc.total() + int64(s.bw.Buffered()) + 3
 	_, err = s.bw.WriteString(".\r\n")
 	if err == nil {
@@ -349,17 +354,18 @@ func (t *txn) data(rc io.ReadCloser) *Error {
 		t.res.Uncertain = r.code != 421
 		return t.ended(err)
 	}
-	switch r.class() {
-	case 2:
+	switch {
+	case r.code == 250:
 		for _, i := range t.accepted {
 			t.res.Rcpts[i] = Sent
 		}
-	case 5:
+	case r.class() == 5:
 		for _, i := range t.accepted {
 			t.res.Rcpts[i] = Failed
 		}
-	case 4:
+	case r.class() == 4:
 	default:
+		// Not even another 2xx: only 250 says the message was taken.
 		t.res.Uncertain = true
 		return t.unexpected("dot", r)
 	}

@@ -10,9 +10,12 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-sasl"
+
+	"golang.org/x/sys/unix"
 )
 
 // Defaults applied when the Options field is zero.
@@ -330,6 +333,9 @@ func (s *Session) cmd(op string, wait time.Duration, line string) (reply, error)
 	if s.dead != nil {
 		return reply{}, localError(op, fmt.Errorf("session unusable: %w", s.dead))
 	}
+	if err := s.inStep(op); err != nil {
+		return reply{}, err
+	}
 	if _, err := s.bw.WriteString(line + "\r\n"); err != nil {
 		return reply{}, s.failure(op, fmt.Errorf("send: %w", err))
 	}
@@ -353,7 +359,63 @@ func (s *Session) read(op string, wait time.Duration) (reply, error) {
 		s.dead = errors.New("server closed the session (421)")
 		return r, replyError(op, r)
 	}
+	if n := s.br.Buffered(); n > 0 {
+		// More than one reply to one command: which of them answers it
+		// cannot be known, so none is trusted (see inStep).
+		return reply{}, s.failure(op, fmt.Errorf("%w: %d more octets after the reply %d", errOutOfStep, n, r.code))
+	}
 	return r, nil
+}
+
+// errOutOfStep: the server sent a reply nobody asked for.
+var errOutOfStep = errors.New("server is out of step: a reply came that no command asked for")
+
+// inStep makes sure no reply is waiting before a command (or the final
+// dot) is sent. This client never pipelines, so a reply that is already
+// there answers nothing it sent: a buggy server, or bytes injected on a
+// clear-text path. Going on would match every later reply to the wrong
+// command, a stale 250 taken as the verdict on a message, so the session
+// is given up and everything not yet answered stays in the spool. Over
+// plain TCP the socket is peeked without blocking; under TLS the kernel
+// may hold records that are not replies (session tickets), so only what
+// was already read counts, and injection is not possible there.
+func (s *Session) inStep(op string) error {
+	if n := s.br.Buffered(); n > 0 {
+		return s.failure(op, fmt.Errorf("%w: %d octets waiting", errOutOfStep, n))
+	}
+	if s.tls {
+		return nil
+	}
+	sc, ok := s.raw.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil // not a socket we can peek at; the reply checks remain
+	}
+	// The last read's deadline may have passed while a long body was
+	// written, and an expired deadline fails the peek before it looks.
+	// Between commands it is fresh: renewing it there costs a call per
+	// command for nothing.
+	if op == "dot" {
+		if err := s.dc.setReadDeadline(s.o.Timeout); err != nil {
+			return s.failure(op, err)
+		}
+	}
+	var n int
+	var perr error
+	buf := make([]byte, 1)
+	if err := rc.Read(func(fd uintptr) bool {
+		n, _, perr = unix.Recvfrom(int(fd), buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return true
+	}); err != nil {
+		return nil
+	}
+	if perr == nil && n > 0 {
+		return s.failure(op, fmt.Errorf("%w: data waiting on the connection", errOutOfStep))
+	}
+	return nil
 }
 
 // TLS reports whether the session runs over STARTTLS.
