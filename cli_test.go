@@ -826,3 +826,58 @@ func TestCLIClosesInheritedDescriptors(t *testing.T) {
 		t.Errorf("inherited pipe closed after %s of a %s run: it was held, not closed at start", took, ran)
 	}
 }
+
+// TestCLIOptionPlacement: the flush options work before and after the
+// command word, and after "--" a command word is a host name. Before this
+// was fixed, "--dry-run flush HOST" ran a real flush, and
+// "-- check-config" (a host name from the network) printed the config.
+func TestCLIOptionPlacement(t *testing.T) {
+	mkSpool := func(t *testing.T, host string) (string, map[string]string) {
+		dir := t.TempDir()
+		spool := filepath.Join(dir, host)
+		if err := os.WriteFile(spool, []byte("MAIL FROM:<a@s.example>\nRCPT TO:<b@"+host+">\nDATA\nSubject: x\n\nbody\n.\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return spool, treeSnapshot(t, dir)
+	}
+	for _, args := range [][]string{
+		{"--dry-run", "flush", "--to", "127.0.0.1:1", "place.example"},
+		{"--dry-run", "--to", "127.0.0.1:1", "flush", "place.example"},
+		{"flush", "--dry-run", "--to", "127.0.0.1:1", "place.example"},
+		{"--to", "127.0.0.1:1", "--dry-run", "--", "place.example"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			spool, before := mkSpool(t, "place.example")
+			full := append([]string{"--spool", spool}, args...)
+			if args[0] == "flush" {
+				full = append([]string{"flush", "--spool", spool}, args[1:]...)
+			}
+			stdout, stderr, code := runEtrnflush(t, full...)
+			if code != exOK || !strings.Contains(stdout, "would send ") {
+				t.Fatalf("exit %d, stdout %q, stderr %q: not a dry run", code, stdout, stderr)
+			}
+			if d := diffSnapshots(before, treeSnapshot(t, filepath.Dir(spool))); d != "" {
+				t.Errorf("the dry run changed the spool directory:\n%s", d)
+			}
+		})
+	}
+	t.Run("timeout before the command word", func(t *testing.T) {
+		cfg := filepath.Join(t.TempDir(), "c.toml")
+		if err := os.WriteFile(cfg, []byte("log = \"stderr\"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, stderr, code := runEtrnflush(t, "-c", cfg, "--timeout", "17s", "--tls", "verify", "check-config", "place.example")
+		if code != exOK || !strings.Contains(out, `timeout = "17s"`) || !strings.Contains(out, `tls = "verify"`) {
+			t.Errorf("exit %d; check-config printed\n%s\nstderr %s", code, out, stderr)
+		}
+	})
+	for _, word := range []string{"check-config", "help", "h", "flush"} {
+		t.Run("-- "+word, func(t *testing.T) {
+			spool, _ := mkSpool(t, word)
+			stdout, stderr, code := runEtrnflush(t, "--spool", spool, "--dry-run", "--", word)
+			if code != exOK || !strings.Contains(stdout, "would send ") || !strings.Contains(stdout, "host="+word+" ") {
+				t.Errorf("%q after -- was not taken as the host: exit %d, stdout %q, stderr %q", word, code, stdout, stderr)
+			}
+		})
+	}
+}

@@ -123,7 +123,7 @@ func exitCode(err error) int {
 func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp()
 	app.Writer, app.ErrWriter = stdout, stderr
-	err := app.Run(args)
+	err := app.Run(operandsAfterDashes(app, args))
 	code := exitCode(err)
 	if err != nil {
 		var ee *exitError
@@ -136,6 +136,45 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// operandsAfterDashes keeps "--" meaning what it means to every Unix tool:
+// what follows is an operand. urfave/cli would take a command word there
+// as the command, so "etrnflush -- check-config", run with a host name
+// from the network, would print the configuration. When no command word
+// comes before "--", the default command is named explicitly.
+func operandsAfterDashes(app *cli.App, args []string) []string {
+	app.Setup() // adds the help command, so that it is known here too
+	for i, a := range args {
+		if a != "--" {
+			continue
+		}
+		if i+1 >= len(args) || app.Command(args[i+1]) == nil {
+			return args
+		}
+		for _, b := range args[1:i] {
+			if app.Command(b) != nil {
+				return args
+			}
+		}
+		out := append([]string{}, args[:i]...)
+		return append(append(out, "flush"), args[i:]...)
+	}
+	return args
+}
+
+// flagCtx finds the context where a flush option was given. The options
+// are accepted before and after the command name, and urfave/cli reads an
+// option from the innermost command that defines it, given there or not.
+func flagCtx(c *cli.Context, name string) *cli.Context {
+	for _, cc := range c.Lineage() {
+		if cc.IsSet(name) {
+			return cc
+		}
+	}
+	return c
+}
+
+func flagString(c *cli.Context, name string) string { return flagCtx(c, name).String(name) }
 
 func flushFlags() []cli.Flag {
 	return []cli.Flag{
@@ -174,13 +213,17 @@ func newApp() *cli.App {
 				Flags:        flushFlags(),
 				Action:       flushAction,
 				OnUsageError: onUsage,
+				// No "help" subcommand: "flush help" flushes the host
+				// "help"; "etrnflush help flush" gives the help.
+				HideHelpCommand: true,
 			},
 			{
-				Name:         "check-config",
-				Usage:        "validate the configuration and print the settings in force",
-				ArgsUsage:    "[HOST]",
-				Action:       checkConfigAction,
-				OnUsageError: onUsage,
+				Name:            "check-config",
+				Usage:           "validate the configuration and print the settings in force",
+				ArgsUsage:       "[HOST]",
+				Action:          checkConfigAction,
+				OnUsageError:    onUsage,
+				HideHelpCommand: true,
 			},
 		},
 		OnUsageError:           onUsage,
@@ -218,41 +261,41 @@ func hostArg(c *cli.Context, optional bool) (string, error) {
 // settings layers flags over the config's host and global values.
 func settings(c *cli.Context, cfg *config.Config, host string) (config.Settings, error) {
 	s := cfg.For(host)
-	if v := c.String("spool"); v != "" {
+	if v := flagString(c, "spool"); v != "" {
 		s.Spool = v
 	}
-	if v := c.String("format"); v != "" {
+	if v := flagString(c, "format"); v != "" {
 		if err := config.CheckFormat(v); err != nil {
 			return s, usageErr("--format: %v", err)
 		}
 		s.Format = v
 	}
-	if v := c.String("to"); v != "" {
+	if v := flagString(c, "to"); v != "" {
 		if err := config.CheckRoute(v); err != nil {
 			return s, usageErr("--to: %v", err)
 		}
 		s.Route = v
 	}
-	if v := c.String("helo"); v != "" {
+	if v := flagString(c, "helo"); v != "" {
 		if err := config.CheckHelo(v); err != nil {
 			return s, usageErr("--helo: %v", err)
 		}
 		s.Helo = v
 	}
-	if v := c.String("tls"); v != "" {
+	if v := flagString(c, "tls"); v != "" {
 		if err := config.CheckTLS(v); err != nil {
 			return s, usageErr("--tls: %v", err)
 		}
 		s.TLS = v
 	}
-	if c.IsSet("timeout") {
-		d := c.Duration("timeout")
+	if tc := flagCtx(c, "timeout"); tc.IsSet("timeout") {
+		d := tc.Duration("timeout")
 		if d <= 0 {
 			return s, usageErr("--timeout must be positive")
 		}
 		s.Timeout = d
 	}
-	if v := c.String("log"); v != "" {
+	if v := flagString(c, "log"); v != "" {
 		if err := config.CheckLog(v); err != nil {
 			return s, usageErr("--log: %v", err)
 		}
@@ -358,7 +401,7 @@ func flushAction(c *cli.Context) error {
 	if so.TLSName == "" {
 		so.TLSName = host
 	}
-	dryRun := c.Bool("dry-run")
+	dryRun := flagCtx(c, "dry-run").Bool("dry-run")
 	if !dryRun {
 		if so.Helo == "" {
 			if so.Helo, err = fqdn(); err != nil {

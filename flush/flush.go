@@ -72,7 +72,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	err := r.run(ctx)
 	r.sum.Elapsed = time.Since(start)
 	if err != nil {
-		r.log.Errorf("host=%s error: %s", cfg.Host, strings.Join(strings.Fields(err.Error()), " "))
+		r.log.Errorf("host=%s %s", cfg.Host, strings.Join(strings.Fields(err.Error()), " "))
 	}
 	// A dry run prints its own listing and summary; it must not log a
 	// summary that reads like a real flush.
