@@ -370,8 +370,8 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result) error 
 		// reply alone would hide why they failed.
 		extra += " failed_reply=" + Quote(why)
 	}
-	line := fmt.Sprintf("host=%s id=%s from=<%s> to=%s size=%d status=%s%s reply=%s",
-		r.cfg.Host, m.ID, m.From, addrs(m.To), m.Size, status, extra, Quote(reply))
+	line := fmt.Sprintf("host=%s id=%s from=%s to=%s size=%d status=%s%s reply=%s",
+		r.cfg.Host, m.ID, logAddr(m.From), addrs(m.To), m.Size, status, extra, Quote(reply))
 	if status == "sent" {
 		r.log.Infof("%s", line)
 	} else {
@@ -424,21 +424,56 @@ func failReason(m *spool.Message, res sender.Result, out []spool.Outcome) string
 	return strings.Join(per, "; ")
 }
 
+// maxLogRcpts caps the recipients named in one log line; the count of the
+// rest is given instead.
+const maxLogRcpts = 20
+
+// addrs lists addresses for a log line. An address comes from the spool
+// and may hold spaces, quotes or control characters (a quoted local part):
+// those are escaped, so that no address can end the field it stands in
+// or forge another.
 func addrs(list []string) string {
 	if len(list) == 0 {
 		return "-"
 	}
-	parts := make([]string, len(list))
+	var b strings.Builder
 	for i, a := range list {
-		parts[i] = "<" + a + ">"
+		if i == maxLogRcpts {
+			fmt.Fprintf(&b, ",+%d more", len(list)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(logAddr(a))
 	}
-	return strings.Join(parts, ",")
+	return b.String()
+}
+
+func logAddr(a string) string {
+	if len(a) > maxText {
+		a = a[:maxText] + "..."
+	}
+	var b strings.Builder
+	b.WriteByte('<')
+	for i := 0; i < len(a); i++ {
+		c := a[i]
+		if c <= ' ' || c >= 0x7f || c == '\\' {
+			fmt.Fprintf(&b, "\\x%02x", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	b.WriteByte('>')
+	return b.String()
 }
 
 func (r *run) dryRun(sp spool.Spool, m *spool.Message) error {
 	for {
 		if r.cfg.Out != nil {
-			fmt.Fprintf(r.cfg.Out, "would send id=%s from=<%s> to=%s size=%d\n", m.ID, m.From, addrs(m.To), m.Size)
+			// The listing is for the admin at a terminal: every recipient,
+			// as stored.
+			fmt.Fprintf(r.cfg.Out, "would send id=%s from=<%s> to=<%s> size=%d\n", m.ID, m.From, strings.Join(m.To, ">,<"), m.Size)
 		}
 		r.sum.WouldSend++
 		r.sum.Bytes += m.Size

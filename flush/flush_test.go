@@ -550,3 +550,27 @@ func TestQuote(t *testing.T) {
 		}
 	}
 }
+
+func TestLogAddrs(t *testing.T) {
+	cases := []struct {
+		in   []string
+		want string
+	}{
+		{nil, "-"},
+		{[]string{"a@b.example", ""}, "<a@b.example>,<>"},
+		{[]string{`"x status=sent"@h.example`}, `<"x\x20status=sent"@h.example>`},
+		{[]string{"caf\u00e9@h.example", "a\\b@h"}, `<caf\xc3\xa9@h.example>,<a\x5cb@h>`},
+	}
+	for _, c := range cases {
+		if got := addrs(c.in); got != c.want {
+			t.Errorf("addrs(%q) = %s, want %s", c.in, got, c.want)
+		}
+	}
+	many := make([]string, 25)
+	for i := range many {
+		many[i] = "r@h"
+	}
+	if got := addrs(many); !strings.HasSuffix(got, ",<r@h>,+5 more") || strings.Count(got, "<r@h>") != maxLogRcpts {
+		t.Errorf("addrs of 25 = %s", got)
+	}
+}
