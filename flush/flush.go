@@ -304,6 +304,9 @@ func (r *run) dial(ctx context.Context) bool {
 			r.log.Warnf("host=%s to=%s cannot deliver: %s", r.cfg.Host, d, Quote(err.Error()))
 			continue
 		}
+		if terr := s.TLSFailed(); terr != nil {
+			r.log.Warnf("host=%s to=%s STARTTLS failed, sending in clear text (tls = may): %s", r.cfg.Host, d, Quote(terr.Error()))
+		}
 		r.log.Debugf("host=%s connected to %s tls=%v", r.cfg.Host, d, s.TLS())
 		r.sess = s
 		return true

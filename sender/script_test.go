@@ -1240,3 +1240,74 @@ func TestOutOfStep(t *testing.T) {
 		})
 	}
 }
+
+// TestTLSMayFallsBack: under "may" a server that offers STARTTLS but fails
+// the handshake gets a second connection in clear text; under "encrypt",
+// or with AUTH to do, the failure stands.
+func TestTLSMayFallsBack(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		opts  func(*Options)
+		conns int  // connections the client should make
+		ok    bool // Dial succeeds, in clear text
+	}{
+		{"may", func(o *Options) { o.TLS = TLSMay }, 2, true},
+		{"encrypt", func(o *Options) { o.TLS = TLSEncrypt }, 1, false},
+		{"may with auth", func(o *Options) { o.TLS = TLSMay; o.AuthUser, o.AuthPass = "u", "p" }, 1, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var conns atomic.Int32
+			go func() {
+				for {
+					nc, err := l.Accept()
+					if err != nil {
+						return
+					}
+					n := conns.Add(1)
+					p := &peer{t: t, c: nc, br: bufio.NewReader(nc)}
+					p.greet("STARTTLS")
+					if n == 1 {
+						p.expect("STARTTLS")
+						p.send("220 go ahead")
+						// After the client's ClientHello, not with the 220.
+						buf := make([]byte, 1)
+						if _, err := p.br.Read(buf); err != nil {
+							t.Logf("peer: %v", err)
+						}
+						p.send("this is not a TLS record")
+					} else {
+						p.expect("QUIT")
+						p.send("221 bye")
+					}
+					_ = nc.Close()
+				}
+			}()
+			defer l.Close()
+			o := fastOptions(l.Addr().String())
+			c.opts(&o)
+			s, err := Dial(context.Background(), o)
+			if got := int(conns.Load()); got != c.conns {
+				t.Errorf("%d connections, want %d", got, c.conns)
+			}
+			if !c.ok {
+				if err == nil {
+					t.Fatal("Dial succeeded")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Dial: %v", err)
+			}
+			if s.TLS() || s.TLSFailed() == nil {
+				t.Errorf("TLS()=%v TLSFailed()=%v, want a clear session that says why", s.TLS(), s.TLSFailed())
+			}
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+	}
+}

@@ -62,21 +62,48 @@ func localError(op string, err error) *Error {
 // Session is one SMTP connection, ready for transactions. It is not safe for
 // concurrent use.
 type Session struct {
-	o    Options
-	raw  net.Conn // the TCP (or caller's) connection, closed by Close
-	dc   *deadlineConn
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	ext  map[string]string
-	tls  bool
-	dead error // set once the stream can no longer be trusted
-	done bool  // Close was called
+	o   Options
+	raw net.Conn // the TCP (or caller's) connection, closed by Close
+	dc  *deadlineConn
+	br  *bufio.Reader
+	bw  *bufio.Writer
+	ext map[string]string
+	tls bool
+	// tlsFailed is the failed handshake that made a TLSMay session fall
+	// back to clear text, for the log.
+	tlsFailed error
+	dead      error // set once the stream can no longer be trusted
+	done      bool  // Close was called
 }
 
 // Dial connects to o.Addr, waits for the greeting, says EHLO (HELO if EHLO
 // is not understood), runs STARTTLS as o.TLS asks and authenticates when
 // o.AuthUser is set. The returned session is ready for Send.
+//
+// Under TLSMay a failed handshake (a server that offers STARTTLS but can
+// only do TLS below 1.2, say) costs one more connection in clear text, as
+// with Postfix's "may": opportunistic TLS must not stop the mail. Not with
+// AuthUser set, since credentials go over TLS only.
 func Dial(ctx context.Context, o Options) (*Session, error) {
+	s, err := dial(ctx, o)
+	var e *Error
+	if err == nil || o.TLS != TLSMay || o.AuthUser != "" || !errors.As(err, &e) || e.Op != "tls" {
+		return s, err
+	}
+	o.TLS = TLSNone
+	s, err2 := dial(ctx, o)
+	if err2 != nil {
+		return nil, err2
+	}
+	s.tlsFailed = err
+	return s, nil
+}
+
+// TLSFailed is the handshake error when a TLSMay session fell back to
+// clear text, else nil.
+func (s *Session) TLSFailed() error { return s.tlsFailed }
+
+func dial(ctx context.Context, o Options) (*Session, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
 	}
