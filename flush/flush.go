@@ -44,7 +44,7 @@ type Summary struct {
 	Bytes                                          int64
 	Elapsed                                        time.Duration
 	Busy                                           bool // another flush was running; it was asked for another pass
-	Unreachable                                    bool // no destination answered, or the connection failed
+	Unreachable                                    bool // no destination answered, or the connection failed with messages not yet offered
 	Layout                                         string
 }
 
@@ -234,7 +234,6 @@ func (r *run) pass(ctx context.Context) (err error) {
 	var se *sender.Error
 	if errors.As(serr, &se) {
 		r.log.Warnf("host=%s connection ended: %s", r.cfg.Host, Quote(serr.Error()))
-		r.sum.Unreachable = true
 		r.dead = true
 		if cerr := r.sess.Close(); cerr != nil {
 			r.log.Debugf("host=%s close: %v", r.cfg.Host, cerr)
@@ -247,6 +246,9 @@ func (r *run) pass(ctx context.Context) (err error) {
 		if err != nil {
 			return spoolErr("read spool", err)
 		}
+		// Only now is something left unoffered: a session that dies in
+		// the RSET or QUIT after the last message leaves nothing behind.
+		r.sum.Unreachable = true
 		return r.keepAll(sp, m, "the connection ended before these were offered; kept for the next run")
 	}
 	// Anything else came from the spool side (next or settle).
