@@ -232,14 +232,12 @@ func (s *dirSpool) quarantineFile(df *dirFile, size int64, why string) error {
 }
 
 func (s *dirSpool) Settle(m *Message, out []Outcome, reason string) error {
-	if m == nil || m.ref == nil || m.ref.settled {
-		return errors.New("spool: settle of an unknown or settled message")
+	var head *Message
+	if len(s.fifo) > 0 {
+		head = s.fifo[0]
 	}
-	if len(s.fifo) == 0 || s.fifo[0] != m {
-		return fmt.Errorf("spool: settle of %s out of order", m.ID)
-	}
-	if len(out) != len(m.To) {
-		return fmt.Errorf("spool: settle of %s: %d outcomes for %d recipients", m.ID, len(out), len(m.To))
+	if err := checkSettle(m, head, out); err != nil {
+		return err
 	}
 	r := m.ref
 	df := r.owner.(*dirFile)
@@ -249,12 +247,9 @@ func (s *dirSpool) Settle(m *Message, out []Outcome, reason string) error {
 	if s.o.DryRun {
 		return s.release(df)
 	}
-	st, failed, changed, err := statusesAfter(r, out)
+	st, changed, err := applyOutcomes(s.d, s.b, m, out, reason)
 	if err != nil {
 		return err
-	}
-	if err := writeFailed(s.d, s.b, m.ID, r, failed, reason); err != nil {
-		return fmt.Errorf("settle %s: %w", m.ID, err)
 	}
 	if changed {
 		df.entries[r.off].st = st

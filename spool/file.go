@@ -184,14 +184,12 @@ func (w *workFile) maybeFinish() error {
 }
 
 func (s *fileSpool) Settle(m *Message, out []Outcome, reason string) error {
-	if m == nil || m.ref == nil || m.ref.settled {
-		return errors.New("spool: settle of an unknown or settled message")
+	var head *Message
+	if len(s.fifo) > 0 {
+		head = s.fifo[0].m
 	}
-	if len(s.fifo) == 0 || s.fifo[0].m != m {
-		return fmt.Errorf("spool: settle of %s out of order", m.ID)
-	}
-	if len(out) != len(m.To) {
-		return fmt.Errorf("spool: settle of %s: %d outcomes for %d recipients", m.ID, len(out), len(m.To))
+	if err := checkSettle(m, head, out); err != nil {
+		return err
 	}
 	r := m.ref
 	w := r.owner.(*workFile)
@@ -203,12 +201,9 @@ func (s *fileSpool) Settle(m *Message, out []Outcome, reason string) error {
 	if s.o.DryRun {
 		return s.drain()
 	}
-	st, failed, changed, err := statusesAfter(r, out)
+	st, changed, err := applyOutcomes(s.d, s.base, m, out, reason)
 	if err != nil {
 		return err
-	}
-	if err := writeFailed(s.d, s.base, m.ID, r, failed, reason); err != nil {
-		return fmt.Errorf("settle %s: %w", m.ID, err)
 	}
 	if changed {
 		if err := w.record(record{r.off, string(st)}, false); err != nil {
@@ -351,17 +346,15 @@ func (w *workFile) next() (*Message, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", w.path, err)
 		}
-		rec, hasRec := w.lookup(e.Start)
-		if q := rec.quarantinedTo(); hasRec && q > e.Start && q < e.End {
-			// An earlier pass quarantined [e.Start,q), an incomplete tail,
-			// and a late append now reads as part of the same entry. Keep
-			// that boundary: the tail is damage, the append starts at q.
-			ln, err := countLines(w.f, q)
+		rec, has := w.lookup(e.Start)
+		resume, quarantined, st := journalView(e, rec, has)
+		if resume > 0 {
+			ln, err := countLines(w.f, resume)
 			if err != nil {
 				return nil, err
 			}
-			w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, q, 1<<62), q, ln)
-			w.parsed, w.lastLn = q, ln
+			w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, resume, 1<<62), resume, ln)
+			w.parsed, w.lastLn = resume, ln
 			continue
 		}
 		if e.Msg == nil {
@@ -374,21 +367,15 @@ func (w *workFile) next() (*Message, error) {
 					continue
 				}
 			}
-			if hasRec && rec.quarantinedTo() == e.End {
-				w.parsed, w.lastLn = e.End, 0
-				continue
-			}
-			if err := w.quarantine(e); err != nil {
-				return nil, err
+			if !quarantined {
+				if err := w.quarantine(e); err != nil {
+					return nil, err
+				}
 			}
 			w.parsed, w.lastLn = e.End, 0
 			continue
 		}
 		w.parsed, w.lastLn = e.End, 0
-		st := ""
-		if hasRec && rec.quarantinedTo() < 0 {
-			st = rec.st
-		}
 		idx := pendingOf(len(e.Msg.To), st)
 		if len(idx) == 0 {
 			continue
@@ -627,13 +614,13 @@ func (w *workFile) compact(out io.Writer, size int64) (err error) {
 		if wk != nil {
 			rec, has = wk.lookup(e.Start)
 		}
-		if q := rec.quarantinedTo(); has && q > e.Start && q < e.End {
-			// The quarantined tail keeps its boundary (see next).
-			rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, q, size-q), q, 0)
+		resume, quarantined, st := journalView(e, rec, has)
+		if resume > 0 {
+			rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, resume, size-resume), resume, 0)
 			continue
 		}
 		if e.Msg == nil {
-			if has && rec.quarantinedTo() == e.End {
+			if quarantined {
 				continue
 			}
 			kept = true
@@ -641,10 +628,6 @@ func (w *workFile) compact(out io.Writer, size int64) (err error) {
 				return fmt.Errorf("copy damage: %w", err)
 			}
 			continue
-		}
-		st := ""
-		if has && rec.quarantinedTo() < 0 {
-			st = rec.st
 		}
 		idx := pendingOf(len(e.Msg.To), st)
 		if len(idx) == 0 {

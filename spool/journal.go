@@ -148,6 +148,29 @@ func parseRecord(line []byte) (record, bool) {
 	return record{off, st}, true
 }
 
+// journalView says what the journal's record (rec, has) for entry e leaves
+// of it, the same for a run's walk and for the compaction:
+//   - resume > 0: an earlier pass quarantined [e.Start,resume), an
+//     incomplete tail, and a late append now reads as part of the same
+//     entry; the tail keeps its boundary and reading resumes there;
+//   - quarantined: e was quarantined as it stands;
+//   - else st: the stored statuses of a message ("" when none).
+func journalView(e bsmtp.Entry, rec record, has bool) (resume int64, quarantined bool, st string) {
+	if !has {
+		return 0, false, ""
+	}
+	q := rec.quarantinedTo()
+	switch {
+	case q > e.Start && q < e.End:
+		return q, false, ""
+	case q == e.End:
+		return 0, true, ""
+	case q >= 0:
+		return 0, false, ""
+	}
+	return 0, false, rec.st
+}
+
 // quarantinedTo returns the end of a q record, or -1.
 func (r record) quarantinedTo() int64 {
 	if r.st == "" || r.st[0] != 'q' {

@@ -270,6 +270,37 @@ func oneLine(s string) string {
 	return strings.TrimSpace(s) + "\n"
 }
 
+// checkSettle refuses a Settle that would record the wrong thing: an
+// unknown or already settled message, one out of order (head is the
+// message due), or outcomes that do not match its recipients.
+func checkSettle(m, head *Message, out []Outcome) error {
+	if m == nil || m.ref == nil || m.ref.settled {
+		return errors.New("spool: settle of an unknown or settled message")
+	}
+	if head != m {
+		return fmt.Errorf("spool: settle of %s out of order", m.ID)
+	}
+	if len(out) != len(m.To) {
+		return fmt.Errorf("spool: settle of %s: %d outcomes for %d recipients", m.ID, len(out), len(m.To))
+	}
+	return nil
+}
+
+// applyOutcomes merges a message's outcomes into its stored statuses and
+// sets the refused recipients aside; both layouts then store st if it
+// changed. The failed copy comes first: a crash after it and before the
+// record refuses the recipient again, which rewrites the same copy.
+func applyOutcomes(d, base string, m *Message, out []Outcome, reason string) (st []byte, changed bool, err error) {
+	st, failed, changed, err := statusesAfter(m.ref, out)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := writeFailed(d, base, m.ID, m.ref, failed, reason); err != nil {
+		return nil, false, fmt.Errorf("settle %s: %w", m.ID, err)
+	}
+	return st, changed, nil
+}
+
 // writeFailed sets the refused recipients of a message aside for the
 // admin, with the server's reason, before the spool forgets them.
 func writeFailed(d, base, id string, r *msgRef, failed []string, reason string) error {
