@@ -89,14 +89,18 @@ func (c *counter) WriteByte(byte) error        { c.n++; return nil }
 // defines the message size: with CRLF line ends, without dot-stuffing and
 // without the terminating dot. Counting exactly costs one extra read of the
 // content but never over- or under-states the size.
-func wireSize(open func() (io.ReadCloser, error)) (int64, error) {
+// buf is the copy buffer, reused across messages (nil: one is made).
+func wireSize(open func() (io.ReadCloser, error), buf []byte) (int64, error) {
+	if buf == nil {
+		buf = make([]byte, copyBufSize)
+	}
 	rc, err := open()
 	if err != nil {
 		return 0, fmt.Errorf("open content: %w", err)
 	}
 	c := &counter{}
 	e := &encoder{w: c}
-	_, err = io.CopyBuffer(e, onlyReader{rc}, make([]byte, 32<<10))
+	_, err = io.CopyBuffer(e, onlyReader{rc}, buf)
 	if cerr := rc.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
@@ -108,6 +112,9 @@ func wireSize(open func() (io.ReadCloser, error)) (int64, error) {
 	}
 	return c.n, nil
 }
+
+// copyBufSize is the buffer content is read through, once per session.
+const copyBufSize = 32 << 10
 
 // onlyReader hides WriterTo so io.CopyBuffer uses its own bounded buffer
 // and read errors stay apart from write errors.

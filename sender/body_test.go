@@ -60,7 +60,7 @@ func TestEncoder(t *testing.T) {
 					t.Errorf("chunk %d plain: got %q, want %q", chunk, trunc(got), trunc(c.plain))
 				}
 			}
-			n, err := wireSize(func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(c.in)), nil })
+			n, err := wireSize(func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(c.in)), nil }, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,7 +97,7 @@ func TestWireSizeErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if _, err := wireSize(c.open); !errors.Is(err, boom) {
+			if _, err := wireSize(c.open, nil); !errors.Is(err, boom) {
 				t.Errorf("err = %v, want boom", err)
 			}
 		})

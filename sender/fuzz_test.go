@@ -84,7 +84,7 @@ func FuzzEncoder(f *testing.F) {
 		if bytes.HasPrefix(stuffed, []byte(".\r\n")) || bytes.Contains(stuffed, []byte("\r\n.\r\n")) {
 			t.Fatalf("content %q would end DATA early: %q", in, stuffed)
 		}
-		n, err := wireSize(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(in)), nil })
+		n, err := wireSize(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(in)), nil }, nil)
 		if err != nil || n != int64(len(plain)) {
 			t.Fatalf("wireSize = %d, %v; want %d", n, err, len(plain))
 		}

@@ -171,7 +171,7 @@ func (t *txn) run() *Error {
 	var size int64
 	if sizeOffered {
 		var err error
-		if size, err = wireSize(m.Open); err != nil {
+		if size, err = wireSize(m.Open, s.copyBuf()); err != nil {
 			return t.local("%v", err)
 		}
 		if limit > 0 && size > limit {
@@ -317,7 +317,7 @@ func (t *txn) data(rc io.ReadCloser) *Error {
 	s := t.s
 	src := &trackReader{r: rc}
 	enc := &encoder{w: s.bw, stuff: true}
-	_, err := io.CopyBuffer(enc, src, make([]byte, 32<<10))
+	_, err := io.CopyBuffer(enc, src, s.copyBuf())
 	cerr := rc.Close()
 	switch {
 	case src.err != nil:

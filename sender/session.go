@@ -72,8 +72,10 @@ type Session struct {
 	// tlsFailed is the failed handshake that made a TLSMay session fall
 	// back to clear text, for the log.
 	tlsFailed error
-	dead      error // set once the stream can no longer be trusted
-	done      bool  // Close was called
+	peek      *peeker // made on first use, for the plain-TCP in-step check
+	buf       []byte  // content copy buffer, made on first use
+	dead      error   // set once the stream can no longer be trusted
+	done      bool    // Close was called
 }
 
 // Dial connects to o.Addr, waits for the greeting, says EHLO (HELO if EHLO
@@ -413,12 +415,10 @@ func (s *Session) inStep(op string) error {
 	if s.tls {
 		return nil
 	}
-	sc, ok := s.raw.(syscall.Conn)
-	if !ok {
-		return nil
+	if s.peek == nil {
+		s.peek = newPeeker(s.raw)
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	if s.peek.rc == nil {
 		return nil // not a socket we can peek at; the reply checks remain
 	}
 	// The last read's deadline may have passed while a long body was
@@ -430,19 +430,51 @@ func (s *Session) inStep(op string) error {
 			return s.failure(op, err)
 		}
 	}
-	var n int
-	var perr error
-	buf := make([]byte, 1)
-	if err := rc.Read(func(fd uintptr) bool {
-		n, _, perr = unix.Recvfrom(int(fd), buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return true
-	}); err != nil {
-		return nil
-	}
-	if perr == nil && n > 0 {
+	if s.peek.waiting() {
 		return s.failure(op, fmt.Errorf("%w: data waiting on the connection", errOutOfStep))
 	}
 	return nil
+}
+
+// copyBuf is the buffer message content is read through: one per session,
+// not one per message.
+func (s *Session) copyBuf() []byte {
+	if s.buf == nil {
+		s.buf = make([]byte, copyBufSize)
+	}
+	return s.buf
+}
+
+// peeker looks for input on a socket without reading or blocking. It is
+// built once per session, so that the check before every command costs
+// one system call and no allocation.
+type peeker struct {
+	rc  syscall.RawConn // nil when the connection is not a socket
+	fn  func(fd uintptr) bool
+	buf [1]byte
+	n   int
+	err error
+}
+
+func newPeeker(c net.Conn) *peeker {
+	p := &peeker{}
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			p.rc = rc
+		}
+	}
+	p.fn = func(fd uintptr) bool {
+		p.n, _, p.err = unix.Recvfrom(int(fd), p.buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return true
+	}
+	return p
+}
+
+func (p *peeker) waiting() bool {
+	if err := p.rc.Read(p.fn); err != nil {
+		return false
+	}
+	return p.err == nil && p.n > 0
 }
 
 // TLS reports whether the session runs over STARTTLS.
