@@ -20,6 +20,22 @@ func yielded(t *testing.T, s Spool) []string {
 	return out
 }
 
+// settleFirst opens the spool at p, settles its first message with out
+// and returns the still open spool, as a run killed right after that
+// Settle leaves it.
+func settleFirst(t *testing.T, p string, out func(*Message) []Outcome, reason string) Spool {
+	t.Helper()
+	s := open(t, p, nil, false)
+	m, err := s.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Settle(m, out(m), reason); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // A message may carry up to bsmtp.MaxRecipients recipients, so a journal
 // record may be that long: it must load again, or the host's mail would
 // be stuck behind that work file for ever.
@@ -31,16 +47,11 @@ func TestJournalRecordForManyRecipients(t *testing.T) {
 		m.to = append(m.to, fmt.Sprintf("r%d@h.example", i))
 	}
 	writeFile(t, p, m.bsmtp()+mkmsgs(1)[0].bsmtp())
-	s := open(t, p, nil, false)
-	msg, err := s.Next()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := all(Sent)(msg)
-	out[4500] = Keep // one recipient deferred, so the record is kept
-	if err := s.Settle(msg, out, ""); err != nil {
-		t.Fatal(err)
-	}
+	settleFirst(t, p, func(m *Message) []Outcome {
+		out := all(Sent)(m)
+		out[4500] = Keep // one recipient deferred, so the record is kept
+		return out
+	}, "")
 	// Killed here: the next run must load that journal.
 	got := yielded(t, open(t, p, nil, false))
 	want := []string{"s@x.example>r4500@h.example", "s0@x.example>a0@h.example,b0@h.example"}
@@ -79,23 +90,10 @@ func TestFailedCopiesAreNotReplaced(t *testing.T) {
 	p := filepath.Join(dir, "h.example")
 	ms := mkmsgs(1) // a0, b0
 	writeFile(t, p, join(ms))
-	s := open(t, p, nil, false)
-	m, err := s.Next()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Settle(m, []Outcome{Failed, Keep}, "550 a0 unknown"); err != nil {
-		t.Fatal(err)
-	}
+	settleFirst(t, p, func(*Message) []Outcome { return []Outcome{Failed, Keep} }, "550 a0 unknown")
 	// Killed before Close: the work file keeps its name and mtime, so the
 	// message keeps its id.
-	s = open(t, p, nil, false)
-	if m, err = s.Next(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Settle(m, []Outcome{Failed}, "550 b0 unknown"); err != nil {
-		t.Fatal(err)
-	}
+	s := settleFirst(t, p, func(*Message) []Outcome { return []Outcome{Failed} }, "550 b0 unknown")
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -184,14 +182,7 @@ func TestJournalSurvivesDeviceRenumbering(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "h.example")
 	writeFile(t, p, join(mkmsgs(2)))
-	s := open(t, p, nil, false)
-	m, err := s.Next()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Settle(m, all(Sent)(m), ""); err != nil {
-		t.Fatal(err)
-	}
+	settleFirst(t, p, all(Sent), "")
 	// Killed; then the device number changes.
 	js := glob(t, filepath.Join(dir, ".etrnflush-h.example.*.journal"))
 	if len(js) != 1 {
