@@ -242,6 +242,23 @@ func sorted(s ...string) []string {
 	return s
 }
 
+// flushTo runs one flush of h.example's spool at path against addr (none
+// when empty), with the given timeouts, and returns what it logged too.
+func flushTo(path, addr string, timeout time.Duration) (Summary, *bytes.Buffer, error) {
+	var logBuf bytes.Buffer
+	cfg := Config{
+		Host:   "h.example",
+		Spool:  spool.Options{Path: path},
+		Sender: sender.Options{Helo: "test.example", TLS: sender.TLSNone, Timeout: timeout, DataTimeout: timeout},
+		Log:    NewWriterLogger(&logBuf, true),
+	}
+	if addr != "" {
+		cfg.Dests = []string{addr}
+	}
+	sum, err := Run(context.Background(), cfg)
+	return sum, &logBuf, err
+}
+
 // TestFaults runs the engine against a server that fails at each stage and
 // asserts, for every case, exactly what arrived, what is left in the spool
 // for the next run, what went to the failed folder and what the summary
@@ -364,19 +381,9 @@ func TestFaults(t *testing.T) {
 				big = 1
 			}
 			writeSpool(t, path, batch, big)
-			var logBuf bytes.Buffer
-			sum, err := Run(context.Background(), Config{
-				Host:  "h.example",
-				Spool: spool.Options{Path: path},
-				Sender: sender.Options{
-					Helo: "test.example", TLS: sender.TLSNone,
-					Timeout: 500 * time.Millisecond, DataTimeout: 500 * time.Millisecond,
-				},
-				Dests: []string{addr},
-				Log:   NewWriterLogger(&logBuf, true),
-			})
+			sum, logBuf, err := flushTo(path, addr, 500*time.Millisecond)
 			if err != nil {
-				t.Fatalf("Run: %v\nlog:\n%s", err, &logBuf)
+				t.Fatalf("Run: %v\nlog:\n%s", err, logBuf)
 			}
 			if got := be.accepted(); !reflect.DeepEqual(got, tc.arrived) {
 				t.Errorf("arrived %q, want %q", got, tc.arrived)
@@ -399,10 +406,10 @@ func TestFaults(t *testing.T) {
 			}
 			// One line per message outcome, plus the summary.
 			if n := strings.Count(logBuf.String(), " summary sent="); n != 1 {
-				t.Errorf("%d summary lines in the log:\n%s", n, &logBuf)
+				t.Errorf("%d summary lines in the log:\n%s", n, logBuf)
 			}
 			if t.Failed() {
-				t.Logf("log:\n%s", &logBuf)
+				t.Logf("log:\n%s", logBuf)
 			}
 		})
 	}
@@ -420,16 +427,9 @@ func TestRerunSendsWhatWasLeft(t *testing.T) {
 	run := func(faults map[string]string) (Summary, []string) {
 		be := &faultSink{faults: faults}
 		addr := startFaultSink(t, be)
-		var logBuf bytes.Buffer
-		sum, err := Run(context.Background(), Config{
-			Host:   "h.example",
-			Spool:  spool.Options{Path: path},
-			Sender: sender.Options{Helo: "test.example", TLS: sender.TLSNone, Timeout: 5 * time.Second},
-			Dests:  []string{addr},
-			Log:    NewWriterLogger(&logBuf, false),
-		})
+		sum, logBuf, err := flushTo(path, addr, 5*time.Second)
 		if err != nil {
-			t.Fatalf("Run: %v\n%s", err, &logBuf)
+			t.Fatalf("Run: %v\n%s", err, logBuf)
 		}
 		return sum, be.accepted()
 	}
@@ -469,18 +469,12 @@ func TestBusyHostAsksForAnotherPass(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logBuf bytes.Buffer
-	sum, err := Run(context.Background(), Config{
-		Host:  "h.example",
-		Spool: spool.Options{Path: path},
-		Dests: []string{"127.0.0.1:1"}, // never dialled
-		Log:   NewWriterLogger(&logBuf, false),
-	})
+	sum, logBuf, err := flushTo(path, "127.0.0.1:1", time.Second) // never dialled
 	if err != nil || !sum.Busy {
 		t.Fatalf("Run = %+v, %v; want Busy", sum, err)
 	}
 	if strings.Contains(logBuf.String(), "summary") {
-		t.Errorf("a busy run logged a summary:\n%s", &logBuf)
+		t.Errorf("a busy run logged a summary:\n%s", logBuf)
 	}
 	if !lock.TakeAgain() {
 		t.Error("the running flush was not asked for another pass")
@@ -497,12 +491,7 @@ func TestBusyHostAsksForAnotherPass(t *testing.T) {
 // no directory is created to hold a lock.
 func TestMissingSpoolDirectory(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "absent")
-	var logBuf bytes.Buffer
-	sum, err := Run(context.Background(), Config{
-		Host:  "h.example",
-		Spool: spool.Options{Path: filepath.Join(dir, "h.example")},
-		Log:   NewWriterLogger(&logBuf, false),
-	})
+	sum, _, err := flushTo(filepath.Join(dir, "h.example"), "", time.Second)
 	if err != nil || sum.Left() || sum.Sent != 0 {
 		t.Fatalf("Run = %+v, %v", sum, err)
 	}
