@@ -336,7 +336,7 @@ func (t *txn) data(rc io.ReadCloser) *Error {
 	// A reply that came while the body was written would be taken as the
 	// verdict on the dot: give up before the dot, so the message stays.
 	if err := s.inStep("dot"); err != nil {
-		return t.ended(asError("dot", err))
+		return t.ended(err)
 	}
 	target := s.dc.total() + int64(s.bw.Buffered()) + 3
 	_, err = s.bw.WriteString(".\r\n")
