@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,15 +53,27 @@ func removeStaleTemps(dir, prefix string, report func(Event)) error {
 		return fmt.Errorf("list %s: %w", dir, err)
 	}
 	for _, e := range ents {
-		n := e.Name()
-		if !strings.HasPrefix(n, prefix) || !strings.Contains(n, tempInfix) || !e.Type().IsRegular() {
-			continue
+		if staleTemp(e, prefix) {
+			if err := removeTemp(dir, e.Name(), report); err != nil {
+				return err
+			}
 		}
-		if err := removeFile(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove stale temporary file: %w", err)
-		}
-		report(Event{Kind: "notice", ID: n, Reason: "removed the temporary file of an interrupted write in " + dir})
 	}
+	return nil
+}
+
+// staleTemp tells our temporary files whose names start with prefix from
+// the other entries of a directory listing.
+func staleTemp(e fs.DirEntry, prefix string) bool {
+	n := e.Name()
+	return strings.HasPrefix(n, prefix) && strings.Contains(n, tempInfix) && e.Type().IsRegular()
+}
+
+func removeTemp(dir, name string, report func(Event)) error {
+	if err := removeFile(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale temporary file: %w", err)
+	}
+	report(Event{Kind: "notice", ID: name, Reason: "removed the temporary file of an interrupted write in " + dir})
 	return nil
 }
 

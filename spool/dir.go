@@ -58,6 +58,14 @@ func newDirSpool(o Options, d, b string) (*dirSpool, error) {
 	var cs []cand
 	for _, e := range ents {
 		n := e.Name()
+		if !o.DryRun && staleTemp(e, ".") {
+			// Ours, from a rewrite a killed run left; Exim writes no
+			// dot files here.
+			if err := removeTemp(o.Path, n, o.Report); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if strings.HasPrefix(n, ".") || strings.HasPrefix(n, "temp.") {
 			continue
 		}

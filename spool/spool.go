@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"etrnflush/bsmtp"
@@ -158,18 +157,23 @@ func Open(o Options) (Spool, error) {
 		return nil, &LayoutError{Path: o.Path, Found: "unknown", Reason: fmt.Sprintf("unknown spool format %q", o.Format)}
 	}
 	d, b := filepath.Dir(o.Path), filepath.Base(o.Path)
+	works, journals, temps, err := listWork(d, b)
+	if err != nil {
+		return nil, err
+	}
 	if !o.DryRun {
-		for _, c := range [][2]string{{d, workPrefix(b)}, {failedDir(d, b), "."}, {quarantineDir(d, b), "."}, {o.Path, "."}} {
-			// o.Path is only a directory in the one-file-per-message
-			// layout; Exim writes no dot files there.
-			if err := removeStaleTemps(c[0], c[1], o.Report); err != nil && !errors.Is(err, syscall.ENOTDIR) {
+		// What a killed run left of its atomic writes, here and in our
+		// folders; a message directory's are found by its own listing.
+		for _, n := range temps {
+			if err := removeTemp(d, n, o.Report); err != nil {
 				return nil, err
 			}
 		}
-	}
-	works, journals, err := listWork(d, b)
-	if err != nil {
-		return nil, err
+		for _, dir := range []string{failedDir(d, b), quarantineDir(d, b)} {
+			if err := removeStaleTemps(dir, ".", o.Report); err != nil {
+				return nil, err
+			}
+		}
 	}
 	fi, err := os.Lstat(o.Path)
 	switch {
@@ -223,13 +227,14 @@ func classifyDir(path string) error {
 }
 
 // listWork finds the work files and journals of base in d, oldest first.
-func listWork(d, base string) (works, journals []int64, err error) {
+// It also names the temporary files of base's interrupted atomic writes.
+func listWork(d, base string) (works, journals []int64, temps []string, err error) {
 	ents, err := os.ReadDir(d)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("spool dir %s: %w", d, err)
+		return nil, nil, nil, fmt.Errorf("spool dir %s: %w", d, err)
 	}
 	p := workPrefix(base)
 	for _, e := range ents {
@@ -237,10 +242,12 @@ func listWork(d, base string) (works, journals []int64, err error) {
 			works = append(works, n)
 		} else if n := parseWorkName(p, ".journal", e.Name()); n >= 0 {
 			journals = append(journals, n)
+		} else if staleTemp(e, p) {
+			temps = append(temps, e.Name())
 		}
 	}
 	// ReadDir sorts by name, and the 20-digit names sort like their numbers.
-	return works, journals, nil
+	return works, journals, temps, nil
 }
 
 // genTag distinguishes versions of a file whose name stays the same across
