@@ -62,6 +62,15 @@ type Options struct {
 	// Dial, when set, replaces net.Dialer (tests, and later ATRN). It is
 	// called with network "tcp", Addr and Timeout.
 	Dial func(network, addr string, timeout time.Duration) (net.Conn, error)
+	// MaxInflight bounds the messages written and not yet answered when
+	// the server offers PIPELINING (RFC 2920); 0 means the default. It is
+	// also what a SIGKILL can at worst cause to be sent twice.
+	MaxInflight int
+	// NoPipelining and NoChunking refuse PIPELINING (RFC 2920) and
+	// CHUNKING (RFC 3030) even when the server offers them, for servers
+	// that advertise them and then misbehave.
+	NoPipelining bool
+	NoChunking   bool
 }
 
 // Message is one SMTP transaction to replay.
