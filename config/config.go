@@ -46,6 +46,8 @@ type Config struct {
 	DataTimeout string          `toml:"data_timeout"`
 	Log         string          `toml:"log"`
 	Hosts       map[string]Host `toml:"host"`
+	Serve       Serve           `toml:"serve"`
+	Users       map[string]User `toml:"user"`
 
 	// File is the path the config was read from ("" for built-in defaults).
 	File string `toml:"-"`
@@ -335,7 +337,10 @@ func (c *Config) validate(data []byte) error {
 			}
 		}
 	}
-	return c.checkSharedSpools(data, names)
+	if err := c.checkSharedSpools(data, names); err != nil {
+		return err
+	}
+	return c.validateServe(data)
 }
 
 // checkSharedSpools refuses two hosts with one spool. The per-host lock is

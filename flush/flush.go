@@ -34,6 +34,10 @@ type Config struct {
 	// MaxPasses bounds extra passes asked for by concurrent runs, so that
 	// a stream of ETRNs cannot keep one process alive forever.
 	MaxPasses int
+	// Session, when set, is an open SMTP session used instead of dialing:
+	// ATRN's turned-around connection, which carries several hosts one
+	// after another. Run never closes it; the caller says QUIT.
+	Session *sender.Session
 }
 
 // Summary counts messages by outcome. A message with recipients in several
@@ -115,8 +119,9 @@ func (r *run) run(ctx context.Context) (err error) {
 	if err != nil {
 		return &ErrSpool{fmt.Errorf("lock host %s: %w", r.cfg.Host, err)}
 	}
+	r.sess = r.cfg.Session
 	defer func() {
-		if r.sess != nil {
+		if r.sess != nil && r.sess != r.cfg.Session {
 			if cerr := r.sess.Close(); cerr != nil {
 				r.log.Debugf("host=%s quit: %v", r.cfg.Host, cerr)
 			}
@@ -235,8 +240,10 @@ func (r *run) pass(ctx context.Context) (err error) {
 	if errors.As(serr, &se) {
 		r.log.Warnf("host=%s connection ended: %s", r.cfg.Host, Quote(serr.Error()))
 		r.dead = true
-		if cerr := r.sess.Close(); cerr != nil {
-			r.log.Debugf("host=%s close: %v", r.cfg.Host, cerr)
+		if r.sess != r.cfg.Session {
+			if cerr := r.sess.Close(); cerr != nil {
+				r.log.Debugf("host=%s close: %v", r.cfg.Host, cerr)
+			}
 		}
 		r.sess = nil
 		m, err := sp.Next()
