@@ -197,7 +197,7 @@ func newApp() *cli.App {
 	app := &cli.App{
 		Name:      "etrnflush",
 		Usage:     "flush the mail held for one host over SMTP",
-		UsageText: "etrnflush [-c FILE] [flush] [flags] HOST\netrnflush [-c FILE] check-config [HOST]",
+		UsageText: "etrnflush [-c FILE] [flush] [flags] HOST\netrnflush [-c FILE] check-config [HOST]\netrnflush [-c FILE] serve\netrnflush passwd",
 		Version:   version,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "configuration `FILE`", Value: config.DefaultPath, EnvVars: []string{"ETRNFLUSH_CONFIG"}, TakesFile: true},
@@ -225,6 +225,8 @@ func newApp() *cli.App {
 				OnUsageError:    onUsage,
 				HideHelpCommand: true,
 			},
+			serveCommand(onUsage),
+			passwdCommand(onUsage),
 		},
 		OnUsageError:           onUsage,
 		ExitErrHandler:         func(*cli.Context, error) {},
@@ -356,6 +358,9 @@ func flushAction(c *cli.Context) error {
 	s, err := settings(c, cfg, host)
 	if err != nil {
 		return err
+	}
+	if _, ok := config.IsClientRoute(s.Route); ok {
+		return usageErr("host %s has route = %q: only etrnflush serve knows the client's address; give --to", host, s.Route)
 	}
 	// Under Exim the umask is 0: never let spool copies become readable.
 	unix.Umask(0o077)

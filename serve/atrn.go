@@ -1,0 +1,139 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"etrnflush/flush"
+	"etrnflush/sender"
+	"etrnflush/spool"
+)
+
+// atrn answers ATRN (RFC 2645): 530 before AUTH, 501 syntax, 450 refused
+// (a host the user does not own), 453 no mail, 451 unable now (every host
+// with mail is being flushed already, or its spool cannot be read), and on
+// 250 turns the connection around: etrnflush becomes the SMTP client on
+// it, TLS kept, and flushes the hosts down it one after the other.
+func (s *session) atrn(ctx context.Context, arg string) error {
+	switch {
+	case s.helo == "":
+		return s.reply(503, "5.5.1 Send EHLO first")
+	case s.user == "":
+		return s.reply(530, "5.7.0 Authentication required")
+	}
+	asked, err := parseATRN(arg)
+	if err != nil {
+		return s.reply(501, "5.5.4 Syntax: ATRN [domain[,domain...]]")
+	}
+	owned := s.cfg.Conf.Users[s.user].Hosts
+	if len(asked) == 0 {
+		asked = owned
+	}
+	for _, h := range asked {
+		if !slices.Contains(owned, h) {
+			s.log.Warnf("serve client=%s user=%s atrn refused: %s is not one of the user's hosts", s.clientStr, flush.Quote(s.user), h)
+			return s.reply(450, "4.7.1 ATRN request refused")
+		}
+	}
+	var ready []string
+	busy, broken := 0, 0
+	for _, h := range asked {
+		st := s.cfg.Conf.For(h)
+		n, err := countMessages(st)
+		if err != nil {
+			s.log.Warnf("serve atrn host=%s cannot count messages: %s", h, flush.Quote(err.Error()))
+			broken++
+			continue
+		}
+		if n == 0 {
+			continue
+		}
+		b, err := spool.HostBusy(filepath.Dir(st.Spool), h)
+		if err != nil {
+			s.log.Warnf("serve atrn host=%s %s", h, flush.Quote(err.Error()))
+			broken++
+			continue
+		}
+		if b {
+			busy++
+			continue
+		}
+		ready = append(ready, h)
+	}
+	if len(ready) == 0 {
+		if busy > 0 || broken > 0 {
+			s.log.Infof("serve client=%s user=%s atrn hosts=%s: unable now (busy=%d unreadable=%d)", s.clientStr, flush.Quote(s.user), strings.Join(asked, ","), busy, broken)
+			return s.reply(451, "4.3.0 Unable to process ATRN request now")
+		}
+		s.log.Infof("serve client=%s user=%s atrn hosts=%s: no mail", s.clientStr, flush.Quote(s.user), strings.Join(asked, ","))
+		return s.reply(453, "4.7.0 You have no mail")
+	}
+	if err := s.reply(250, "2.0.0 OK now reversing the connection"); err != nil {
+		return err
+	}
+	if s.br.Buffered() > 0 {
+		// The client must wait for the 250 before it speaks as a server;
+		// anything already here was sent blind and cannot be trusted as
+		// its greeting.
+		s.log.Warnf("serve client=%s sent data before the ATRN reply; closing", s.clientStr)
+		return errors.New("data before the ATRN turnaround")
+	}
+	s.log.Infof("serve client=%s user=%s atrn hosts=%s turning the connection around tls=%v", s.clientStr, flush.Quote(s.user), strings.Join(ready, ","), s.tls)
+	return s.deliver(ctx, ready)
+}
+
+// deliver is the provider's half after the turnaround: wait for the
+// customer's 220, EHLO, then one flush per host on the same session (the
+// usual engine: each message leaves the spool only after the customer's
+// 2xx to its final dot), then QUIT.
+func (s *session) deliver(ctx context.Context, hosts []string) error {
+	st := s.cfg.Conf.For(hosts[0])
+	if err := s.conn.SetDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("clear deadline: %w", err)
+	}
+	conn := s.conn
+	used := false
+	so := sender.Options{
+		Addr:        "atrn:" + s.clientStr,
+		Helo:        s.cfg.Hostname,
+		TLS:         sender.TLSNone, // the connection keeps the TLS it has; no second STARTTLS
+		Timeout:     st.Timeout,
+		DataTimeout: st.DataTimeout,
+		Dial: func(string, string, time.Duration) (net.Conn, error) {
+			if used {
+				return nil, errors.New("the ATRN connection is already used")
+			}
+			used = true
+			return conn, nil
+		},
+	}
+	sess, err := sender.Dial(ctx, so)
+	s.closed = used // the sender closes the connection from here on
+	if err != nil {
+		s.log.Warnf("serve client=%s atrn: the customer did not start an SMTP session: %s", s.clientStr, flush.Quote(err.Error()))
+		return err
+	}
+	for _, h := range hosts {
+		hs := s.cfg.Conf.For(h)
+		sum, err := flush.Run(ctx, flush.Config{
+			Host:    h,
+			Spool:   spool.Options{Path: hs.Spool, Format: hs.Format},
+			Sender:  so,
+			Session: sess,
+			Log:     s.log,
+		})
+		if err != nil || sum.Unreachable {
+			break // Run logged it; a dead session serves no further host
+		}
+	}
+	if err := sess.Close(); err != nil {
+		s.log.Debugf("serve client=%s atrn quit: %v", s.clientStr, err)
+	}
+	return nil
+}

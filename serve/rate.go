@@ -1,0 +1,135 @@
+package serve
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"etrnflush/spool"
+)
+
+// rateOK counts one ETRN for the client's address and reports whether it
+// is within etrn_limit per etrn_window. Under inetd every connection is a
+// process of its own, so the count lives in state_dir: one small file per
+// address holding the times of its recent ETRNs, changed under an flock
+// on state_dir/lock. Losing the files only forgets recent requests; no
+// mail depends on them.
+func (s *session) rateOK() (bool, error) {
+	lim := s.cfg.Serve.EtrnLimit
+	if lim <= 0 {
+		return true, nil
+	}
+	return rateCheck(s.cfg.Serve.StateDir, rateKey(s.clientStr), lim, s.cfg.Serve.EtrnWindow, time.Now())
+}
+
+// rateKey makes a file name of an address ("unknown" for a unix socket).
+func rateKey(addr string) string {
+	return "etrn-" + strings.NewReplacer(":", "_", "%", "_", "/", "_").Replace(addr)
+}
+
+func rateCheck(dir, key string, limit int, window time.Duration, now time.Time) (ok bool, err error) {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return false, fmt.Errorf("state_dir: %w", err)
+	}
+	lf, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return false, fmt.Errorf("state_dir lock: %w", err)
+	}
+	defer func() {
+		// Closing drops the flock.
+		if cerr := lf.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("state_dir lock: %w", cerr)
+		}
+	}()
+	for {
+		err = unix.Flock(int(lf.Fd()), unix.LOCK_EX)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		return false, fmt.Errorf("state_dir lock: %w", err)
+	}
+	path := filepath.Join(dir, key)
+	times, err := readTimes(path, now.Add(-window))
+	if err != nil {
+		return false, err
+	}
+	if len(times) >= limit {
+		return false, nil
+	}
+	times = append(times, now.UnixNano())
+	err = spool.WriteFileAtomic(path, 0o600, func(w io.Writer) error {
+		bw := bufio.NewWriter(w)
+		for _, t := range times {
+			fmt.Fprintf(bw, "%d\n", t)
+		}
+		return bw.Flush()
+	})
+	if err != nil {
+		return false, fmt.Errorf("rate state: %w", err)
+	}
+	return true, sweep(dir, now, window)
+}
+
+// readTimes returns the times in path that are after since.
+func readTimes(path string, since time.Time) ([]int64, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rate state: %w", err)
+	}
+	var out []int64
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		t, err := strconv.ParseInt(string(l), 10, 64)
+		if err == nil && t > since.UnixNano() {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// sweep removes the files of addresses not seen for a window, at most
+// once per window, so that the state of clients that never come back does
+// not pile up.
+func sweep(dir string, now time.Time, window time.Duration) error {
+	mark := filepath.Join(dir, "swept")
+	if fi, err := os.Stat(mark); err == nil && now.Sub(fi.ModTime()) < window {
+		return nil
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("rate state: %w", err)
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "etrn-") {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || now.Sub(fi.ModTime()) < window {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("rate state: %w", err)
+		}
+	}
+	f, err := os.OpenFile(mark, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("rate state: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("rate state: %w", err)
+	}
+	return os.Chtimes(mark, now, now)
+}

@@ -1,0 +1,268 @@
+package main
+
+// The serve and passwd commands: flags and config in, the conversation
+// itself is package serve's.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/sys/unix"
+
+	"etrnflush/config"
+	"etrnflush/flush"
+	"etrnflush/serve"
+)
+
+func serveCommand(onUsage cli.OnUsageErrorFunc) *cli.Command {
+	return &cli.Command{
+		Name:            "serve",
+		Usage:           "answer ETRN and ATRN on standard input (inetd, xinetd, systemd Accept=yes)",
+		ArgsUsage:       " ",
+		Action:          serveAction,
+		OnUsageError:    onUsage,
+		HideHelpCommand: true,
+	}
+}
+
+func passwdCommand(onUsage cli.OnUsageErrorFunc) *cli.Command {
+	return &cli.Command{
+		Name:            "passwd",
+		Usage:           "print a bcrypt hash of a password read from the terminal or standard input, for [user.NAME] password_hash",
+		ArgsUsage:       " ",
+		Action:          passwdAction,
+		OnUsageError:    onUsage,
+		HideHelpCommand: true,
+	}
+}
+
+// stdinConn takes the connection inetd, xinetd or systemd (Accept=yes)
+// put on standard input, and points descriptors 0 and 1 (and 2, when it
+// is the connection too) at /dev/null: from here on only the returned
+// net.Conn reaches the client, so no stray write can corrupt the SMTP
+// stream, and closing it really closes the connection.
+func stdinConn() (net.Conn, error) {
+	conn, err := net.FileConn(os.Stdin)
+	if err != nil {
+		return nil, fmt.Errorf("standard input is not a socket (run serve from inetd, xinetd or a systemd socket with Accept=yes): %w", err)
+	}
+	null, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		_ = conn.Close() // the open error is what matters
+		return nil, fmt.Errorf("open /dev/null: %w", err)
+	}
+	fds := []int{0, 1}
+	if isSocket(2) {
+		fds = append(fds, 2)
+	}
+	for _, fd := range fds {
+		if err := unix.Dup2(null, fd); err != nil {
+			_ = conn.Close()
+			_ = unix.Close(null)
+			return nil, fmt.Errorf("dup2 /dev/null: %w", err)
+		}
+	}
+	if err := unix.Close(null); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("close /dev/null: %w", err)
+	}
+	return conn, nil
+}
+
+func isSocket(fd int) bool {
+	var st unix.Stat_t
+	return unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK
+}
+
+func serveAction(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usageErr("serve takes no arguments (it talks SMTP on standard input)")
+	}
+	unix.Umask(0o077)
+	conn, err := stdinConn()
+	if err != nil {
+		return usageErr("serve: %v", err)
+	}
+	unavailable := func(err error) error {
+		// Tell the client why nothing will happen, then report.
+		_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.WriteString(conn, "421 4.3.0 Service not available, closing\r\n")
+		_ = conn.Close()
+		return err
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return unavailable(err)
+	}
+	logDest := flagString(c, "log")
+	if logDest == "" {
+		logDest = cfg.Log
+	}
+	if logDest == "" {
+		logDest = "syslog" // never the connection
+	} else if err := config.CheckLog(logDest); err != nil {
+		return unavailable(usageErr("--log: %v", err))
+	}
+	log, err := flush.NewLogger(logDest, c.Bool("verbose"))
+	if err != nil {
+		return unavailable(&exitError{exConfig, err})
+	}
+	defer func() {
+		if cerr := log.Close(); cerr != nil {
+			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: close log: %v\n", cerr)
+		}
+	}()
+	hostname := cfg.Helo
+	if hostname == "" {
+		if hostname, err = fqdn(); err != nil {
+			log.Errorf("serve: %v", err)
+			return unavailable(&exitError{exConfig, err})
+		}
+	}
+	ss := cfg.ServeSettings()
+	var tconf *tls.Config
+	if ss.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(ss.TLSCert, ss.TLSKey)
+		if err != nil {
+			err = &exitError{exConfig, fmt.Errorf("serve tls_cert/tls_key: %w", err)}
+			log.Errorf("%v", err)
+			return unavailable(err)
+		}
+		tconf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		log.Errorf("serve: cannot find my own binary: %v", err)
+		return unavailable(&exitError{exConfig, err})
+	}
+	sp := &serve.Spawner{Exe: exe, Config: cfg.File, Verbose: c.Bool("verbose")}
+	if logDest != "stderr" {
+		sp.Log = logDest
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer stop()
+	// The conversation's own trouble (a client that vanished, a failed
+	// handshake) is logged by Serve and is no reason for inetd to care.
+	_ = serve.Serve(ctx, conn, &serve.Config{
+		Conf:     cfg,
+		Serve:    ss,
+		Hostname: hostname,
+		TLS:      tconf,
+		Log:      log,
+		Spawn:    sp.Spawn,
+	})
+	return nil
+}
+
+// maxPassword is what bcrypt uses of a password; more would be ignored
+// silently, so it is refused.
+const maxPassword = 72
+
+func passwdAction(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usageErr("passwd takes no arguments (the password is read from the terminal or standard input)")
+	}
+	var pw []byte
+	var err error
+	if isTerminal(os.Stdin) {
+		pw, err = readPasswordTwice(os.Stdin, c.App.ErrWriter)
+	} else {
+		pw, err = readLine(os.Stdin)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pw) == 0:
+		return usageErr("empty password")
+	case len(pw) > maxPassword:
+		return usageErr("password longer than %d octets (bcrypt would ignore the rest)", maxPassword)
+	}
+	hash, err := bcrypt.GenerateFromPassword(pw, bcrypt.DefaultCost)
+	if err != nil {
+		return usageErr("hash password: %v", err)
+	}
+	_, err = fmt.Fprintf(c.App.Writer, "%s\n", hash)
+	return err
+}
+
+// readLine reads the first line of r (a pipe or file), without its line
+// end.
+func readLine(r io.Reader) ([]byte, error) {
+	line, err := bufio.NewReaderSize(r, 1024).ReadSlice('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return nil, usageErr("password line too long")
+		}
+		return nil, usageErr("read password: %v", err)
+	}
+	return bytes.TrimRight(line, "\r\n"), nil
+}
+
+// readPasswordTwice prompts on w and reads the password twice from the
+// terminal f with echo off.
+func readPasswordTwice(f *os.File, w io.Writer) ([]byte, error) {
+	fd := int(f.Fd())
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return nil, usageErr("terminal: %v", err)
+	}
+	noEcho := *old
+	noEcho.Lflag &^= unix.ECHO
+	noEcho.Lflag |= unix.ICANON | unix.ISIG
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &noEcho); err != nil {
+		return nil, usageErr("terminal: %v", err)
+	}
+	// Whatever happens, the terminal gets its echo back.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-sig:
+			_ = unix.IoctlSetTermios(fd, unix.TCSETS, old)
+			fmt.Fprintln(w)
+			os.Exit(exUsage)
+		case <-done:
+		}
+	}()
+	defer func() {
+		close(done)
+		signal.Stop(sig)
+		_ = unix.IoctlSetTermios(fd, unix.TCSETS, old)
+	}()
+	br := bufio.NewReaderSize(f, 1024)
+	read := func(prompt string) ([]byte, error) {
+		fmt.Fprint(w, prompt)
+		line, err := br.ReadSlice('\n')
+		fmt.Fprintln(w)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, usageErr("read password: %v", err)
+		}
+		return append([]byte(nil), bytes.TrimRight(line, "\r\n")...), nil
+	}
+	a, err := read("Password: ")
+	if err != nil {
+		return nil, err
+	}
+	b, err := read("Password again: ")
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(a, b) {
+		return nil, usageErr("the passwords differ")
+	}
+	return a, nil
+}
