@@ -1,0 +1,207 @@
+package serve
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// customer is the ODMR customer's SMTP server: go-smtp's server, serving
+// the very connection the test client sent ATRN on.
+type customer struct {
+	mu   sync.Mutex
+	got  []string // "from>to1,to2|data" per accepted message
+	quit chan struct{}
+	// refuse maps a recipient to the error its RCPT gets.
+	refuse map[string]*smtp.SMTPError
+}
+
+type customerSession struct {
+	c    *customer
+	from string
+	to   []string
+}
+
+func (c *customer) NewSession(*smtp.Conn) (smtp.Session, error) { return &customerSession{c: c}, nil }
+
+func (s *customerSession) Reset()        { s.from, s.to = "", nil }
+func (s *customerSession) Logout() error { close(s.c.quit); return nil }
+func (s *customerSession) Mail(from string, _ *smtp.MailOptions) error {
+	s.from = from
+	return nil
+}
+
+func (s *customerSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if e := s.c.refuse[to]; e != nil {
+		return e
+	}
+	s.to = append(s.to, to)
+	return nil
+}
+
+func (s *customerSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	s.c.got = append(s.c.got, s.from+">"+strings.Join(s.to, ",")+"|"+string(b))
+	return nil
+}
+
+func (c *customer) messages() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := append([]string(nil), c.got...)
+	sort.Strings(out)
+	return out
+}
+
+// oneConn is a listener that hands out one existing connection: how
+// go-smtp's server is made to serve a connection it did not accept.
+type oneConn struct {
+	once   sync.Once
+	c      net.Conn
+	closed chan struct{}
+}
+
+func (l *oneConn) Accept() (net.Conn, error) {
+	var c net.Conn
+	l.once.Do(func() { c = l.c })
+	if c != nil {
+		return c, nil
+	}
+	<-l.closed
+	return nil, net.ErrClosed
+}
+
+func (l *oneConn) Close() error {
+	select {
+	case <-l.closed:
+	default:
+		close(l.closed)
+	}
+	return nil
+}
+
+func (l *oneConn) Addr() net.Addr { return l.c.LocalAddr() }
+
+// serveCustomer turns the client side around: from now on it is the SMTP
+// server on c.c, and it returns once the provider has said QUIT.
+func (c *conn) serveCustomer(t *testing.T, cust *customer) {
+	t.Helper()
+	cust.quit = make(chan struct{})
+	srv := smtp.NewServer(cust)
+	srv.Domain = "customer.example"
+	srv.ReadTimeout = 30 * time.Second
+	srv.WriteTimeout = 30 * time.Second
+	l := &oneConn{c: c.c, closed: make(chan struct{})}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	select {
+	case <-cust.quit:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the provider did not finish the session within 60s")
+	}
+	if err := srv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		t.Error(err)
+	}
+	if err := <-served; err != nil && !errors.Is(err, net.ErrClosed) {
+		t.Errorf("customer server: %v", err)
+	}
+	select {
+	case err := <-c.done:
+		c.done <- err
+	case <-time.After(30 * time.Second):
+		t.Fatal("Serve did not return after the ATRN delivery")
+	}
+}
+
+func want(host string, i int) string {
+	return "sender@isp.example>user" + string(rune('0'+i)) + "@" + host +
+		"|Subject: message " + string(rune('0'+i)) + " for " + host + "\r\n\r\nbody " + string(rune('0'+i)) + "\r\n.dot line\r\n"
+}
+
+// TestODMREndToEnd: STARTTLS with a test-made certificate, AUTH, ATRN; the
+// test client then acts as the SMTP server on the same TLS connection and
+// receives the mail of both its hosts over one session; the spools end
+// empty.
+func TestODMREndToEnd(t *testing.T) {
+	f := hostsFixture(t, trustLocal)
+	leaf := f.withTLS()
+	f.hold("h1.example", 2)
+	f.hold("h2.example", 1)
+	c := f.start()
+	c.cmd("EHLO customer.example", 250, "STARTTLS")
+	c.startTLS(leaf)
+	c.cmd("EHLO customer.example", 250, "ATRN")
+	c.cmd("ATRN", 530, "Authentication required")
+	c.cmd("AUTH PLAIN "+plainAuth("alice", "wrong"), 535, "")
+	c.cmd("AUTH PLAIN "+plainAuth("alice", alicePass), 235, "")
+	c.cmd("ATRN dyn.example", 450, "refused")
+	c.cmd("ATRN", 250, "reversing")
+	cust := &customer{}
+	c.serveCustomer(t, cust)
+
+	got := cust.messages()
+	exp := []string{want("h1.example", 0), want("h1.example", 1), want("h2.example", 0)}
+	sort.Strings(exp)
+	if strings.Join(got, "\n") != strings.Join(exp, "\n") {
+		t.Errorf("customer received\n%q\nwant\n%q", got, exp)
+	}
+	for _, h := range []string{"h1.example", "h2.example"} {
+		if n := f.count(h); n != 0 {
+			t.Errorf("%s: %d messages left in the spool", h, n)
+		}
+	}
+	assertNoWorkFiles(t, f.spool)
+	log := f.log.String()
+	for _, w := range []string{"turning the connection around tls=true", "host=h1.example summary sent=2", "host=h2.example summary sent=1"} {
+		if !strings.Contains(log, w) {
+			t.Errorf("log lacks %q:\n%s", w, log)
+		}
+	}
+	if got := f.calls(); len(got) != 0 {
+		t.Errorf("ATRN started detached flushes: %v", got)
+	}
+}
+
+// TestODMRSomeHosts: ATRN naming one host delivers that host only; the
+// customer's refusals get the usual treatment (a 4xx keeps the message,
+// a 5xx moves it aside), and clear text works where the admin allows it.
+func TestODMRSomeHosts(t *testing.T) {
+	f := hostsFixture(t, trustLocal+"\nallow_plaintext_auth = true")
+	f.hold("h1.example", 3)
+	f.hold("h2.example", 1)
+	c := f.start()
+	c.cmd("EHLO customer.example", 250, "ATRN")
+	c.cmd("AUTH PLAIN "+plainAuth("alice", alicePass), 235, "")
+	c.cmd("ATRN H1.example", 250, "reversing")
+	cust := &customer{refuse: map[string]*smtp.SMTPError{
+		"user1@h1.example": {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "try later"},
+		"user2@h1.example": {Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"},
+	}}
+	c.serveCustomer(t, cust)
+	got := cust.messages()
+	if len(got) != 1 || got[0] != want("h1.example", 0) {
+		t.Errorf("customer received %q", got)
+	}
+	if n := f.count("h1.example"); n != 1 {
+		t.Errorf("h1 spool holds %d messages, want the deferred one", n)
+	}
+	if n := f.count("h2.example"); n != 1 {
+		t.Errorf("h2, not asked for, holds %d messages, want 1", n)
+	}
+	log := f.log.String()
+	if !strings.Contains(log, "tls=false") || !strings.Contains(log, "status=failed") || !strings.Contains(log, "status=deferred") {
+		t.Errorf("log:\n%s", log)
+	}
+}
