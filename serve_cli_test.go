@@ -150,6 +150,12 @@ type serveProc struct {
 
 func startServe(t *testing.T, conf string, args ...string) *serveProc {
 	t.Helper()
+	return startServeArgv(t, append([]string{"-c", conf}, append(args, "serve")...))
+}
+
+// startServeArgv runs the binary with argv (without the program name).
+func startServeArgv(t *testing.T, argv []string) *serveProc {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +181,7 @@ func startServe(t *testing.T, conf string, args ...string) *serveProc {
 		t.Fatal(err)
 	}
 	p := &serveProc{c: client, br: bufio.NewReader(client), exited: make(chan struct{})}
-	p.proc = exec.Command(etrnflushBin, append([]string{"-c", conf}, append(args, "serve")...)...)
+	p.proc = exec.Command(etrnflushBin, argv...)
 	p.proc.Stdin, p.proc.Stdout = f, f
 	p.proc.Stderr = &p.stderr
 	if err := p.proc.Start(); err != nil {

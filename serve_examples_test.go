@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"etrnflush/config"
+)
+
+// TestServeExampleConfig: examples/serve.toml loads, shows every [serve]
+// and [user.NAME] key, and its hash is what its comment says.
+func TestServeExampleConfig(t *testing.T) {
+	const p = "examples/serve.toml"
+	c, err := config.Load(p, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range append(config.ServeKeys(), config.UserKeys()...) {
+		if !strings.Contains(string(b), "\n"+k+" ") {
+			t.Errorf("%s does not show the key %s", p, k)
+		}
+	}
+	u, ok := c.Users["dialup"]
+	if !ok {
+		t.Fatalf("%s: no [user.dialup]", p)
+	}
+	if err := bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte("example only")); err != nil {
+		t.Errorf("%s: the hash is not of \"example only\": %v", p, err)
+	}
+	if port, ok := config.IsClientRoute(c.Hosts["dynamic.example"].Route); !ok || port != "25" {
+		t.Errorf("%s: dynamic.example route is not client", p)
+	}
+}
+
+// keyValues reads "key = value" (xinetd) or "Key=Value" (systemd) lines.
+func keyValues(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := f.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	kv := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if l == "" || l[0] == '#' || l[0] == '[' || l == "{" || l == "}" {
+			continue
+		}
+		k, v, ok := strings.Cut(l, "=")
+		if !ok {
+			continue
+		}
+		kv[strings.TrimSpace(strings.TrimSuffix(k, "+"))] = strings.TrimSpace(v)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// TestServeExampleUnits checks the xinetd service and the systemd socket
+// and service pair for the settings serve depends on, then runs the very
+// command line each gives (binary and config path pointed at the test's)
+// on a connection, as xinetd and systemd would.
+func TestServeExampleUnits(t *testing.T) {
+	xi := keyValues(t, "examples/xinetd-etrnflush")
+	sock := keyValues(t, "examples/etrnflush.socket")
+	svc := keyValues(t, "examples/etrnflush@.service")
+	for _, c := range []struct {
+		what, got, want string
+	}{
+		{"xinetd socket_type", xi["socket_type"], "stream"},
+		{"xinetd wait", xi["wait"], "no"},
+		{"xinetd server", xi["server"], "/usr/local/sbin/etrnflush"},
+		{"systemd Accept", sock["Accept"], "yes"},
+		{"systemd StandardInput", svc["StandardInput"], "socket"},
+		{"systemd StandardOutput", svc["StandardOutput"], "socket"},
+		{"systemd StandardError", svc["StandardError"], "journal"},
+		{"systemd KillMode", svc["KillMode"], "process"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %q, want %q", c.what, c.got, c.want)
+		}
+	}
+	dir := t.TempDir()
+	spoolDir := filepath.Join(dir, "spool")
+	if err := os.Mkdir(spoolDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	logFile := filepath.Join(dir, "etrnflush.log")
+	conf := filepath.Join(dir, "etrnflush.toml")
+	text := fmt.Sprintf("spool_dir = %q\nlog = %q\nhelo = \"provider.example\"\n", spoolDir, logFile)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, line := range map[string]string{
+		"xinetd":  xi["server"] + " " + xi["server_args"],
+		"systemd": svc["ExecStart"],
+	} {
+		t.Run(name, func(t *testing.T) {
+			argv := strings.Fields(line)
+			if len(argv) < 2 || argv[0] != "/usr/local/sbin/etrnflush" || !slices.Contains(argv, "/etc/etrnflush/etrnflush.toml") {
+				t.Fatalf("command line %q", line)
+			}
+			for i, a := range argv {
+				if a == "/etc/etrnflush/etrnflush.toml" {
+					argv[i] = conf
+				}
+			}
+			p := startServeArgv(t, argv[1:])
+			p.cmd(t, "", 220, "provider.example ESMTP")
+			p.cmd(t, "EHLO client.example", 250, "ETRN")
+			p.cmd(t, "ETRN unknown.example", 459, "not allowed")
+			p.cmd(t, "QUIT", 221, "")
+			if code := p.wait(t); code != 0 {
+				t.Errorf("exit %d; stderr %q", code, p.stderr.String())
+			}
+		})
+	}
+	b, err := os.ReadFile(logFile)
+	if err != nil || strings.Count(string(b), "serve connect from 127.0.0.1") != 2 {
+		t.Errorf("log (%v):\n%s", err, b)
+	}
+}
