@@ -64,12 +64,13 @@ tls = "none"
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{"/usr/local/sbin/etrnflush", "/etc/etrnflush/"} {
+	for _, p := range []string{"/usr/local/sbin/etrnflush", "/etc/etrnflush/", "/etc/exim4/etrn-hosts"} {
 		if !strings.Contains(string(snippet), p) {
 			t.Fatalf("examples/exim-etrn.conf no longer mentions %s; update this test", p)
 		}
 	}
-	sn := strings.NewReplacer("/usr/local/sbin/etrnflush", etrnflushBin, "/etc/etrnflush/", etc+"/").Replace(string(snippet))
+	sn := strings.NewReplacer("/usr/local/sbin/etrnflush", etrnflushBin, "/etc/etrnflush/", etc+"/",
+		"/etc/exim4/etrn-hosts", filepath.Join(etc, "hosts")).Replace(string(snippet))
 	base, err := os.ReadFile(filepath.Join("testdata", "rig", "etrn-recipe.conf"))
 	if err != nil {
 		t.Fatal(err)

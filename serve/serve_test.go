@@ -199,6 +199,9 @@ func TestLineLimits(t *testing.T) {
 	// A line just within the limit is a command (RFC 5321: 512 with CRLF).
 	c.cmd("NOOP "+strings.Repeat("x", 505), 250, "OK")
 	c.cmd("NOOP "+strings.Repeat("x", 506), 500, "Line too long")
+	// AUTH may be longer (RFC 4954: 12288 octets with CRLF), not more.
+	c.cmd("AUTH PLAIN "+strings.Repeat("x", 12275), 502, "AUTH not available")
+	c.cmd("AUTH PLAIN "+strings.Repeat("x", 12276), 500, "Line too long")
 	c.cmd("NOOP", 250, "OK")
 	c.cmd("QUIT", 221, "")
 	c.closed()

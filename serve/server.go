@@ -160,7 +160,7 @@ func (s *session) readLine(limit int) ([]byte, error) {
 	for {
 		frag, err := s.br.ReadSlice('\n')
 		if !tooLong {
-			if len(line)+len(frag) > limit+2 {
+			if len(line)+len(frag) > limit {
 				tooLong, line = true, nil
 			} else {
 				line = append(line, frag...)
