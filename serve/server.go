@@ -14,7 +14,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -311,9 +310,4 @@ func (s *session) startTLS(arg string) error {
 	st := tc.ConnectionState()
 	s.log.Infof("serve client=%s TLS %s %s", s.clientStr, tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
 	return nil
-}
-
-// errClientGone is a client whose connection failed mid-conversation.
-func isGone(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded)
 }
