@@ -227,6 +227,13 @@ func TestIdleTimeout(t *testing.T) {
 		t.Errorf("closed after %s, before the idle timeout", d)
 	}
 	c.closed()
+	// Idle in the middle of an AUTH exchange: one 421, then the end.
+	g := hostsFixture(t, trustLocal+"\nidle_timeout = \"300ms\"\nallow_plaintext_auth = true")
+	c = g.start()
+	c.cmd("EHLO client.example", 250, "")
+	c.cmd("AUTH LOGIN", 334, "")
+	c.expect(421, "idle timeout")
+	c.closed()
 	// A line that never ends is idle too.
 	c = f.start()
 	if _, err := c.c.Write([]byte("NOOP")); err != nil {

@@ -111,7 +111,10 @@ func (s *session) run(ctx context.Context) error {
 		}
 		line, err := s.readLine(maxAuthLine)
 		if err != nil {
-			return s.readFailed(err)
+			if err := s.readFailed(err); !errors.Is(err, errQuit) {
+				return err
+			}
+			return nil
 		}
 		s.commands++
 		if s.commands > s.cfg.Serve.MaxCommands {
@@ -136,13 +139,14 @@ func (s *session) run(ctx context.Context) error {
 }
 
 // readFailed answers a read that ended the conversation: the idle
-// timeout gets its 421; a client that went away gets nothing.
+// timeout gets its 421 and errQuit; a client that went away gets nothing
+// and its error back.
 func (s *session) readFailed(err error) error {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		s.log.Infof("serve client=%s idle for %s, closing", s.clientStr, s.cfg.Serve.IdleTimeout)
 		_ = s.reply(421, "4.4.2 "+s.cfg.Hostname+" idle timeout, closing")
-		return nil
+		return errQuit
 	}
 	return err
 }
