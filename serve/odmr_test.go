@@ -21,15 +21,21 @@ type customer struct {
 	quit chan struct{}
 	// refuse maps a recipient to the error its RCPT gets.
 	refuse map[string]*smtp.SMTPError
+	// dropAt, when set, is a recipient whose message's data is read and
+	// then, instead of a reply, the connection is cut.
+	dropAt string
 }
 
 type customerSession struct {
 	c    *customer
+	conn *smtp.Conn
 	from string
 	to   []string
 }
 
-func (c *customer) NewSession(*smtp.Conn) (smtp.Session, error) { return &customerSession{c: c}, nil }
+func (c *customer) NewSession(conn *smtp.Conn) (smtp.Session, error) {
+	return &customerSession{c: c, conn: conn}, nil
+}
 
 func (s *customerSession) Reset()        { s.from, s.to = "", nil }
 func (s *customerSession) Logout() error { close(s.c.quit); return nil }
@@ -50,6 +56,10 @@ func (s *customerSession) Data(r io.Reader) error {
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return err
+	}
+	if s.c.dropAt != "" && len(s.to) > 0 && s.to[0] == s.c.dropAt {
+		_ = s.conn.Conn().Close() // the link dies after the dot
+		return errors.New("dropped")
 	}
 	s.c.mu.Lock()
 	defer s.c.mu.Unlock()
@@ -203,5 +213,29 @@ func TestODMRSomeHosts(t *testing.T) {
 	log := f.log.String()
 	if !strings.Contains(log, "tls=false") || !strings.Contains(log, "status=failed") || !strings.Contains(log, "status=deferred") {
 		t.Errorf("log:\n%s", log)
+	}
+}
+
+// TestODMRDropped: the customer's link dies after the final dot of the
+// second message. The first is gone from the spool (accepted), the second
+// stays (the reply never came: it may be sent twice, never lost), the third
+// was never offered and stays; the conversation ends.
+func TestODMRDropped(t *testing.T) {
+	f := hostsFixture(t, trustLocal+"\nallow_plaintext_auth = true")
+	f.hold("h1.example", 3)
+	c := f.start()
+	c.cmd("EHLO customer.example", 250, "ATRN")
+	c.cmd("AUTH PLAIN "+plainAuth("alice", alicePass), 235, "")
+	c.cmd("ATRN h1.example", 250, "reversing")
+	cust := &customer{dropAt: "user1@h1.example"}
+	c.serveCustomer(t, cust)
+	if got := cust.messages(); len(got) != 1 || got[0] != want("h1.example", 0) {
+		t.Errorf("customer kept %q", got)
+	}
+	if n := f.count("h1.example"); n != 2 {
+		t.Errorf("%d messages left for h1, want 2", n)
+	}
+	if log := f.log.String(); !strings.Contains(log, "status=uncertain") {
+		t.Errorf("the message in flight is not logged as uncertain:\n%s", log)
 	}
 }
