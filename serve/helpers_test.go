@@ -150,11 +150,26 @@ func (f *fixture) holdAt(path, host string, n int) {
 	for i := 0; i < n; i++ {
 		fmt.Fprintf(&b, "MAIL FROM:<sender@isp.example>\nRCPT TO:<user%d@%s>\nDATA\nSubject: message %d for %s\n\nbody %d\n..dot line\n.\n", i, host, i, host, i)
 	}
+	f.appendTo(path, b.String())
+}
+
+// holdBody writes n messages with the given (unstuffed-safe) body.
+func (f *fixture) holdBody(host string, n int, body string) {
+	f.t.Helper()
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "MAIL FROM:<sender@isp.example>\nRCPT TO:<user%d@%s>\nDATA\nSubject: %d\n\n%s.\n", i, host, i, body)
+	}
+	f.appendTo(filepath.Join(f.spool, host), b.String())
+}
+
+func (f *fixture) appendTo(path, text string) {
+	f.t.Helper()
 	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	if _, err := file.WriteString(b.String()); err != nil {
+	if _, err := file.WriteString(text); err != nil {
 		f.t.Fatal(err)
 	}
 	if err := file.Close(); err != nil {

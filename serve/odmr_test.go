@@ -106,7 +106,7 @@ func (l *oneConn) Addr() net.Addr { return l.c.LocalAddr() }
 
 // serveCustomer turns the client side around: from now on it is the SMTP
 // server on c.c, and it returns once the provider has said QUIT.
-func (c *conn) serveCustomer(t *testing.T, cust *customer) {
+func (c *conn) serveCustomer(t testing.TB, cust *customer) {
 	t.Helper()
 	cust.quit = make(chan struct{})
 	srv := smtp.NewServer(cust)

@@ -36,7 +36,7 @@ password_hash = "BOBHASH"
 hosts = ["dyn.example"]
 `
 
-func hostsFixture(t *testing.T, serveKeys string) *fixture {
+func hostsFixture(t testing.TB, serveKeys string) *fixture {
 	t.Helper()
 	return newFixture(t, serveKeys, hostsConf)
 }
