@@ -70,8 +70,11 @@ func (s *session) etrn(arg string) error {
 		to := ""
 		if port, isClient := config.IsClientRoute(st.Route); isClient {
 			if !trusted {
-				s.log.Warnf("serve client=%s etrn=%s refused: host %s has route = client and the client is not in etrn_clients", s.clientStr, node, h)
-				return s.reply(459, "4.7.1 Node "+node+" not allowed: not from this address")
+				s.log.Warnf("serve client=%s etrn=%s: host %s has route = client and the client is not in etrn_clients", s.clientStr, node, h)
+				if kind == etrnHost || len(hosts) == 1 {
+					return s.reply(459, "4.7.1 Node "+node+" not allowed: not from this address")
+				}
+				continue // the other hosts of @domain are still served
 			}
 			if !s.client.IsValid() {
 				s.log.Warnf("serve client=%s etrn=%s: host %s has route = client, but the client has no IP address", s.clientStr, node, h)

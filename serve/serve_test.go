@@ -142,8 +142,15 @@ func TestETRNPublic(t *testing.T) {
 	c.cmd("ETRN unknown.example", 459, "not allowed")
 	c.cmd("ETRN dyn.example", 459, "Node dyn.example not allowed")
 	c.cmd("ETRN #dyn.example", 459, "not allowed")
+	c.cmd("ETRN @dyn.example", 459, "not allowed")
 	if got := f.calls(); len(got) != 0 {
 		t.Errorf("started %v for nothing waiting or for refusals", got)
+	}
+	// @example with a client-routed host among others: the others only.
+	f.hold("x.example", 1)
+	c.cmd("ETRN @example", 250, "queuing for node @example started")
+	if got := f.calls(); !reflect.DeepEqual(got, []spawnCall{{"h1.example", ""}, {"x.example", ""}}) {
+		t.Errorf("ETRN @example started %v", got)
 	}
 	c.cmd("QUIT", 221, "")
 
