@@ -154,18 +154,21 @@ func CheckUserName(n string) error {
 }
 
 // tableLine finds the line of key inside the table whose header is
-// [prefix.NAME] or [prefix."NAME"] (or of the header itself when key is
-// ""), for error messages.
+// [prefix], [prefix.NAME] or [prefix."NAME"], or of the header itself when
+// key is "" or not in the table, for error messages.
 func tableLine(data []byte, prefix, name, key string) int {
 	lines := strings.Split(string(data), "\n")
-	in := false
+	in, header := false, 0
 	for i, l := range lines {
 		t := strings.TrimSpace(l)
 		if strings.HasPrefix(t, "[") {
-			h := strings.ReplaceAll(strings.Trim(t, "[] "), " ", "")
-			in = h == prefix || (name != "" && (h == prefix+"."+name || h == prefix+`."`+name+`"`))
-			if in && key == "" {
-				return i + 1
+			h := strings.TrimSpace(strings.Trim(t, "[]"))
+			in = (name == "" && h == prefix) || (name != "" && (h == prefix+"."+name || h == prefix+`."`+name+`"`))
+			if in {
+				header = i + 1
+				if key == "" {
+					return header
+				}
 			}
 			continue
 		}
@@ -175,7 +178,7 @@ func tableLine(data []byte, prefix, name, key string) int {
 			}
 		}
 	}
-	return 0
+	return header
 }
 
 func (c *Config) validateServe(data []byte) error {
