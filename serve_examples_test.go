@@ -2,12 +2,15 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -136,5 +139,34 @@ func TestServeExampleUnits(t *testing.T) {
 	b, err := os.ReadFile(logFile)
 	if err != nil || strings.Count(string(b), "serve connect from 127.0.0.1") != 2 {
 		t.Errorf("log (%v):\n%s", err, b)
+	}
+}
+
+// TestServeExampleSystemdVerify lets systemd judge the unit pair, where
+// systemd-analyze exists: an unknown key or a bad value is reported.
+func TestServeExampleSystemdVerify(t *testing.T) {
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	dir := t.TempDir()
+	for _, name := range []string{"etrnflush.socket", "etrnflush@.service"} {
+		b, err := os.ReadFile(filepath.Join("examples", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// verify wants the ExecStart binary to exist.
+		text := strings.ReplaceAll(string(b), "/usr/local/sbin/etrnflush", etrnflushBin)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sa, "verify", "--man=no", "./etrnflush.socket", "./etrnflush@.service")
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(out) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
