@@ -37,9 +37,13 @@ import (
 // flush from one the conversation waits for.
 type receiver struct {
 	gate chan struct{} // when set, Data waits until it is closed
-	mu   sync.Mutex
-	got  []string // "from>to|data"
-	quit chan struct{}
+	// gateAfter lets that many messages through the gate first; blocked
+	// is closed when a message is held at it.
+	gateAfter int
+	blocked   chan struct{}
+	mu        sync.Mutex
+	got       []string // "from>to|data"
+	quit      chan struct{}
 }
 
 type receiverSession struct {
@@ -69,7 +73,16 @@ func (s *receiverSession) Data(r io.Reader) error {
 		return err
 	}
 	if s.r.gate != nil {
-		<-s.r.gate
+		s.r.mu.Lock()
+		held := len(s.r.got) >= s.r.gateAfter
+		s.r.mu.Unlock()
+		if held {
+			if s.r.blocked != nil {
+				close(s.r.blocked)
+				s.r.blocked = nil
+			}
+			<-s.r.gate
+		}
 	}
 	s.r.mu.Lock()
 	defer s.r.mu.Unlock()
