@@ -588,3 +588,37 @@ func TestCLIPasswd(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIServeRateAcrossProcesses: under inetd each connection is a
+// process of its own; the ETRN limit still holds per client address.
+func TestCLIServeRateAcrossProcesses(t *testing.T) {
+	dir := t.TempDir()
+	spoolDir := filepath.Join(dir, "spool")
+	if err := os.Mkdir(spoolDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "etrnflush.toml")
+	text := fmt.Sprintf(`spool_dir = %q
+log = %q
+helo = "provider.example"
+
+[serve]
+etrn_clients = ["127.0.0.0/8"]
+etrn_limit = 2
+etrn_window = "1h"
+
+[host."quiet.example"]
+`, spoolDir, filepath.Join(dir, "etrnflush.log"))
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int{251, 251, 458, 458} {
+		p := startServe(t, conf)
+		p.cmd(t, "", 220, "")
+		p.cmd(t, "ETRN quiet.example", want, "")
+		p.cmd(t, "QUIT", 221, "")
+		if code := p.wait(t); code != 0 {
+			t.Errorf("process %d exited %d", i, code)
+		}
+	}
+}
