@@ -79,7 +79,12 @@ func pendingStatus(n int) []byte {
 // rewrite stores what the file still holds: every message not yet settled
 // whole, settled ones with their pending recipients.
 func (bsmtpDir) rewrite(_ *entrySpool, u *unit) error {
-	return WriteFileAtomic(u.name, 0o600, func(w io.Writer) error {
+	fi, err := u.f.Stat()
+	if err != nil {
+		return fmt.Errorf("rewrite %s: %w", u.name, err)
+	}
+	// Dated like the old file, so that it keeps its place in the order.
+	return writeAtomic(filepath.Dir(u.name), u.name, 0o600, fi.ModTime(), func(w io.Writer) error {
 		bw := bsmtp.NewWriter(w)
 		for _, um := range u.msgs {
 			env := bsmtp.Envelope{From: um.env.From, To: um.pendingTo()}
