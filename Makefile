@@ -35,7 +35,8 @@ check:
 # Every parser's fuzz target, FUZZTIME each; seeds live in */testdata/fuzz.
 FUZZTIME ?= 30s
 FUZZ = bsmtp:FuzzReader bsmtp:FuzzUnstuff sender:FuzzEncoder sender:FuzzReadReply \
-	config:FuzzCheckHostName config:FuzzLoad spool:FuzzParseRecord spool:FuzzLoadJournal
+	config:FuzzCheckHostName config:FuzzLoad spool:FuzzParseRecord spool:FuzzLoadJournal \
+	spool:FuzzParseMailstoreEnv spool:FuzzMaildirEnvelope
 fuzz:
 	@set -e; for t in $(FUZZ); do \
 		echo "== $$t"; \
