@@ -459,6 +459,7 @@ func TestDamagedEntries(t *testing.T) {
 		{"msg is a symlink", "mailstore", []entry{{"x.env", "s@x.example\nr@h.example\n"}}, "x.msg", ".msg is not a regular file", "not a regular file"},
 		{"env is a symlink", "mailstore", nil, "x.env", "", "not a regular file"},
 		{"mixed line ends", "mailstore", []entry{{"x.env", "s@x.example\nr@h.example\n"}, {"x.msg", "S: x\r\n\nb\n"}}, "", "mixed LF and CRLF", ""},
+		{"bare CR at the end", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example\n\nb\r"}}, "", "bare CR", ""},
 		{"no Envelope-to", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nReceived: by x\n\nb\n"}}, "", "envelope is unknown", ""},
 		{"no envelope at all", "maildir", []entry{{"new/x", "Received: by x\nDelivered-To: r@h.example\n\nb\n"}}, "", "envelope is unknown", ""},
 		{"Return-path without brackets", "maildir", []entry{{"new/x", "Return-path: s@x.example\nEnvelope-to: r@h.example\n\nb\n"}}, "", "is not <address>", ""},
@@ -586,5 +587,42 @@ func TestFormatDryRun(t *testing.T) {
 	drainAll(t, openWith(t, Options{Path: p}, nil), all(Sent))
 	if got := names(t, filepath.Join(p, "tmp")); len(got) != 0 {
 		t.Fatalf("tmp/ %v", got)
+	}
+}
+
+// TestFailedCopyPlainData: the failed copy of a maildir or mailstore
+// message is BSMTP, whose data must end in a line end: one missing from
+// the message is added (as on the wire), and CRLF data stays CRLF.
+func TestFailedCopyPlainData(t *testing.T) {
+	for _, c := range []struct{ name, body, want string }{
+		{"no final line end", "Subject: x\n\n.last line", "Subject: x\n\n..last line\n"},
+		{"CRLF", "Subject: x\r\n\r\n.dot\r\n", "Subject: x\r\n\r\n..dot\r\n"},
+		{"CRLF without final line end", "Subject: x\r\n\r\nend", "Subject: x\r\n\r\nend\r\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			p := filepath.Join(root, "h.example")
+			mkMaildir(t, p, [2]string{"new/1", "Return-path: <s@x.example>\nEnvelope-to: r@h.example\n" + c.body})
+			gs := drainAll(t, openWith(t, Options{Path: p}, nil), all(Failed))
+			if len(gs) != 1 || gs[0].body != c.body {
+				t.Fatalf("yielded %+v", gs)
+			}
+			f := glob(t, filepath.Join(failedDir(root, "h.example"), "*.bsmtp"))
+			if len(f) != 1 {
+				t.Fatalf("failed copies %v", f)
+			}
+			b, err := os.ReadFile(f[0])
+			eol := "\n"
+			if strings.Contains(c.body, "\r\n") {
+				eol = "\r\n"
+			}
+			want := "MAIL FROM:<s@x.example>" + eol + "RCPT TO:<r@h.example>" + eol + "DATA" + eol + c.want + "." + eol
+			if err != nil || string(b) != want {
+				t.Fatalf("failed copy %q, want %q (%v)", b, want, err)
+			}
+			if got := names(t, filepath.Join(p, "new")); len(got) != 0 {
+				t.Fatalf("new/ holds %v", got)
+			}
+		})
 	}
 }

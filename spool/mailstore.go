@@ -252,7 +252,7 @@ func checkEnvAddress(a []byte) string {
 
 // looksLikeAddress: an '@' and no white space.
 func looksLikeAddress(l []byte) bool {
-	return bytes.IndexByte(l, '@') >= 0 && bytes.IndexAny(l, " \t") < 0
+	return bytes.IndexByte(l, '@') >= 0 && !bytes.ContainsAny(l, " \t")
 }
 
 func quoteLine(b []byte) string {
@@ -298,6 +298,10 @@ func plainMessage(f *os.File, off, n int64) (um unitMsg, why string, err error) 
 		case errors.Is(err, bufio.ErrBufferFull):
 			last = b[len(b)-1]
 		case err == io.EOF:
+			if len(b) > 0 && b[len(b)-1] == '\r' {
+				// Neither line end could be added without a guess.
+				return um, fmt.Sprintf("line %d: last line ends in a bare CR", line), nil
+			}
 			um.crlf = crlf
 			um.noEOL = len(b) > 0
 			return um, "", nil
