@@ -71,8 +71,8 @@ func copyTree(t *testing.T, src, dst string) {
 	}
 }
 
-// TestGoldenFormats opens every mailstore and maildir host directory Exim
-// wrote, reads every message and compares it with expected.json: the
+// TestGoldenFormats opens every mailstore, maildir and one-message-per-file
+// BSMTP host directory Exim wrote, reads every message and compares it with expected.json: the
 // envelope as stored, and the digest of the data as it is to be sent
 // (for maildir, without the envelope fields Exim put on top). Then it
 // settles all as sent and checks that nothing is left.
@@ -86,6 +86,8 @@ func TestGoldenFormats(t *testing.T) {
 			dir, key = filepath.Dir(k), strings.TrimSuffix(filepath.Base(k), ".{env,msg}")
 		case strings.HasPrefix(k, "maildir/"):
 			dir, key = filepath.Dir(filepath.Dir(k)), "new-"+filepath.Base(k)
+		case strings.HasPrefix(k, "bsmtp/dir/"):
+			dir, key = filepath.Dir(k), filepath.Base(k)
 		default:
 			continue
 		}
@@ -94,7 +96,7 @@ func TestGoldenFormats(t *testing.T) {
 		}
 		byDir[dir][key] = v
 	}
-	for _, variant := range []string{"mailstore/plain/", "mailstore/affix/", "maildir/batched/", "maildir/nobatch/"} {
+	for _, variant := range []string{"mailstore/plain/", "mailstore/affix/", "maildir/batched/", "maildir/nobatch/", "bsmtp/dir/"} {
 		found := false
 		for d := range byDir {
 			found = found || strings.HasPrefix(d, variant)
@@ -119,6 +121,9 @@ func TestGoldenFormats(t *testing.T) {
 				t.Fatal(err)
 			}
 			wantLayout := strings.SplitN(dir, "/", 2)[0]
+			if wantLayout == "bsmtp" {
+				wantLayout = "bsmtp-dir"
+			}
 			if s.Layout() != wantLayout {
 				t.Fatalf("layout %s, want %s", s.Layout(), wantLayout)
 			}

@@ -203,24 +203,32 @@ func Open(o Options) (Spool, error) {
 		}
 		return newFileSpool(o, d, b, works, journals, true)
 	case fi.IsDir():
-		layout := o.Format
-		if layout == "" || layout == "auto" {
+		layout, auto := o.Format, o.Format == "" || o.Format == "auto"
+		if auto {
 			if layout, err = classifyDir(o.Path); err != nil {
 				return nil, err
 			}
-			o.Report(Event{Kind: "layout", ID: b, Reason: layout + " (detected)"})
 		}
 		if len(works) > 0 {
 			return nil, &LayoutError{Path: o.Path, Found: "mixed",
 				Reason: fmt.Sprintf("is a directory, but %d work file(s) of an appended-file spool are left in %s", len(works), d)}
 		}
+		var s *entrySpool
 		switch layout {
 		case "mailstore":
-			return newMailstoreSpool(o, d, b)
+			s, err = newMailstoreSpool(o, d, b)
 		case "maildir":
-			return newMaildirSpool(o, d, b)
+			s, err = newMaildirSpool(o, d, b)
+		default:
+			s, err = newDirSpool(o, d, b)
 		}
-		return newDirSpool(o, d, b)
+		if err != nil {
+			return nil, err
+		}
+		if auto {
+			o.Report(Event{Kind: "layout", ID: b, Reason: s.Layout() + " (detected)"})
+		}
+		return s, nil
 	default:
 		return nil, &LayoutError{Path: o.Path, Found: "unknown", Reason: "neither a regular file nor a directory (" + fi.Mode().Type().String() + ")"}
 	}
