@@ -157,7 +157,7 @@ func (s *entrySpool) Next() (*Message, error) {
 				return r
 			}
 		}
-		id := u.idBase
+		id := privName(u.idBase)
 		if len(u.msgs) > 1 || um.stuffed {
 			id += "@" + strconv.FormatInt(um.off, 10)
 		}
@@ -191,7 +191,8 @@ func (s *entrySpool) openUnit(c candidate) (*unit, error) {
 // quarantineUnit moves a damaged entry aside whole: the reason first, so
 // that a crash leaves at worst a .why whose redo overwrites it.
 func (s *entrySpool) quarantineUnit(u *unit, why string) error {
-	id := u.idBase
+	// A maildir name may be long; ours add to it.
+	id := privName(u.idBase)
 	if s.o.DryRun {
 		s.o.Report(Event{Kind: "quarantine", ID: id, Reason: "would quarantine: " + why, Size: u.size})
 		return nil

@@ -631,3 +631,22 @@ func TestFailedCopyPlainData(t *testing.T) {
 		})
 	}
 }
+
+// TestQuarantineLongName: a damaged maildir message whose name is as long
+// as a file name may be still goes to quarantine, under a shortened name.
+func TestQuarantineLongName(t *testing.T) {
+	root := t.TempDir()
+	p := filepath.Join(root, "h.example")
+	long := "new/" + strings.Repeat("n", 250)
+	mkMaildir(t, p, [2]string{long, "Received: by x\n\nno envelope\n"})
+	var ev events
+	drainAll(t, openWith(t, Options{Path: p}, &ev), all(Sent))
+	q := names(t, quarantineDir(root, "h.example"))
+	if len(q) != 2 || !slices.Contains(ev.kinds(), "quarantine") {
+		t.Fatalf("quarantine holds %v; events %+v", q, ev.list)
+	}
+	b, err := os.ReadFile(filepath.Join(quarantineDir(root, "h.example"), strings.TrimSuffix(q[0], ".eml")+".eml"))
+	if err != nil || string(b) != "Received: by x\n\nno envelope\n" {
+		t.Fatalf("quarantined copy %q %v", b, err)
+	}
+}
