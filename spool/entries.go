@@ -157,7 +157,7 @@ func (s *entrySpool) Next() (*Message, error) {
 				return r
 			}
 		}
-		id := privName(u.idBase)
+		id := u.idBase
 		if len(u.msgs) > 1 || um.stuffed {
 			id += "@" + strconv.FormatInt(um.off, 10)
 		}
