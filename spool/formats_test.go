@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -648,5 +649,90 @@ func TestQuarantineLongName(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(quarantineDir(root, "h.example"), strings.TrimSuffix(q[0], ".eml")+".eml"))
 	if err != nil || string(b) != "Received: by x\n\nno envelope\n" {
 		t.Fatalf("quarantined copy %q %v", b, err)
+	}
+}
+
+// BenchmarkDrainLayouts: the spool's own cost per message (list, open,
+// parse, read the data, settle as sent, which removes it) for each
+// directory layout, 1,000 small messages of two recipients per op.
+func BenchmarkDrainLayouts(b *testing.B) {
+	const n = 1000
+	body := "Received: from root by mx.isp.example with local (Exim 4.96)\n\tid 1xXKkg-0001DH-11\n" +
+		"From: Alice <alice@sender.example>\nSubject: bench\n\n" + strings.Repeat("a line of the body of the message\n", 10)
+	layouts := []struct {
+		name  string
+		write func(p string, i int) error
+	}{
+		{"bsmtp-dir", func(p string, i int) error {
+			return os.WriteFile(filepath.Join(p, fmt.Sprintf("q%06d", i)),
+				[]byte(tmsg{"s@x.example", []string{"a@h.example", "b@h.example"}, body}.bsmtp()), 0o600)
+		}},
+		{"mailstore", func(p string, i int) error {
+			if err := os.WriteFile(filepath.Join(p, fmt.Sprintf("m%06d.msg", i)), []byte(body), 0o600); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(p, fmt.Sprintf("m%06d.env", i)), []byte("s@x.example\na@h.example\nb@h.example\n"), 0o600)
+		}},
+		{"maildir", func(p string, i int) error {
+			return os.WriteFile(filepath.Join(p, "new", fmt.Sprintf("%d.M1P1.mx", i)),
+				[]byte(eximMaildirMsg("s@x.example", []string{"a@h.example", "b@h.example"}, body)), 0o600)
+		}},
+	}
+	for _, l := range layouts {
+		b.Run(l.name, func(b *testing.B) {
+			for range b.N {
+				b.StopTimer()
+				p := filepath.Join(b.TempDir(), "h.example")
+				if err := os.MkdirAll(filepath.Join(p, "new"), 0o700); err != nil {
+					b.Fatal(err)
+				}
+				if l.name != "maildir" {
+					if err := os.Remove(filepath.Join(p, "new")); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for i := range n {
+					if err := l.write(p, i); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+				s, err := Open(Options{Path: p, Host: "h.example", Format: "auto"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				got := 0
+				for {
+					m, err := s.Next()
+					if errors.Is(err, io.EOF) {
+						break
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+					rc, err := m.Open()
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.Copy(io.Discard, rc); err != nil {
+						b.Fatal(err)
+					}
+					if err := rc.Close(); err != nil {
+						b.Fatal(err)
+					}
+					if err := s.Settle(m, []Outcome{Sent, Sent}, ""); err != nil {
+						b.Fatal(err)
+					}
+					got++
+				}
+				if err := s.Close(); err != nil {
+					b.Fatal(err)
+				}
+				if got != n {
+					b.Fatalf("drained %d of %d", got, n)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "µs/msg")
+		})
 	}
 }
