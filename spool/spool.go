@@ -6,10 +6,10 @@
 // "file" with use_bsmtp), which is claimed under Exim's own locks by
 // renaming it to a private work file, and three directories of entries
 // Exim writes once: one BSMTP message per file ("directory" with
-// use_bsmtp), mailstore .env/.msg pairs and a maildir. Mail is removed only after
-// every recipient got a final answer, and every change is durable before
-// Settle returns, so a crash at any instant loses nothing and at worst
-// resends the messages that were in flight.
+// use_bsmtp), mailstore .env/.msg pairs and a maildir. Mail is removed
+// only after every recipient got a final answer, and every change is
+// durable before Settle returns, so a crash at any instant loses nothing
+// and at worst resends the messages that were in flight.
 package spool
 
 import (
