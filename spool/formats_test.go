@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -733,6 +735,87 @@ func BenchmarkDrainLayouts(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "µs/msg")
+		})
+	}
+}
+
+// TestFormatsStreamLargeMessage: a 32 MiB message is read, sent, set
+// aside for a refused recipient and rewritten for a deferred one without
+// ever being held in memory: what the spool allocates meanwhile stays far
+// below the message's size.
+func TestFormatsStreamLargeMessage(t *testing.T) {
+	const size = 32 << 20
+	line := strings.Repeat("x", 99) + "\n"
+	writeBody := func(t *testing.T, p, head string) {
+		t.Helper()
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := bufio.NewWriter(f)
+		_, _ = w.WriteString(head + "Subject: big\n\n")
+		for i := 0; i < size/len(line); i++ {
+			_, _ = w.WriteString(line)
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, layout := range []string{"mailstore", "maildir"} {
+		t.Run(layout, func(t *testing.T) {
+			root := t.TempDir()
+			p := filepath.Join(root, "h.example")
+			to := []string{"a@h.example", "b@h.example", "c@h.example"}
+			if layout == "maildir" {
+				mkMaildir(t, p)
+				writeBody(t, filepath.Join(p, "new", "1"), "Return-path: <s@x.example>\nEnvelope-to: "+strings.Join(to, ",\n ")+"\n")
+			} else {
+				if err := os.Mkdir(p, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				writeBody(t, filepath.Join(p, "1.msg"), "")
+				writeFile(t, filepath.Join(p, "1.env"), "s@x.example\n"+strings.Join(to, "\n")+"\n")
+			}
+			runtime.GC()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			s := openWith(t, Options{Path: p}, nil)
+			m, err := s.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc, err := m.Open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := io.Copy(io.Discard, rc)
+			if err != nil || n < size-int64(len(line)) {
+				t.Fatalf("read %d octets: %v", n, err)
+			}
+			if err := rc.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Settle(m, []Outcome{Sent, Keep, Failed}, "550 no"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			runtime.ReadMemStats(&after)
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 4<<20 {
+				t.Errorf("allocated %d octets for a %d-octet message", alloc, size)
+			}
+			f := glob(t, filepath.Join(failedDir(root, "h.example"), "*.bsmtp"))
+			if fi, err := os.Stat(f[0]); len(f) != 1 || err != nil || fi.Size() < size-int64(len(line)) {
+				t.Errorf("failed copy %v: %v", f, err)
+			}
+			gs := drainAll(t, openWith(t, Options{Path: p}, nil), all(Keep))
+			if len(gs) != 1 || gs[0].to != "b@h.example" || len(gs[0].body) < size-len(line) {
+				t.Errorf("after the rewrite: %d messages to %v", len(gs), gs)
+			}
 		})
 	}
 }
