@@ -36,6 +36,7 @@ check:
 FUZZTIME ?= 30s
 FUZZ = bsmtp:FuzzReader bsmtp:FuzzUnstuff sender:FuzzEncoder sender:FuzzReadReply \
 	config:FuzzCheckHostName config:FuzzLoad spool:FuzzParseRecord spool:FuzzLoadJournal \
+	spool:FuzzParseMailstoreEnv spool:FuzzMaildirEnvelope \
 	serve:FuzzParseCommand serve:FuzzConversation
 fuzz:
 	@set -e; for t in $(FUZZ); do \

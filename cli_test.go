@@ -128,8 +128,11 @@ func copyTree(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 	for _, e := range ents {
-		if e.Type().IsRegular() {
+		switch {
+		case e.Type().IsRegular():
 			copyFile(t, filepath.Join(src, e.Name()), filepath.Join(dst, e.Name()))
+		case e.IsDir(): // a maildir's new/
+			copyTree(t, filepath.Join(src, e.Name()), filepath.Join(dst, e.Name()))
 		}
 	}
 }
@@ -552,6 +555,9 @@ func TestCLIDryRun(t *testing.T) {
 		{"file", "bsmtp/file/h1.bsmtp.example", "h1.bsmtp.example"},
 		{"file-crlf", "bsmtp/file-crlf/h1.bsmtp-crlf.example", "h1.bsmtp-crlf.example"},
 		{"dir", "bsmtp/dir/h1.bsmtp-dir.example", "h1.bsmtp-dir.example"},
+		{"mailstore", "mailstore/plain/h1.mailstore.example", "h1.mailstore.example"},
+		{"maildir", "maildir/batched/h1.maildir.example", "h1.maildir.example"},
+		{"maildir-nobatch", "maildir/nobatch/h1.maildir-nobatch.example", "h1.maildir-nobatch.example"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := filepath.Join("testdata/exim", tc.fixture)

@@ -635,6 +635,9 @@ type crashCase struct {
 	// minimum number of kills that must land, of them at points after a
 	// partly deferred transaction, and after a 5xx to RCPT
 	minKills, minPartial, minRefusal int
+	// format, when set, is a mailstore or maildir layout (see
+	// crash_formats_test.go); dir is then not looked at.
+	format *crashFormat
 }
 
 // TestCrashSIGKILLOutcomes: like TestCrashSIGKILL, for the directory
@@ -705,7 +708,9 @@ func runCrashCase(t *testing.T, tc crashCase) {
 		}
 	}
 	want := crashMessages(tc.n, rcpts)
-	if tc.dir {
+	if tc.format != nil {
+		tc.format.write(t, path, want)
+	} else if tc.dir {
 		writeCrashDir(t, path, want)
 	} else {
 		writeCrashFile(t, path, want)
@@ -760,7 +765,7 @@ func runCrashCase(t *testing.T, tc crashCase) {
 			if clearStaleEximLock(t, path, fmt.Sprintf("run %d (%v)", runs, p)) {
 				staleLocks++
 			}
-			if partlyDone(t, path, tc.dir, byID) > 0 {
+			if tc.partlyDone(t, path, byID) > 0 {
 				partialLeft++
 			}
 			continue
@@ -886,7 +891,7 @@ func runCrashCase(t *testing.T, tc crashCase) {
 	// A kill inside an atomic rewrite leaves its temporary file; the
 	// next run for the host removes it, so the clean runs leave none.
 	failed := filepath.Join(dir, ".etrnflush-"+host+".failed")
-	if temps := removeTempFiles(t, dir, failed, path); temps > 0 {
+	if temps := removeTempFiles(t, append([]string{dir, failed, path}, tc.tempDirs(path)...)...); temps > 0 {
 		t.Errorf("%d temporary files left behind after the clean runs", temps)
 	}
 	checkFailedFolder(t, dir, host, byID, refusedRcpt)
@@ -894,7 +899,7 @@ func runCrashCase(t *testing.T, tc crashCase) {
 	if err := os.RemoveAll(failed); err != nil {
 		t.Fatal(err)
 	}
-	assertNoMailLeft(t, path)
+	tc.assertNoMailLeft(t, path)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -430,6 +430,8 @@ func flushAction(c *cli.Context) error {
 		Out:    c.App.Writer,
 		Log:    log,
 	}
+	fc.Spool.MailstorePrefixLines, fc.Spool.MailstoreSuffixLines = s.MailstorePrefixLines, s.MailstoreSuffixLines
+	fc.Spool.MaildirEnvelope, fc.Spool.DeliveredToPrefix = s.MaildirEnvelope, s.DeliveredToPrefix
 	if s.Route != "" {
 		fc.Dests = []string{withPort(s.Route)}
 	} else {

@@ -33,6 +33,11 @@ type Host struct {
 	TLSName          string `toml:"tls_name"`
 	AuthUser         string `toml:"auth_user"`
 	AuthPasswordFile string `toml:"auth_password_file"`
+
+	MailstorePrefixLines *int    `toml:"mailstore_prefix_lines"`
+	MailstoreSuffixLines *int    `toml:"mailstore_suffix_lines"`
+	MaildirEnvelope      string  `toml:"maildir_envelope"`
+	DeliveredToPrefix    *string `toml:"delivered_to_prefix"`
 }
 
 // Config is the whole file. Durations stay strings until validated so that
@@ -49,6 +54,11 @@ type Config struct {
 	Serve       Serve           `toml:"serve"`
 	Users       map[string]User `toml:"user"`
 
+	MailstorePrefixLines int    `toml:"mailstore_prefix_lines"`
+	MailstoreSuffixLines int    `toml:"mailstore_suffix_lines"`
+	MaildirEnvelope      string `toml:"maildir_envelope"`
+	DeliveredToPrefix    string `toml:"delivered_to_prefix"`
+
 	// File is the path the config was read from ("" for built-in defaults).
 	File string `toml:"-"`
 }
@@ -61,23 +71,30 @@ func Defaults() Config {
 		TLS:         "may",
 		Timeout:     "5m",
 		DataTimeout: "10m",
+
+		MaildirEnvelope: "exim",
 	}
 }
 
 // Keys lists the global keys, for the docs test and check-config.
 func Keys() []string {
-	return []string{"spool_dir", "format", "helo", "tls", "timeout", "data_timeout", "log"}
+	return []string{"spool_dir", "format", "helo", "tls", "timeout", "data_timeout", "log",
+		"mailstore_prefix_lines", "mailstore_suffix_lines", "maildir_envelope", "delivered_to_prefix"}
 }
 
 // HostKeys lists the keys of a [host."name"] table.
 func HostKeys() []string {
-	return []string{"route", "spool", "format", "helo", "tls", "tls_name", "auth_user", "auth_password_file"}
+	return []string{"route", "spool", "format", "helo", "tls", "tls_name", "auth_user", "auth_password_file",
+		"mailstore_prefix_lines", "mailstore_suffix_lines", "maildir_envelope", "delivered_to_prefix"}
 }
 
 // Formats and TLS levels accepted in the file and on the command line.
 var (
 	Formats   = []string{"auto", "bsmtp", "mailstore", "maildir"}
 	TLSLevels = []string{"none", "may", "encrypt", "verify"}
+	// MaildirEnvelopes are the places a maildir message's envelope can
+	// be read from.
+	MaildirEnvelopes = []string{"exim", "delivered-to"}
 )
 
 // Error is a configuration problem (exit 78).
@@ -290,6 +307,9 @@ func (c *Config) validate(data []byte) error {
 	if err := check(toml.Key{"log"}, c.Log, CheckLog); err != nil {
 		return err
 	}
+	if err := c.checkFormatKeys(data, nil, &c.MailstorePrefixLines, &c.MailstoreSuffixLines, c.MaildirEnvelope, &c.DeliveredToPrefix); err != nil {
+		return err
+	}
 	names := make([]string, 0, len(c.Hosts))
 	for n := range c.Hosts {
 		names = append(names, n)
@@ -314,6 +334,9 @@ func (c *Config) validate(data []byte) error {
 			return err
 		}
 		if err := check(k("helo"), h.Helo, CheckHelo); err != nil {
+			return err
+		}
+		if err := c.checkFormatKeys(data, k, h.MailstorePrefixLines, h.MailstoreSuffixLines, h.MaildirEnvelope, h.DeliveredToPrefix); err != nil {
 			return err
 		}
 		if err := check(k("tls"), h.TLS, CheckTLS); err != nil {
@@ -341,6 +364,51 @@ func (c *Config) validate(data []byte) error {
 		return err
 	}
 	return c.validateServe(data)
+}
+
+// checkFormatKeys validates the mailstore and maildir keys of the global
+// table (k nil) or of a host table; nil and "" mean not set there.
+func (c *Config) checkFormatKeys(data []byte, k func(string) toml.Key, pre, suf *int, env string, prefix *string) error {
+	if k == nil {
+		k = func(s string) toml.Key { return toml.Key{s} }
+	}
+	for _, l := range []struct {
+		key string
+		n   *int
+	}{{"mailstore_prefix_lines", pre}, {"mailstore_suffix_lines", suf}} {
+		if l.n != nil && (*l.n < 0 || *l.n > MaxAffixLines) {
+			return c.errAt(data, k(l.key), fmt.Sprintf("%d is not a line count from 0 to %d", *l.n, MaxAffixLines))
+		}
+	}
+	if env != "" {
+		if err := oneOf(env, MaildirEnvelopes); err != nil {
+			return c.errAt(data, k("maildir_envelope"), err.Error())
+		}
+	}
+	if prefix != nil {
+		if err := CheckDeliveredToPrefix(*prefix); err != nil {
+			return c.errAt(data, k("delivered_to_prefix"), err.Error())
+		}
+	}
+	return nil
+}
+
+// MaxAffixLines bounds mailstore_prefix_lines and mailstore_suffix_lines:
+// Exim's prefix and suffix are a few header-like lines.
+const MaxAffixLines = 100
+
+// CheckDeliveredToPrefix validates the prefix qmail puts before the
+// recipient in Delivered-To: printable, no white space, no '<' or '>'.
+func CheckDeliveredToPrefix(v string) error {
+	if len(v) > 255 {
+		return errors.New("longer than 255 octets")
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c <= ' ' || c == 0x7f || c == '<' || c == '>' {
+			return fmt.Errorf("character %q not allowed", c)
+		}
+	}
+	return nil
 }
 
 // checkSharedSpools refuses two hosts with one spool. The per-host lock is

@@ -22,6 +22,11 @@ type Settings struct {
 	AuthUser         string
 	AuthPasswordFile string
 	Log              string
+
+	MailstorePrefixLines int
+	MailstoreSuffixLines int
+	MaildirEnvelope      string
+	DeliveredToPrefix    string
 }
 
 // For returns the settings for host (already validated and folded); flags
@@ -42,6 +47,18 @@ func (c *Config) For(host string) Settings {
 	}
 	if h.Spool != "" {
 		s.Spool = h.Spool
+	}
+	s.MailstorePrefixLines, s.MailstoreSuffixLines = c.MailstorePrefixLines, c.MailstoreSuffixLines
+	if h.MailstorePrefixLines != nil {
+		s.MailstorePrefixLines = *h.MailstorePrefixLines
+	}
+	if h.MailstoreSuffixLines != nil {
+		s.MailstoreSuffixLines = *h.MailstoreSuffixLines
+	}
+	s.MaildirEnvelope = pick(h.MaildirEnvelope, pick(c.MaildirEnvelope, "exim"))
+	s.DeliveredToPrefix = c.DeliveredToPrefix
+	if h.DeliveredToPrefix != nil {
+		s.DeliveredToPrefix = *h.DeliveredToPrefix
 	}
 	// Validated at load; the built-in defaults parse.
 	s.Timeout, _ = ParseDuration(pick(c.Timeout, "5m"))
@@ -80,6 +97,10 @@ func (s Settings) Print(w io.Writer) error {
 		{"auth_user", q(s.AuthUser)},
 		{"auth_password_file", q(s.AuthPasswordFile)},
 		{"log", q(s.Log)},
+		{"mailstore_prefix_lines", fmt.Sprint(s.MailstorePrefixLines)},
+		{"mailstore_suffix_lines", fmt.Sprint(s.MailstoreSuffixLines)},
+		{"maildir_envelope", q(s.MaildirEnvelope)},
+		{"delivered_to_prefix", q(s.DeliveredToPrefix)},
 	}
 	for _, l := range lines {
 		if _, err := fmt.Fprintf(w, "%s = %s\n", l[0], l[1]); err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // tempFile is the part of *os.File that WriteFileAtomic uses; tests swap in
@@ -81,9 +82,17 @@ func removeTemp(dir, name string, report func(Event)) error {
 // at any instant leaves either the old file or the complete new one. The
 // new file gets exactly perm (the umask is 0 when Exim runs us). On any
 // error the temporary file is removed and path is left untouched.
-func WriteFileAtomic(path string, perm os.FileMode, write func(io.Writer) error) (err error) {
+func WriteFileAtomic(path string, perm os.FileMode, write func(io.Writer) error) error {
+	return writeAtomic(filepath.Dir(path), path, perm, time.Time{}, write)
+}
+
+// writeAtomic is WriteFileAtomic with the temporary file in tmpDir, which
+// must be on the same file system (a maildir writes in tmp/ and renames
+// into new/), and, unless mtime is zero, the new file dated mtime, so that
+// a rewritten message keeps its place in the oldest-first order.
+func writeAtomic(tmpDir, path string, perm os.FileMode, mtime time.Time, write func(io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
-	f, err := createTemp(dir, tempPattern(path))
+	f, err := createTemp(tmpDir, tempPattern(path))
 	if err != nil {
 		return fmt.Errorf("write %s: create temp: %w", path, err)
 	}
@@ -114,6 +123,11 @@ func WriteFileAtomic(path string, perm os.FileMode, write func(io.Writer) error)
 	closed = true
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("write %s: close: %w", path, err)
+	}
+	if !mtime.IsZero() {
+		if err := os.Chtimes(tmp, mtime, mtime); err != nil {
+			return fmt.Errorf("write %s: date temp: %w", path, err)
+		}
 	}
 	if err := renameFile(tmp, path); err != nil {
 		return fmt.Errorf("write %s: rename: %w", path, err)

@@ -135,11 +135,23 @@ func TestDetect(t *testing.T) {
 		{"file", func(t *testing.T, p string) { writeFile(t, p, "") }, "auto", "bsmtp-file", ""},
 		{"empty dir", mkdir(), "auto", "bsmtp-dir", ""},
 		{"exim dir", mkdir("q1xXKke-770089", "temp.1.h", ".x"), "auto", "bsmtp-dir", ""},
-		{"maildir", mkdir("new/", "cur/", "tmp/"), "auto", "", "maildir"},
-		{"mailstore", mkdir("1xX-0007hE-1F-0007hH.env", "1xX-0007hE-1F-0007hH.msg"), "auto", "", "mailstore"},
+		{"maildir", mkdir("new/", "cur/", "tmp/"), "auto", "maildir", ""},
+		{"maildir new only", mkdir("new/", "maildirsize"), "auto", "maildir", ""},
+		{"mailstore", mkdir("1xX-0007hE-1F-0007hH.env", "1xX-0007hE-1F-0007hH.msg"), "auto", "mailstore", ""},
+		{"mailstore in progress", mkdir("1xX-0007hE-1F-0007hH.tmp", "1xX-0007hE-1F-0007hH.msg"), "auto", "mailstore", ""},
+		{"maildir and mailstore", mkdir("new/", "a.env"), "auto", "", "mixed"},
+		{"bsmtp and mailstore", mkdir("q1xXKke-770089", "a.msg"), "auto", "", "mixed"},
 		{"other names", mkdir("message1"), "auto", "", "unknown"},
 		{"other names forced", mkdir("message1"), "bsmtp", "bsmtp-dir", ""},
-		{"maildir format", func(*testing.T, string) {}, "maildir", "", "maildir"},
+		{"maildir format", func(*testing.T, string) {}, "maildir", "none", ""},
+		{"maildir format on a file", func(t *testing.T, p string) { writeFile(t, p, "") }, "maildir", "", "bsmtp-file"},
+		{"mailstore forced", mkdir("new/", "a.env"), "mailstore", "mailstore", ""},
+		{"maildir new is a symlink", func(t *testing.T, p string) {
+			mkdir("cur/")(t, p)
+			if err := os.Symlink(t.TempDir(), filepath.Join(p, "new")); err != nil {
+				t.Fatal(err)
+			}
+		}, "auto", "", "unknown"},
 		{"bad format", func(*testing.T, string) {}, "mbox", "", "unknown"},
 		{"fifo", func(t *testing.T, p string) {
 			if err := mkfifo(p); err != nil {

@@ -2,13 +2,14 @@
 // for one host, so that the flush engine only ever sees messages and hands
 // back per-recipient outcomes.
 //
-// Two BSMTP layouts are handled: one file Exim appends to (appendfile
+// Four layouts are handled: one BSMTP file Exim appends to (appendfile
 // "file" with use_bsmtp), which is claimed under Exim's own locks by
-// renaming it to a private work file, and a directory with one message per
-// file (appendfile "directory" with use_bsmtp). Mail is removed only after
-// every recipient got a final answer, and every change is durable before
-// Settle returns, so a crash at any instant loses nothing and at worst
-// resends the messages that were in flight.
+// renaming it to a private work file, and three directories of entries
+// Exim writes once: one BSMTP message per file ("directory" with
+// use_bsmtp), mailstore .env/.msg pairs and a maildir. Mail is removed
+// only after every recipient got a final answer, and every change is
+// durable before Settle returns, so a crash at any instant loses nothing
+// and at worst resends the messages that were in flight.
 package spool
 
 import (
@@ -28,15 +29,25 @@ import (
 
 // Options says which spool to open and how.
 type Options struct {
-	Path   string      // the host's spool: an appended BSMTP file, or a directory of one-message-per-file BSMTP files
+	Path   string      // the host's spool: an appended BSMTP file, or a directory (BSMTP files, mailstore, maildir)
 	Host   string      // validated, lower-cased host name (for the host lock name)
-	Format string      // "auto" | "bsmtp"; mailstore and maildir are not supported yet
+	Format string      // "auto" | "bsmtp" | "mailstore" | "maildir"
 	DryRun bool        // read-only: no claim, no lock file, no writes; Settle is a no-op
 	Report func(Event) // quarantine and notices go here (the engine logs them); never nil after Open
+
+	// Mailstore: how many lines Exim's mailstore_prefix and
+	// mailstore_suffix put before and after the envelope in each .env.
+	MailstorePrefixLines, MailstoreSuffixLines int
+	// Maildir: where the envelope is, "exim" ("" too: Return-path: and
+	// Envelope-to: on top) or "delivered-to" (qmail style Return-Path:
+	// and Delivered-To:, DeliveredToPrefix stripped from the recipient).
+	MaildirEnvelope   string
+	DeliveredToPrefix string
 }
 
 // Event tells the engine about something worth a log line that is not a
-// delivery outcome. Kind is "quarantine", "orphan", "notice" or "claim".
+// delivery outcome. Kind is "quarantine", "orphan", "notice", "claim" or
+// "layout" (what format = "auto" found).
 type Event struct {
 	Kind   string
 	ID     string
@@ -68,6 +79,9 @@ type msgRef struct {
 	crlf     bool
 	settled  bool
 	dataSize int64
+	// plain, when set, gives the content as it is to be sent (mailstore,
+	// maildir); section is then that content, not dot-stuffed.
+	plain func() io.Reader
 }
 
 // Outcome is the final state of one recipient after a delivery attempt.
@@ -81,8 +95,8 @@ const (
 
 // Spool is an opened host spool.
 type Spool interface {
-	// Layout names what was found, for the log: "bsmtp-file", "bsmtp-dir"
-	// or "none".
+	// Layout names what was found, for the log: "bsmtp-file",
+	// "bsmtp-dir", "mailstore", "maildir" or "none".
 	Layout() string
 	// Next returns the next message, oldest first, and io.EOF when there
 	// are no more. Damage met on the way is quarantined and reported.
@@ -96,9 +110,9 @@ type Spool interface {
 	Close() error
 }
 
-// LayoutError means the spool is not in a layout this version handles.
-// Found is "maildir", "mailstore" (recognised, not supported yet), "mixed"
-// or "unknown".
+// LayoutError means the spool is not in a layout this version handles,
+// or not in the one configured. Found is what is there: "mixed",
+// "unknown", or a layout name.
 type LayoutError struct {
 	Path   string
 	Found  string
@@ -150,9 +164,7 @@ func Open(o Options) (Spool, error) {
 	}
 	o.Path = filepath.Clean(o.Path)
 	switch o.Format {
-	case "", "auto", "bsmtp":
-	case "maildir", "mailstore":
-		return nil, &LayoutError{Path: o.Path, Found: o.Format, Reason: o.Format + " spools are not supported yet"}
+	case "", "auto", "bsmtp", "maildir", "mailstore":
 	default:
 		return nil, &LayoutError{Path: o.Path, Found: "unknown", Reason: fmt.Sprintf("unknown spool format %q", o.Format)}
 	}
@@ -185,10 +197,15 @@ func Open(o Options) (Spool, error) {
 	case err != nil:
 		return nil, fmt.Errorf("spool %s: %w", o.Path, err)
 	case fi.Mode().IsRegular():
+		if o.Format == "maildir" || o.Format == "mailstore" {
+			return nil, &LayoutError{Path: o.Path, Found: "bsmtp-file",
+				Reason: "is a file, but format is " + o.Format + ", which is a directory"}
+		}
 		return newFileSpool(o, d, b, works, journals, true)
 	case fi.IsDir():
-		if o.Format != "bsmtp" {
-			if err := classifyDir(o.Path); err != nil {
+		layout, auto := o.Format, o.Format == "" || o.Format == "auto"
+		if auto {
+			if layout, err = classifyDir(o.Path); err != nil {
 				return nil, err
 			}
 		}
@@ -196,34 +213,77 @@ func Open(o Options) (Spool, error) {
 			return nil, &LayoutError{Path: o.Path, Found: "mixed",
 				Reason: fmt.Sprintf("is a directory, but %d work file(s) of an appended-file spool are left in %s", len(works), d)}
 		}
-		return newDirSpool(o, d, b)
+		var s *entrySpool
+		switch layout {
+		case "mailstore":
+			s, err = newMailstoreSpool(o, d, b)
+		case "maildir":
+			s, err = newMaildirSpool(o, d, b)
+		default:
+			s, err = newDirSpool(o, d, b)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if auto {
+			o.Report(Event{Kind: "layout", ID: b, Reason: s.Layout() + " (detected)"})
+		}
+		return s, nil
 	default:
 		return nil, &LayoutError{Path: o.Path, Found: "unknown", Reason: "neither a regular file nor a directory (" + fi.Mode().Type().String() + ")"}
 	}
 }
 
-// classifyDir accepts a directory only when it looks like Exim's
-// one-message-per-file BSMTP layout.
-func classifyDir(path string) error {
+// classifyDir tells from the names in a spool directory which of Exim's
+// layouts it holds: "bsmtp" (q... files, temp.* ones in the making),
+// "mailstore" (.env, .msg and .tmp files) or "maildir" (new/, cur/, tmp/).
+// Dot files are ours. Anything else, or signs of two layouts, is an error:
+// guessing would send what is not mail, or miss what is. An empty
+// directory holds nothing to send in any layout; it counts as bsmtp.
+func classifyDir(path string) (string, error) {
 	ents, err := os.ReadDir(path)
 	if err != nil {
-		return fmt.Errorf("spool %s: %w", path, err)
+		return "", fmt.Errorf("spool %s: %w", path, err)
 	}
+	seen := map[string]string{} // layout -> an example entry
 	for _, e := range ents {
 		n := e.Name()
+		var layout string
 		switch {
-		case strings.HasPrefix(n, "."), strings.HasPrefix(n, "temp."):
-		case e.IsDir() && (n == "new" || n == "cur" || n == "tmp"):
-			return &LayoutError{Path: path, Found: "maildir", Reason: "looks like a maildir (has " + n + "/): maildir spools are not supported yet"}
-		case strings.HasSuffix(n, ".env") || strings.HasSuffix(n, ".msg"):
-			return &LayoutError{Path: path, Found: "mailstore", Reason: "looks like a mailstore (has " + n + "): mailstore spools are not supported yet"}
-		case strings.HasPrefix(n, "q") && !e.IsDir():
+		case strings.HasPrefix(n, "."):
+			continue
+		case n == "new" || n == "cur" || n == "tmp":
+			layout = "maildir"
+			n += "/"
+		case n == "maildirsize" || n == "maildirfolder":
+			layout = "maildir"
+		case !e.IsDir() && (strings.HasSuffix(n, ".env") || strings.HasSuffix(n, ".msg") || strings.HasSuffix(n, ".tmp")):
+			layout = "mailstore"
+		case !e.IsDir() && (strings.HasPrefix(n, "q") || strings.HasPrefix(n, "temp.")):
+			layout = "bsmtp"
 		default:
-			return &LayoutError{Path: path, Found: "unknown",
-				Reason: fmt.Sprintf("unexpected entry %q for a BSMTP directory (set format = \"bsmtp\" if its names are not Exim's default)", n)}
+			return "", &LayoutError{Path: path, Found: "unknown",
+				Reason: fmt.Sprintf("unexpected entry %q: not a BSMTP (q...), mailstore (*.env, *.msg) or maildir (new/, cur/, tmp/) entry; set format if the names are not Exim's defaults", n)}
+		}
+		if _, ok := seen[layout]; !ok {
+			seen[layout] = n
 		}
 	}
-	return nil
+	switch len(seen) {
+	case 0:
+		return "bsmtp", nil
+	case 1:
+		for l := range seen {
+			return l, nil
+		}
+	}
+	var parts []string
+	for _, l := range []string{"bsmtp", "mailstore", "maildir"} {
+		if n, ok := seen[l]; ok {
+			parts = append(parts, fmt.Sprintf("%s (%s)", l, n))
+		}
+	}
+	return "", &LayoutError{Path: path, Found: "mixed", Reason: "mixes spool layouts: " + strings.Join(parts, ", ")}
 }
 
 // listWork finds the work files and journals of base in d, oldest first.
@@ -322,6 +382,9 @@ func writeFailed(d, base, id string, r *msgRef, failed []string, reason string) 
 	sum := sha256.Sum256([]byte(strings.Join(failed, "\n")))
 	id += "-" + hex.EncodeToString(sum[:4])
 	err := writeCopy(failedDir(d, base), id, func(w io.Writer) error {
+		if r.plain != nil {
+			return bsmtp.NewWriter(w).Write(env, r.plain(), r.crlf)
+		}
 		return bsmtp.NewWriter(w).WriteStuffed(env, io.NewSectionReader(r.section, 0, r.section.Size()), r.crlf)
 	}, reason)
 	if err != nil {
