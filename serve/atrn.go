@@ -123,7 +123,7 @@ func (s *session) deliver(ctx context.Context, hosts []string) error {
 		hs := s.cfg.Conf.For(h)
 		sum, err := flush.Run(ctx, flush.Config{
 			Host:    h,
-			Spool:   spool.Options{Path: hs.Spool, Format: hs.Format},
+			Spool:   spoolOptions(hs),
 			Sender:  so,
 			Session: sess,
 			Log:     s.log,

@@ -194,7 +194,9 @@ const maxCount = 100000
 // countMessages counts what is waiting in a host's spool, reading it the
 // way a dry run does: no claim, no lock, nothing written.
 func countMessages(st config.Settings) (n int, err error) {
-	sp, err := spool.Open(spool.Options{Path: st.Spool, Host: st.Host, Format: st.Format, DryRun: true})
+	o := spoolOptions(st)
+	o.DryRun = true
+	sp, err := spool.Open(o)
 	if err != nil {
 		return 0, err
 	}
@@ -213,6 +215,20 @@ func countMessages(st config.Settings) (n int, err error) {
 		n++
 	}
 	return n, nil
+}
+
+// spoolOptions opens a host's spool as its flush would (main's
+// flushAction does the same for the flush command).
+func spoolOptions(st config.Settings) spool.Options {
+	return spool.Options{
+		Path:                 st.Spool,
+		Host:                 st.Host,
+		Format:               st.Format,
+		MailstorePrefixLines: st.MailstorePrefixLines,
+		MailstoreSuffixLines: st.MailstoreSuffixLines,
+		MaildirEnvelope:      st.MaildirEnvelope,
+		DeliveredToPrefix:    st.DeliveredToPrefix,
+	}
 }
 
 // Spawner starts `etrnflush flush` for a host as a process of its own:

@@ -2,8 +2,11 @@ package serve
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -237,5 +240,43 @@ func TestODMRDropped(t *testing.T) {
 	}
 	if log := f.log.String(); !strings.Contains(log, "status=uncertain") {
 		t.Errorf("the message in flight is not logged as uncertain:\n%s", log)
+	}
+}
+
+// TestODMRMaildir: ATRN and the ETRN count read a maildir spool (Exim's
+// Return-path:/Envelope-to: on top) the way a flush does; the envelope
+// fields are not relayed.
+func TestODMRMaildir(t *testing.T) {
+	f := hostsFixture(t, trustLocal+"\nallow_plaintext_auth = true\netrn_limit = 0")
+	md := filepath.Join(f.spool, "h2.example")
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		if err := os.MkdirAll(filepath.Join(md, sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		msg := fmt.Sprintf("Return-path: <sender@isp.example>\nEnvelope-to: user%d@h2.example\nDelivery-date: Sat, 28 Nov 2026 15:54:10 +0000\nSubject: maildir %d\n\nbody %d\n.dot\n", i, i, i)
+		name := fmt.Sprintf("1795880606.M%dP29784.mx.isp.example", i)
+		if err := os.WriteFile(filepath.Join(md, "new", name), []byte(msg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := f.start()
+	c.cmd("ETRN h2.example", 253, "2 pending messages for node h2.example")
+	c.cmd("EHLO customer.example", 250, "ATRN")
+	c.cmd("AUTH PLAIN "+plainAuth("alice", alicePass), 235, "")
+	c.cmd("ATRN h2.example", 250, "reversing")
+	cust := &customer{}
+	c.serveCustomer(t, cust)
+	got := cust.messages()
+	exp := []string{
+		"sender@isp.example>user0@h2.example|Subject: maildir 0\r\n\r\nbody 0\r\n.dot\r\n",
+		"sender@isp.example>user1@h2.example|Subject: maildir 1\r\n\r\nbody 1\r\n.dot\r\n",
+	}
+	if strings.Join(got, "\n") != strings.Join(exp, "\n") {
+		t.Errorf("customer received\n%q\nwant\n%q", got, exp)
+	}
+	if n := f.count("h2.example"); n != 0 {
+		t.Errorf("%d messages left", n)
 	}
 }
