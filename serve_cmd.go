@@ -142,6 +142,9 @@ func serveAction(c *cli.Context) error {
 		}
 		tconf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	if len(cfg.Users) > 0 && tconf == nil && !ss.AllowPlaintextAuth {
+		log.Warnf("serve: [user] tables exist, but AUTH (and so ATRN) is offered only over TLS: set [serve] tls_cert and tls_key")
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		log.Errorf("serve: cannot find my own binary: %v", err)
