@@ -1,6 +1,8 @@
 package serve
 
 import (
+	"bufio"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -487,4 +489,30 @@ func (f *fixture) count(host string) int {
 		f.t.Fatal(err)
 	}
 	return n
+}
+
+// TestShutdown: a cancelled context (SIGTERM under inetd) ends a
+// conversation that waits for the client, with 421, at once.
+func TestShutdown(t *testing.T) {
+	f := newFixture(t, trustLocal, "")
+	srv, cli := socketPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, srv, f.cfg) }()
+	c := &conn{t: t, c: cli, br: bufio.NewReader(cli), done: done}
+	if err := cli.SetDeadline(time.Now().Add(60 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(220, "")
+	c.cmd("EHLO c.example", 250, "")
+	start := time.Now()
+	cancel()
+	c.expect(421, "shutting down")
+	c.closed()
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %s", d)
+	}
+	if err := cli.Close(); err != nil {
+		t.Error(err)
+	}
 }

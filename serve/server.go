@@ -41,7 +41,7 @@ type Config struct {
 // when the client quits or goes away, on the idle timeout, or after an
 // ATRN delivery; the error is for the log only.
 func Serve(ctx context.Context, conn net.Conn, cfg *Config) error {
-	s := &session{cfg: cfg, log: cfg.Log, raw: conn}
+	s := &session{cfg: cfg, log: cfg.Log, raw: conn, ctx: ctx}
 	s.setConn(conn)
 	s.client, s.clientStr = clientAddr(conn)
 	s.log.Infof("serve connect from %s", s.clientStr)
@@ -75,6 +75,7 @@ func clientAddr(c net.Conn) (netip.Addr, string) {
 }
 
 type session struct {
+	ctx       context.Context // cancelled on SIGTERM: the conversation ends
 	cfg       *Config
 	log       *flush.Logger
 	raw       net.Conn // the connection as handed over
@@ -101,6 +102,11 @@ func (s *session) setConn(c net.Conn) {
 var errQuit = errors.New("quit")
 
 func (s *session) run(ctx context.Context) error {
+	// A signal must not wait for the client's next line: a deadline in
+	// the past ends the read in progress (readLine checks ctx after it
+	// sets its own deadline, so this one cannot be overwritten unseen).
+	stop := context.AfterFunc(ctx, func() { _ = s.raw.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
 	if err := s.reply(220, s.cfg.Hostname+" ESMTP etrnflush: ETRN and ATRN only, no mail accepted"); err != nil {
 		return err
 	}
@@ -142,6 +148,11 @@ func (s *session) run(ctx context.Context) error {
 // timeout gets its 421 and errQuit; a client that went away gets nothing
 // and its error back.
 func (s *session) readFailed(err error) error {
+	if s.ctx.Err() != nil {
+		s.log.Infof("serve client=%s: %v, closing", s.clientStr, context.Cause(s.ctx))
+		_ = s.reply(421, "4.3.2 "+s.cfg.Hostname+" shutting down")
+		return errQuit
+	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		s.log.Infof("serve client=%s idle for %s, closing", s.clientStr, s.cfg.Serve.IdleTimeout)
@@ -157,6 +168,9 @@ func (s *session) readFailed(err error) error {
 func (s *session) readLine(limit int) ([]byte, error) {
 	if err := s.conn.SetReadDeadline(time.Now().Add(s.cfg.Serve.IdleTimeout)); err != nil {
 		return nil, fmt.Errorf("set read deadline: %w", err)
+	}
+	if err := s.ctx.Err(); err != nil {
+		return nil, err
 	}
 	var line []byte
 	tooLong := false
