@@ -64,14 +64,14 @@ func (s *session) etrn(arg string) error {
 	}
 	type job struct{ host, to string }
 	var jobs []job
-	total, counted := 0, true
+	total, counted, skipped := 0, true, 0
 	for _, h := range hosts {
 		st := s.cfg.Conf.For(h)
 		to := ""
 		if port, isClient := config.IsClientRoute(st.Route); isClient {
 			if !trusted {
 				s.log.Warnf("serve client=%s etrn=%s: host %s has route = client and the client is not in etrn_clients", s.clientStr, node, h)
-				if kind == etrnHost || len(hosts) == 1 {
+				if skipped++; skipped == len(hosts) {
 					return s.reply(459, "4.7.1 Node "+node+" not allowed: not from this address")
 				}
 				continue // the other hosts of @domain are still served
