@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"etrnflush/bsmtp"
 )
@@ -83,8 +84,13 @@ func (bsmtpDir) rewrite(_ *entrySpool, u *unit) error {
 	if err != nil {
 		return fmt.Errorf("rewrite %s: %w", u.name, err)
 	}
-	// Dated like the old file, so that it keeps its place in the order.
-	return writeAtomic(filepath.Dir(u.name), u.name, 0o600, fi.ModTime(), func(w io.Writer) error {
+	// Dated like the old file, so that it keeps its place in the order,
+	// but one nanosecond later: the ids of the messages, and the names of
+	// their failed copies, carry the date (genTag) and the offset, and a
+	// kept message moves to the offset of a settled one. With the same
+	// date, its refusal in a later run would replace the settled
+	// message's failed copy.
+	return writeAtomic(filepath.Dir(u.name), u.name, 0o600, fi.ModTime().Add(time.Nanosecond), func(w io.Writer) error {
 		bw := bsmtp.NewWriter(w)
 		for _, um := range u.msgs {
 			env := bsmtp.Envelope{From: um.env.From, To: um.pendingTo()}

@@ -312,7 +312,10 @@ func listWork(d, base string) (works, journals []int64, temps []string, err erro
 
 // genTag distinguishes versions of a file whose name stays the same across
 // rewrites, so that ids (and the quarantine and failed names built from
-// them) of different versions never collide.
+// them) of different versions never collide. A rewrite that keeps the date
+// for the oldest-first order must still move it on (see bsmtpDir.rewrite);
+// a mailstore or maildir entry holds one message, whose failed copies are
+// told apart by their recipients.
 func genTag(mtime time.Time) string {
 	return strconv.FormatInt(mtime.UnixNano(), 36)
 }
