@@ -241,7 +241,7 @@ func TestMaildir(t *testing.T) {
 	body := "Received: by x\nDelivered-To: spoofed@evil.example\nSubject: hi\n\n.dot line\nbody\n"
 	mkMaildir(t, p,
 		[2]string{"cur/2.M2P2.host:2,S", eximMaildirMsg("b@x.example", []string{"c@h.example"}, body)},
-		[2]string{"new/1.M1P1.host", eximMaildirMsg("a@x.example", []string{"a1@h.example", "\"q,q\"@h.example", "a3@h.example"}, body)},
+		[2]string{"new/1.M1P1.host", eximMaildirMsg("a@x.example", []string{"a1@h.example", "\"q, q\"@h.example", "a3@h.example"}, body)},
 		[2]string{"new/3.M3P3.host,S=9", "Return-path: <>\nEnvelope-to: d@h.example\n" + body},
 		[2]string{"tmp/4.M4P4.host", eximMaildirMsg("e@x.example", []string{"e@h.example"}, body)},
 	)
@@ -273,7 +273,7 @@ func TestMaildir(t *testing.T) {
 	for _, m := range ms {
 		envs = append(envs, append([]string{m.From}, m.To...))
 	}
-	want := [][]string{{"a@x.example", "a1@h.example", "\"q,q\"@h.example", "a3@h.example"}, {"b@x.example", "c@h.example"}, {"", "d@h.example"}}
+	want := [][]string{{"a@x.example", "a1@h.example", "\"q, q\"@h.example", "a3@h.example"}, {"b@x.example", "c@h.example"}, {"", "d@h.example"}}
 	if !reflect.DeepEqual(envs, want) {
 		t.Fatalf("envelopes %q, want %q", envs, want)
 	}
@@ -474,6 +474,8 @@ func TestDamagedEntries(t *testing.T) {
 		{"Envelope-to with NUL", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r\x00@h.example\n\nb\n"}}, "", "control character 0x00", ""},
 		{"Envelope-to with an empty address", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example,,\n\nb\n"}}, "", "empty address", ""},
 		{"Envelope-to unbalanced quote", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: \"r@h.example\n\nb\n"}}, "", "unbalanced quote", ""},
+		{"Envelope-to fold without comma", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example\n t@h.example\n\nb\n"}}, "", "white space", ""},
+		{"Envelope-to space inside an address", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example, t @h.example\n\nb\n"}}, "", "white space", ""},
 		{"maildir symlink", "maildir", nil, "new/x", "", "not a regular file"},
 		{"maildir file in tmp", "maildir", []entry{{"tmp/x", "garbage"}}, "", "", ""},
 	}

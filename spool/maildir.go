@@ -305,7 +305,9 @@ func readLine(br *bufio.Reader, limit int64) ([]byte, error) {
 
 // splitEnvelopeTo splits Exim's Envelope-to: value (addresses separated by
 // commas, no angle brackets) into addresses. A comma inside a quoted local
-// part does not split.
+// part does not split. White space may only be around an address or in
+// quotes: Exim folds after the comma, so "a@x b@y" is a list that lost a
+// comma (or a damaged address), and taking it as one address would guess.
 func splitEnvelopeTo(v []byte) ([]string, string) {
 	var to []string
 	var cur []byte
@@ -315,6 +317,9 @@ func splitEnvelopeTo(v []byte) ([]string, string) {
 		cur = cur[:0]
 		if len(a) == 0 {
 			return "empty address in the list"
+		}
+		if hasBareSpace(a) {
+			return fmt.Sprintf("white space inside %s (a missing comma?)", quoteLine(a))
 		}
 		if why := checkEnvAddress(a); why != "" {
 			return why
@@ -348,4 +353,22 @@ func splitEnvelopeTo(v []byte) ([]string, string) {
 		return nil, why
 	}
 	return to, ""
+}
+
+// hasBareSpace reports white space outside quotes in a trimmed address.
+func hasBareSpace(a []byte) bool {
+	quoted, esc := false, false
+	for _, c := range a {
+		switch {
+		case esc:
+			esc = false
+		case quoted && c == '\\':
+			esc = true
+		case c == '"':
+			quoted = !quoted
+		case (c == ' ' || c == '\t') && !quoted:
+			return true
+		}
+	}
+	return false
 }
