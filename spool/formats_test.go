@@ -476,6 +476,7 @@ func TestDamagedEntries(t *testing.T) {
 		{"Envelope-to unbalanced quote", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: \"r@h.example\n\nb\n"}}, "", "unbalanced quote", ""},
 		{"Envelope-to fold without comma", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example\n t@h.example\n\nb\n"}}, "", "white space", ""},
 		{"Envelope-to space inside an address", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example, t @h.example\n\nb\n"}}, "", "white space", ""},
+		{"Envelope-to cut short", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example,\n t@h.ex"}}, "", "cut short", ""},
 		{"maildir symlink", "maildir", nil, "new/x", "", "not a regular file"},
 		{"maildir file in tmp", "maildir", []entry{{"tmp/x", "garbage"}}, "", "", ""},
 	}
