@@ -111,6 +111,7 @@ func (mailstore) open(s *entrySpool, c candidate) (*unit, string, error) {
 	u.f, u.size = f, u.size+fi.Size()
 	um, why, err := plainMessage(f, 0, fi.Size())
 	if err != nil {
+		_ = f.Close() // read-only
 		return nil, "", fmt.Errorf("read %s: %w", a.msg, err)
 	}
 	if why != "" {
