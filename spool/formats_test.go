@@ -468,6 +468,7 @@ func TestDamagedEntries(t *testing.T) {
 		{"env is a symlink", "mailstore", nil, "x.env", "", "not a regular file"},
 		{"mixed line ends", "mailstore", []entry{{"x.env", "s@x.example\nr@h.example\n"}, {"x.msg", "S: x\r\n\nb\n"}}, "", "mixed LF and CRLF", ""},
 		{"bare CR at the end", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example\n\nb\r"}}, "", "bare CR", ""},
+		{"bare CR at the end on a buffer boundary", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example\n\n" + strings.Repeat("b", 64<<10-1) + "\r"}}, "", "bare CR", ""},
 		{"no Envelope-to", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nReceived: by x\n\nb\n"}}, "", "envelope is unknown", ""},
 		{"no envelope at all", "maildir", []entry{{"new/x", "Received: by x\nDelivered-To: r@h.example\n\nb\n"}}, "", "envelope is unknown", ""},
 		{"Return-path without brackets", "maildir", []entry{{"new/x", "Return-path: s@x.example\nEnvelope-to: r@h.example\n\nb\n"}}, "", "is not <address>", ""},
@@ -609,6 +610,9 @@ func TestFailedCopyPlainData(t *testing.T) {
 		{"no final line end", "Subject: x\n\n.last line", "Subject: x\n\n..last line\n"},
 		{"CRLF", "Subject: x\r\n\r\n.dot\r\n", "Subject: x\r\n\r\n..dot\r\n"},
 		{"CRLF without final line end", "Subject: x\r\n\r\nend", "Subject: x\r\n\r\nend\r\n"},
+		// The reader's buffer is 64 KiB: a last line that fills it exactly
+		// meets the end of the file in a read of its own.
+		{"no final line end on a buffer boundary", "Subject: x\n\n" + strings.Repeat("a", 64<<10), "Subject: x\n\n" + strings.Repeat("a", 64<<10) + "\n"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			root := t.TempDir()

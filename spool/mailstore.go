@@ -274,7 +274,8 @@ func plainMessage(f *os.File, off, n int64) (um unitMsg, why string, err error) 
 	um.size = n
 	br := bufio.NewReaderSize(io.NewSectionReader(f, off, n), 64<<10)
 	var lf, crlf bool
-	var last byte // last octet of the previous chunk
+	var last byte   // last octet of the previous chunk
+	var inLine bool // a chunk of the current line was read already
 	for line := 1; ; {
 		b, err := br.ReadSlice('\n')
 		if !um.eight && has8bit(b) {
@@ -294,17 +295,21 @@ func plainMessage(f *os.File, off, n int64) (um unitMsg, why string, err error) 
 			if lf && crlf {
 				return um, fmt.Sprintf("line %d: mixed LF and CRLF line ends", line), nil
 			}
-			last = 0
+			last, inLine = 0, false
 			line++
 		case errors.Is(err, bufio.ErrBufferFull):
-			last = b[len(b)-1]
+			last, inLine = b[len(b)-1], true
 		case err == io.EOF:
-			if len(b) > 0 && b[len(b)-1] == '\r' {
+			// A last line that filled the buffer ends in an empty read.
+			if len(b) > 0 {
+				last, inLine = b[len(b)-1], true
+			}
+			if inLine && last == '\r' {
 				// Neither line end could be added without a guess.
 				return um, fmt.Sprintf("line %d: last line ends in a bare CR", line), nil
 			}
 			um.crlf = crlf
-			um.noEOL = len(b) > 0
+			um.noEOL = inLine
 			return um, "", nil
 		default:
 			return um, "", err
