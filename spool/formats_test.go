@@ -826,3 +826,59 @@ func TestFormatsStreamLargeMessage(t *testing.T) {
 		})
 	}
 }
+
+// TestMailstoreAffixLines: Exim writes an empty line for a prefix or
+// suffix that expands to nothing, and nothing at all for one whose
+// expansion is forced to fail. With one prefix line configured, an empty
+// first line is then either that prefix before a sender or the null
+// sender of a .env without prefix: reading it either way could make a
+// recipient the sender, and drop it. Such a .env is quarantined; an empty
+// suffix line is not ambiguous (a recipient is never empty).
+func TestMailstoreAffixLines(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		pre, suf int
+		env      string
+		reason   string // "" : read as from/to
+		from, to string
+	}{
+		{"empty prefix line", 1, 0, "\nr1@h.example\nr2@h.example\n", "prefix line 1 is empty", "", ""},
+		{"empty prefix line, suffix", 1, 1, "\nr1@h.example\nr2@h.example\nX-Suffix: end\n", "prefix line 1 is empty", "", ""},
+		{"empty suffix line", 0, 1, "s@x.example\nr1@h.example\n\n", "", "s@x.example", "r1@h.example"},
+		{"prefix and null sender", 1, 0, "X-Prefix: p\n\nr1@h.example\n", "", "", "r1@h.example"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			p := filepath.Join(root, "h.example")
+			if err := os.Mkdir(p, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(p, "x.env"), c.env)
+			writeFile(t, filepath.Join(p, "x.msg"), "Subject: x\n\nb\n")
+			var ev events
+			s := openWith(t, Options{Path: p, MailstorePrefixLines: c.pre, MailstoreSuffixLines: c.suf}, &ev)
+			gs := drainAll(t, s, all(Sent))
+			var q []string
+			for _, e := range ev.list {
+				if e.Kind == "quarantine" {
+					q = append(q, e.Reason)
+				}
+			}
+			if c.reason == "" {
+				if len(q) != 0 || len(gs) != 1 || gs[0].from != c.from || gs[0].to != c.to {
+					t.Fatalf("sent %+v, quarantined %q; want from <%s> to %s", gs, q, c.from, c.to)
+				}
+				return
+			}
+			if len(gs) != 0 {
+				t.Fatalf("sent %+v", gs)
+			}
+			if len(q) != 1 || !strings.Contains(q[0], c.reason) {
+				t.Fatalf("quarantined %q, want one naming %q", q, c.reason)
+			}
+			if got := names(t, quarantineDir(root, "h.example")); len(got) != 3 {
+				t.Fatalf("quarantine holds %v", got)
+			}
+		})
+	}
+}

@@ -216,6 +216,15 @@ func parseMailstoreEnv(raw []byte, pre, suf int) (env mailstoreEnvelope, why str
 			return env, fmt.Sprintf("prefix or suffix line %d looks like an address (%s): are mailstore_prefix_lines and mailstore_suffix_lines right?", i+1, quoteLine(l))
 		}
 	}
+	// Exim writes an empty line for a prefix that expands to nothing, and
+	// no line for one whose expansion is forced to fail. A single empty
+	// prefix line is therefore also the null sender of a .env without
+	// prefix, and either reading could make a recipient the sender. (With
+	// more prefix lines, the others rule one reading out or are refused
+	// above.)
+	if pre == 1 && len(env.prefix[0]) == 1 {
+		return env, "prefix line 1 is empty: an empty prefix before the sender, or the null sender without a prefix? Not guessed"
+	}
 	from := bytes.TrimSuffix(body[0], []byte("\n"))
 	if len(from) > 0 {
 		if why := checkEnvAddress(from); why != "" {
