@@ -471,6 +471,7 @@ func TestDamagedEntries(t *testing.T) {
 		{"bare CR at the end on a buffer boundary", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example\n\n" + strings.Repeat("b", 64<<10-1) + "\r"}}, "", "bare CR", ""},
 		{"no Envelope-to", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nReceived: by x\n\nb\n"}}, "", "envelope is unknown", ""},
 		{"no envelope at all", "maildir", []entry{{"new/x", "Received: by x\nDelivered-To: r@h.example\n\nb\n"}}, "", "envelope is unknown", ""},
+		{"Return-path with white space", "maildir", []entry{{"new/x", "Return-path: <s s@x.example>\nEnvelope-to: r@h.example\n\nb\n"}}, "", "white space", ""},
 		{"Return-path without brackets", "maildir", []entry{{"new/x", "Return-path: s@x.example\nEnvelope-to: r@h.example\n\nb\n"}}, "", "is not <address>", ""},
 		{"Envelope-to with NUL", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r\x00@h.example\n\nb\n"}}, "", "control character 0x00", ""},
 		{"Envelope-to with an empty address", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example,,\n\nb\n"}}, "", "empty address", ""},
@@ -833,7 +834,8 @@ func TestFormatsStreamLargeMessage(t *testing.T) {
 // first line is then either that prefix before a sender or the null
 // sender of a .env without prefix: reading it either way could make a
 // recipient the sender, and drop it. Such a .env is quarantined; an empty
-// suffix line is not ambiguous (a recipient is never empty).
+// suffix line is not ambiguous (a recipient is never empty). A prefix or
+// suffix line the settings do not count is no address, even with an '@'.
 func TestMailstoreAffixLines(t *testing.T) {
 	for _, c := range []struct {
 		name     string
@@ -846,6 +848,11 @@ func TestMailstoreAffixLines(t *testing.T) {
 		{"empty prefix line, suffix", 1, 1, "\nr1@h.example\nr2@h.example\nX-Suffix: end\n", "prefix line 1 is empty", "", ""},
 		{"empty suffix line", 0, 1, "s@x.example\nr1@h.example\n\n", "", "s@x.example", "r1@h.example"},
 		{"prefix and null sender", 1, 0, "X-Prefix: p\n\nr1@h.example\n", "", "", "r1@h.example"},
+		// A prefix or suffix line the settings do not count, read as an
+		// address because it holds an '@'.
+		{"prefix not configured", 0, 0, "From: mailstore@isp.example\ns@x.example\nr1@h.example\n", "white space", "", ""},
+		{"suffix not configured", 0, 0, "s@x.example\nr1@h.example\nX-Suffix: by mailstore@isp.example\n", "white space", "", ""},
+		{"quoted sender", 0, 0, "\"s s\"@x.example\nr1@h.example\n", "", "\"s s\"@x.example", "r1@h.example"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			root := t.TempDir()

@@ -250,12 +250,18 @@ func parseMailstoreEnv(raw []byte, pre, suf int) (env mailstoreEnvelope, why str
 
 // checkEnvAddress applies the BSMTP rules to an address read from a
 // mailstore or maildir envelope, and wants the '@' Exim always writes.
+// White space is allowed only in quotes: a line such as "X-Suffix: by
+// mailstore@isp" is a prefix or suffix line the settings do not count,
+// not an address.
 func checkEnvAddress(a []byte) string {
 	if err := bsmtp.ValidAddress(string(a)); err != nil {
 		return err.Error()
 	}
 	if bytes.IndexByte(a, '@') < 0 {
 		return fmt.Sprintf("%s has no '@' (Exim qualifies every address)", quoteLine(a))
+	}
+	if hasBareSpace(a) {
+		return fmt.Sprintf("%s has white space outside quotes (not an address Exim writes)", quoteLine(a))
 	}
 	return ""
 }
