@@ -18,6 +18,14 @@ import (
 // a finished file is never written by Exim again.
 type bsmtpDir struct{}
 
+// maxDirFileMessages bounds the messages read from one file: each is kept
+// in memory until the file is settled. Exim writes one message per file
+// in this layout; a file with thousands is not Exim's.
+var maxDirFileMessages = 10000
+
+// maxDamageReasons bounds the reasons kept for a damaged file.
+const maxDamageReasons = 10
+
 func newDirSpool(o Options, d, b string) (*entrySpool, error) {
 	return newEntrySpool(o, d, b, bsmtpDir{})
 }
@@ -60,7 +68,17 @@ func (bsmtpDir) open(s *entrySpool, c candidate) (*unit, string, error) {
 		}
 		if e.Msg == nil {
 			damage = append(damage, fmt.Sprintf("line %d: %s", e.Line, e.Damage))
+			if len(damage) == maxDamageReasons {
+				// The file goes to quarantine whole; the rest is not read.
+				damage = append(damage, "(not read further)")
+				break
+			}
 			continue
+		}
+		if len(u.msgs) == maxDirFileMessages {
+			u.msgs = nil
+			damage = append(damage, fmt.Sprintf("more than %d messages in one file", maxDirFileMessages))
+			break
 		}
 		m := e.Msg
 		u.msgs = append(u.msgs, unitMsg{
