@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"etrnflush/bsmtp"
 )
@@ -16,6 +17,14 @@ import (
 // and links it to its final name when complete, so no locks are needed;
 // a finished file is never written by Exim again.
 type bsmtpDir struct{}
+
+// maxDirFileMessages bounds the messages read from one file: each is kept
+// in memory until the file is settled. Exim writes one message per file
+// in this layout; a file with thousands is not Exim's.
+var maxDirFileMessages = 10000
+
+// maxDamageReasons bounds the reasons kept for a damaged file.
+const maxDamageReasons = 10
 
 func newDirSpool(o Options, d, b string) (*entrySpool, error) {
 	return newEntrySpool(o, d, b, bsmtpDir{})
@@ -59,7 +68,17 @@ func (bsmtpDir) open(s *entrySpool, c candidate) (*unit, string, error) {
 		}
 		if e.Msg == nil {
 			damage = append(damage, fmt.Sprintf("line %d: %s", e.Line, e.Damage))
+			if len(damage) == maxDamageReasons {
+				// The file goes to quarantine whole; the rest is not read.
+				damage = append(damage, "(not read further)")
+				break
+			}
 			continue
+		}
+		if len(u.msgs) == maxDirFileMessages {
+			u.msgs = nil
+			damage = append(damage, fmt.Sprintf("more than %d messages in one file", maxDirFileMessages))
+			break
 		}
 		m := e.Msg
 		u.msgs = append(u.msgs, unitMsg{
@@ -83,8 +102,13 @@ func (bsmtpDir) rewrite(_ *entrySpool, u *unit) error {
 	if err != nil {
 		return fmt.Errorf("rewrite %s: %w", u.name, err)
 	}
-	// Dated like the old file, so that it keeps its place in the order.
-	return writeAtomic(filepath.Dir(u.name), u.name, 0o600, fi.ModTime(), func(w io.Writer) error {
+	// Dated like the old file, so that it keeps its place in the order,
+	// but one nanosecond later: the ids of the messages, and the names of
+	// their failed copies, carry the date (genTag) and the offset, and a
+	// kept message moves to the offset of a settled one. With the same
+	// date, its refusal in a later run would replace the settled
+	// message's failed copy.
+	return writeAtomic(filepath.Dir(u.name), u.name, 0o600, fi.ModTime().Add(time.Nanosecond), func(w io.Writer) error {
 		bw := bsmtp.NewWriter(w)
 		for _, um := range u.msgs {
 			env := bsmtp.Envelope{From: um.env.From, To: um.pendingTo()}

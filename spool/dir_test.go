@@ -207,3 +207,81 @@ func mkdir(entries ...string) func(t *testing.T, p string) {
 		}
 	}
 }
+
+// TestDirFailedCopiesAcrossRewrites: a file of two messages for the same
+// recipient; the first is refused and the second kept in one run, the
+// second refused in the next. The rewrite moved the second message to the
+// offset the first had, and keeps the file's date: its failed copy must
+// not replace the first one's.
+func TestDirFailedCopiesAcrossRewrites(t *testing.T) {
+	root := t.TempDir()
+	p := filepath.Join(root, "h.example")
+	if err := os.Mkdir(p, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	m0 := tmsg{"s0@x.example", []string{"x@h.example"}, "Subject: first\n\none\n"}
+	m1 := tmsg{"s1@x.example", []string{"x@h.example"}, "Subject: second\n\ntwo\n"}
+	writeFile(t, filepath.Join(p, "q1"), m0.bsmtp()+m1.bsmtp())
+	first := map[string]Outcome{m0.from: Failed, m1.from: Keep}
+	drainAll(t, open(t, p, nil, false), func(m *Message) []Outcome { return []Outcome{first[m.From]} })
+	gs := drainAll(t, open(t, p, nil, false), all(Failed))
+	if len(gs) != 1 || gs[0].from != m1.from {
+		t.Fatalf("second run yielded %+v", gs)
+	}
+	if got := names(t, p); len(got) != 0 {
+		t.Fatalf("spool holds %v", got)
+	}
+	var copies []string
+	for _, f := range glob(t, filepath.Join(failedDir(root, "h.example"), "*.bsmtp")) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copies = append(copies, string(b))
+	}
+	if !reflect.DeepEqual(copies, []string{m0.bsmtp(), m1.bsmtp()}) && !reflect.DeepEqual(copies, []string{m1.bsmtp(), m0.bsmtp()}) {
+		t.Fatalf("failed copies %q, want one of each message", copies)
+	}
+}
+
+// TestDirFileMessageLimit: a BSMTP directory file is read message by
+// message into memory (for the rewrite), and Exim writes one message per
+// file; a file with more than the limit is quarantined whole instead of
+// filling memory, and so is a file with much damage, with a few reasons.
+func TestDirFileMessageLimit(t *testing.T) {
+	old := maxDirFileMessages
+	maxDirFileMessages = 3
+	t.Cleanup(func() { maxDirFileMessages = old })
+	root := t.TempDir()
+	p := filepath.Join(root, "h.example")
+	if err := os.Mkdir(p, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(p, "q1"), join(mkmsgs(3)))
+	writeFile(t, filepath.Join(p, "q2"), join(mkmsgs(4)))
+	// Damage: a few reasons are kept, not one per damaged line.
+	writeFile(t, filepath.Join(p, "q3"), strings.Repeat("MAIL FROM:<a@b.example>\nBOGUS\n.\n", 1000))
+	for i, n := range []string{"q2", "q3"} {
+		tm := time.Now().Add(time.Duration(i+1) * time.Minute)
+		if err := os.Chtimes(filepath.Join(p, n), tm, tm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ev events
+	gs := drainAll(t, open(t, p, &ev, false), all(Sent))
+	if len(gs) != 3 {
+		t.Fatalf("sent %d messages, want q1's 3", len(gs))
+	}
+	var q []string
+	for _, e := range ev.list {
+		if e.Kind == "quarantine" {
+			q = append(q, e.Reason)
+		}
+	}
+	if len(q) != 2 || !strings.Contains(q[0], "more than 3 messages") || strings.Count(q[1], "BOGUS") > maxDamageReasons {
+		t.Fatalf("quarantined %q", q)
+	}
+	if got := glob(t, filepath.Join(quarantineDir(root, "h.example"), "q2.*.bsmtp")); len(got) != 1 {
+		t.Fatalf("quarantine holds %v", names(t, quarantineDir(root, "h.example")))
+	}
+}

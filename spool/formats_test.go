@@ -241,7 +241,7 @@ func TestMaildir(t *testing.T) {
 	body := "Received: by x\nDelivered-To: spoofed@evil.example\nSubject: hi\n\n.dot line\nbody\n"
 	mkMaildir(t, p,
 		[2]string{"cur/2.M2P2.host:2,S", eximMaildirMsg("b@x.example", []string{"c@h.example"}, body)},
-		[2]string{"new/1.M1P1.host", eximMaildirMsg("a@x.example", []string{"a1@h.example", "\"q,q\"@h.example", "a3@h.example"}, body)},
+		[2]string{"new/1.M1P1.host", eximMaildirMsg("a@x.example", []string{"a1@h.example", "\"q, q\"@h.example", "a3@h.example"}, body)},
 		[2]string{"new/3.M3P3.host,S=9", "Return-path: <>\nEnvelope-to: d@h.example\n" + body},
 		[2]string{"tmp/4.M4P4.host", eximMaildirMsg("e@x.example", []string{"e@h.example"}, body)},
 	)
@@ -273,7 +273,7 @@ func TestMaildir(t *testing.T) {
 	for _, m := range ms {
 		envs = append(envs, append([]string{m.From}, m.To...))
 	}
-	want := [][]string{{"a@x.example", "a1@h.example", "\"q,q\"@h.example", "a3@h.example"}, {"b@x.example", "c@h.example"}, {"", "d@h.example"}}
+	want := [][]string{{"a@x.example", "a1@h.example", "\"q, q\"@h.example", "a3@h.example"}, {"b@x.example", "c@h.example"}, {"", "d@h.example"}}
 	if !reflect.DeepEqual(envs, want) {
 		t.Fatalf("envelopes %q, want %q", envs, want)
 	}
@@ -468,12 +468,17 @@ func TestDamagedEntries(t *testing.T) {
 		{"env is a symlink", "mailstore", nil, "x.env", "", "not a regular file"},
 		{"mixed line ends", "mailstore", []entry{{"x.env", "s@x.example\nr@h.example\n"}, {"x.msg", "S: x\r\n\nb\n"}}, "", "mixed LF and CRLF", ""},
 		{"bare CR at the end", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example\n\nb\r"}}, "", "bare CR", ""},
+		{"bare CR at the end on a buffer boundary", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example\n\n" + strings.Repeat("b", 64<<10-1) + "\r"}}, "", "bare CR", ""},
 		{"no Envelope-to", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nReceived: by x\n\nb\n"}}, "", "envelope is unknown", ""},
 		{"no envelope at all", "maildir", []entry{{"new/x", "Received: by x\nDelivered-To: r@h.example\n\nb\n"}}, "", "envelope is unknown", ""},
+		{"Return-path with white space", "maildir", []entry{{"new/x", "Return-path: <s s@x.example>\nEnvelope-to: r@h.example\n\nb\n"}}, "", "white space", ""},
 		{"Return-path without brackets", "maildir", []entry{{"new/x", "Return-path: s@x.example\nEnvelope-to: r@h.example\n\nb\n"}}, "", "is not <address>", ""},
 		{"Envelope-to with NUL", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r\x00@h.example\n\nb\n"}}, "", "control character 0x00", ""},
 		{"Envelope-to with an empty address", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example,,\n\nb\n"}}, "", "empty address", ""},
 		{"Envelope-to unbalanced quote", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: \"r@h.example\n\nb\n"}}, "", "unbalanced quote", ""},
+		{"Envelope-to fold without comma", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example\n t@h.example\n\nb\n"}}, "", "white space", ""},
+		{"Envelope-to space inside an address", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example, t @h.example\n\nb\n"}}, "", "white space", ""},
+		{"Envelope-to cut short", "maildir", []entry{{"new/x", "Return-path: <s@x.example>\nEnvelope-to: r@h.example,\n t@h.ex"}}, "", "cut short", ""},
 		{"maildir symlink", "maildir", nil, "new/x", "", "not a regular file"},
 		{"maildir file in tmp", "maildir", []entry{{"tmp/x", "garbage"}}, "", "", ""},
 	}
@@ -606,6 +611,9 @@ func TestFailedCopyPlainData(t *testing.T) {
 		{"no final line end", "Subject: x\n\n.last line", "Subject: x\n\n..last line\n"},
 		{"CRLF", "Subject: x\r\n\r\n.dot\r\n", "Subject: x\r\n\r\n..dot\r\n"},
 		{"CRLF without final line end", "Subject: x\r\n\r\nend", "Subject: x\r\n\r\nend\r\n"},
+		// The reader's buffer is 64 KiB: a last line that fills it exactly
+		// meets the end of the file in a read of its own.
+		{"no final line end on a buffer boundary", "Subject: x\n\n" + strings.Repeat("a", 64<<10), "Subject: x\n\n" + strings.Repeat("a", 64<<10) + "\n"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			root := t.TempDir()
@@ -815,6 +823,68 @@ func TestFormatsStreamLargeMessage(t *testing.T) {
 			gs := drainAll(t, openWith(t, Options{Path: p}, nil), all(Keep))
 			if len(gs) != 1 || gs[0].to != "b@h.example" || len(gs[0].body) < size-len(line) {
 				t.Errorf("after the rewrite: %d messages to %v", len(gs), gs)
+			}
+		})
+	}
+}
+
+// TestMailstoreAffixLines: Exim writes an empty line for a prefix or
+// suffix that expands to nothing, and nothing at all for one whose
+// expansion is forced to fail. With one prefix line configured, an empty
+// first line is then either that prefix before a sender or the null
+// sender of a .env without prefix: reading it either way could make a
+// recipient the sender, and drop it. Such a .env is quarantined; an empty
+// suffix line is not ambiguous (a recipient is never empty). A prefix or
+// suffix line the settings do not count is no address, even with an '@'.
+func TestMailstoreAffixLines(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		pre, suf int
+		env      string
+		reason   string // "" : read as from/to
+		from, to string
+	}{
+		{"empty prefix line", 1, 0, "\nr1@h.example\nr2@h.example\n", "prefix line 1 is empty", "", ""},
+		{"empty prefix line, suffix", 1, 1, "\nr1@h.example\nr2@h.example\nX-Suffix: end\n", "prefix line 1 is empty", "", ""},
+		{"empty suffix line", 0, 1, "s@x.example\nr1@h.example\n\n", "", "s@x.example", "r1@h.example"},
+		{"prefix and null sender", 1, 0, "X-Prefix: p\n\nr1@h.example\n", "", "", "r1@h.example"},
+		// A prefix or suffix line the settings do not count, read as an
+		// address because it holds an '@'.
+		{"prefix not configured", 0, 0, "From: mailstore@isp.example\ns@x.example\nr1@h.example\n", "white space", "", ""},
+		{"suffix not configured", 0, 0, "s@x.example\nr1@h.example\nX-Suffix: by mailstore@isp.example\n", "white space", "", ""},
+		{"quoted sender", 0, 0, "\"s s\"@x.example\nr1@h.example\n", "", "\"s s\"@x.example", "r1@h.example"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			p := filepath.Join(root, "h.example")
+			if err := os.Mkdir(p, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(p, "x.env"), c.env)
+			writeFile(t, filepath.Join(p, "x.msg"), "Subject: x\n\nb\n")
+			var ev events
+			s := openWith(t, Options{Path: p, MailstorePrefixLines: c.pre, MailstoreSuffixLines: c.suf}, &ev)
+			gs := drainAll(t, s, all(Sent))
+			var q []string
+			for _, e := range ev.list {
+				if e.Kind == "quarantine" {
+					q = append(q, e.Reason)
+				}
+			}
+			if c.reason == "" {
+				if len(q) != 0 || len(gs) != 1 || gs[0].from != c.from || gs[0].to != c.to {
+					t.Fatalf("sent %+v, quarantined %q; want from <%s> to %s", gs, q, c.from, c.to)
+				}
+				return
+			}
+			if len(gs) != 0 {
+				t.Fatalf("sent %+v", gs)
+			}
+			if len(q) != 1 || !strings.Contains(q[0], c.reason) {
+				t.Fatalf("quarantined %q, want one naming %q", q, c.reason)
+			}
+			if got := names(t, quarantineDir(root, "h.example")); len(got) != 3 {
+				t.Fatalf("quarantine holds %v", got)
 			}
 		})
 	}

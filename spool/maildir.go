@@ -200,6 +200,9 @@ func readMaildirEnvelope(r io.Reader, deliveredTo bool, prefix string) (env bsmt
 			if errors.Is(ferr, errFieldTooLong) {
 				return env, nil, 0, fmt.Sprintf("envelope header fields longer than %d octets", maxEnvHeader), nil
 			}
+			if errors.Is(ferr, errFieldCut) {
+				return env, nil, 0, "the file ends inside the envelope header fields (cut short?): its envelope and message are incomplete", nil
+			}
 			return env, nil, 0, "", ferr
 		}
 		if !ok || got[fl.name] != nil {
@@ -247,7 +250,12 @@ func readMaildirEnvelope(r io.Reader, deliveredTo bool, prefix string) (env bsmt
 	return env, fields, n, "", nil
 }
 
-var errFieldTooLong = errors.New("header field too long")
+var (
+	errFieldTooLong = errors.New("header field too long")
+	// errFieldCut: an envelope field without a line end is the end of
+	// the file; its last address may be cut, and no message follows.
+	errFieldCut = errors.New("header field without line end")
+)
 
 // readEnvField reads one header field if its name is in names; ok is
 // false (and nothing consumed) when the next line is not such a field.
@@ -267,6 +275,9 @@ func readEnvField(br *bufio.Reader, names map[string]bool, limit int64) (fl envF
 		line, err := readLine(br, limit-int64(len(raw)))
 		if err != nil {
 			return fl, false, err
+		}
+		if len(line) == 0 || line[len(line)-1] != '\n' {
+			return fl, false, errFieldCut
 		}
 		raw = append(raw, line...)
 		next, perr := br.Peek(1)
@@ -305,7 +316,9 @@ func readLine(br *bufio.Reader, limit int64) ([]byte, error) {
 
 // splitEnvelopeTo splits Exim's Envelope-to: value (addresses separated by
 // commas, no angle brackets) into addresses. A comma inside a quoted local
-// part does not split.
+// part does not split. White space may only be around an address or in
+// quotes: Exim folds after the comma, so "a@x b@y" is a list that lost a
+// comma (or a damaged address), and taking it as one address would guess.
 func splitEnvelopeTo(v []byte) ([]string, string) {
 	var to []string
 	var cur []byte
@@ -315,6 +328,9 @@ func splitEnvelopeTo(v []byte) ([]string, string) {
 		cur = cur[:0]
 		if len(a) == 0 {
 			return "empty address in the list"
+		}
+		if hasBareSpace(a) {
+			return fmt.Sprintf("white space inside %s (a missing comma?)", quoteLine(a))
 		}
 		if why := checkEnvAddress(a); why != "" {
 			return why
@@ -348,4 +364,22 @@ func splitEnvelopeTo(v []byte) ([]string, string) {
 		return nil, why
 	}
 	return to, ""
+}
+
+// hasBareSpace reports white space outside quotes in a trimmed address.
+func hasBareSpace(a []byte) bool {
+	quoted, esc := false, false
+	for _, c := range a {
+		switch {
+		case esc:
+			esc = false
+		case quoted && c == '\\':
+			esc = true
+		case c == '"':
+			quoted = !quoted
+		case (c == ' ' || c == '\t') && !quoted:
+			return true
+		}
+	}
+	return false
 }

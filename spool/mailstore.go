@@ -111,6 +111,7 @@ func (mailstore) open(s *entrySpool, c candidate) (*unit, string, error) {
 	u.f, u.size = f, u.size+fi.Size()
 	um, why, err := plainMessage(f, 0, fi.Size())
 	if err != nil {
+		_ = f.Close() // read-only
 		return nil, "", fmt.Errorf("read %s: %w", a.msg, err)
 	}
 	if why != "" {
@@ -215,6 +216,15 @@ func parseMailstoreEnv(raw []byte, pre, suf int) (env mailstoreEnvelope, why str
 			return env, fmt.Sprintf("prefix or suffix line %d looks like an address (%s): are mailstore_prefix_lines and mailstore_suffix_lines right?", i+1, quoteLine(l))
 		}
 	}
+	// Exim writes an empty line for a prefix that expands to nothing, and
+	// no line for one whose expansion is forced to fail. A single empty
+	// prefix line is therefore also the null sender of a .env without
+	// prefix, and either reading could make a recipient the sender. (With
+	// more prefix lines, the others rule one reading out or are refused
+	// above.)
+	if pre == 1 && len(env.prefix[0]) == 1 {
+		return env, "prefix line 1 is empty: an empty prefix before the sender, or the null sender without a prefix? Not guessed"
+	}
 	from := bytes.TrimSuffix(body[0], []byte("\n"))
 	if len(from) > 0 {
 		if why := checkEnvAddress(from); why != "" {
@@ -240,12 +250,18 @@ func parseMailstoreEnv(raw []byte, pre, suf int) (env mailstoreEnvelope, why str
 
 // checkEnvAddress applies the BSMTP rules to an address read from a
 // mailstore or maildir envelope, and wants the '@' Exim always writes.
+// White space is allowed only in quotes: a line such as "X-Suffix: by
+// mailstore@isp" is a prefix or suffix line the settings do not count,
+// not an address.
 func checkEnvAddress(a []byte) string {
 	if err := bsmtp.ValidAddress(string(a)); err != nil {
 		return err.Error()
 	}
 	if bytes.IndexByte(a, '@') < 0 {
 		return fmt.Sprintf("%s has no '@' (Exim qualifies every address)", quoteLine(a))
+	}
+	if hasBareSpace(a) {
+		return fmt.Sprintf("%s has white space outside quotes (not an address Exim writes)", quoteLine(a))
 	}
 	return ""
 }
@@ -273,7 +289,8 @@ func plainMessage(f *os.File, off, n int64) (um unitMsg, why string, err error) 
 	um.size = n
 	br := bufio.NewReaderSize(io.NewSectionReader(f, off, n), 64<<10)
 	var lf, crlf bool
-	var last byte // last octet of the previous chunk
+	var last byte   // last octet of the previous chunk
+	var inLine bool // a chunk of the current line was read already
 	for line := 1; ; {
 		b, err := br.ReadSlice('\n')
 		if !um.eight && has8bit(b) {
@@ -293,17 +310,21 @@ func plainMessage(f *os.File, off, n int64) (um unitMsg, why string, err error) 
 			if lf && crlf {
 				return um, fmt.Sprintf("line %d: mixed LF and CRLF line ends", line), nil
 			}
-			last = 0
+			last, inLine = 0, false
 			line++
 		case errors.Is(err, bufio.ErrBufferFull):
-			last = b[len(b)-1]
+			last, inLine = b[len(b)-1], true
 		case err == io.EOF:
-			if len(b) > 0 && b[len(b)-1] == '\r' {
+			// A last line that filled the buffer ends in an empty read.
+			if len(b) > 0 {
+				last, inLine = b[len(b)-1], true
+			}
+			if inLine && last == '\r' {
 				// Neither line end could be added without a guess.
 				return um, fmt.Sprintf("line %d: last line ends in a bare CR", line), nil
 			}
 			um.crlf = crlf
-			um.noEOL = len(b) > 0
+			um.noEOL = inLine
 			return um, "", nil
 		default:
 			return um, "", err

@@ -217,8 +217,15 @@ func TestStaleTemporaryFilesRemoved(t *testing.T) {
 		filepath.Join(dir, ".etrnflush-h.example.00000000000000000005.journal.tmp-9"),
 		filepath.Join(fd, ".0001.x@0-abcd.bsmtp.tmp-77"),
 	}
-	theirs := filepath.Join(dir, ".etrnflush-other.example.00000000000000000005.work.tmp-123")
-	for _, f := range append(ours, theirs) {
+	// A host name may hold the temporary files' infix itself.
+	p2 := filepath.Join(dir, "a.tmp-1.example")
+	ours2 := filepath.Join(dir, ".etrnflush-a.tmp-1.example.00000000000000000005.work.tmp-123")
+	theirs := []string{
+		filepath.Join(dir, ".etrnflush-other.example.00000000000000000005.work.tmp-123"),
+		// A host whose name starts with ours and a dot shares our prefix.
+		filepath.Join(dir, ".etrnflush-h.example.org.00000000000000000005.journal.tmp-9"),
+	}
+	for _, f := range append(ours, theirs...) {
 		writeFile(t, f, "partial")
 	}
 	ev := &events{}
@@ -228,14 +235,23 @@ func TestStaleTemporaryFilesRemoved(t *testing.T) {
 			t.Errorf("%s was not removed: %v", f, err)
 		}
 	}
-	if _, err := os.Stat(theirs); err != nil {
-		t.Errorf("another host's temporary file was touched: %v", err)
+	for _, f := range theirs {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("another host's temporary file was touched: %v", err)
+		}
 	}
 	if n := strings.Count(strings.Join(ev.kinds(), " "), "notice"); n != len(ours) {
 		t.Errorf("%d notices for %d removals: %v", n, len(ours), ev.list)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+	writeFile(t, ours2, "partial")
+	if err := open(t, p2, nil, false).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(ours2); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s was not removed: %v", ours2, err)
 	}
 	// A dry run changes nothing, not even that.
 	writeFile(t, ours[0], "partial")

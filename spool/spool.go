@@ -302,7 +302,7 @@ func listWork(d, base string) (works, journals []int64, temps []string, err erro
 			works = append(works, n)
 		} else if n := parseWorkName(p, ".journal", e.Name()); n >= 0 {
 			journals = append(journals, n)
-		} else if staleTemp(e, p) {
+		} else if staleTemp(e, p) && ownWorkTemp(p, e.Name()) {
 			temps = append(temps, e.Name())
 		}
 	}
@@ -310,9 +310,24 @@ func listWork(d, base string) (works, journals []int64, temps []string, err erro
 	return works, journals, temps, nil
 }
 
+// ownWorkTemp tells the temporary file of one of our work files or
+// journals from another host's: the prefix of "h.example" is also the
+// start of "h.example.org"'s, whose run may be writing that file now.
+func ownWorkTemp(prefix, name string) bool {
+	i := strings.LastIndex(name, tempInfix) // a host name may hold ".tmp-" too
+	if i < 0 {
+		return false
+	}
+	stem := name[:i]
+	return parseWorkName(prefix, ".work", stem) >= 0 || parseWorkName(prefix, ".journal", stem) >= 0
+}
+
 // genTag distinguishes versions of a file whose name stays the same across
 // rewrites, so that ids (and the quarantine and failed names built from
-// them) of different versions never collide.
+// them) of different versions never collide. A rewrite that keeps the date
+// for the oldest-first order must still move it on (see bsmtpDir.rewrite);
+// a mailstore or maildir entry holds one message, whose failed copies are
+// told apart by their recipients.
 func genTag(mtime time.Time) string {
 	return strconv.FormatInt(mtime.UnixNano(), 36)
 }
