@@ -414,7 +414,11 @@ func TestSendStopsOnReportAndNextErrors(t *testing.T) {
 	boom := errors.New("boom")
 	be := &sink{}
 	addr := startSink(t, be, nil)
-	s, err := Dial(context.Background(), testOptions(addr))
+	// A window of one: next is not called again before the report (the
+	// wider window is TestPipelinedReportError's).
+	o := testOptions(addr)
+	o.MaxInflight = 1
+	s, err := Dial(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,6 +76,15 @@ type Session struct {
 	buf       []byte  // content copy buffer, made on first use
 	dead      error   // set once the stream can no longer be trusted
 	done      bool    // Close was called
+	// needRset: the last pipelined transaction may still be open, so the
+	// next one starts with RSET.
+	needRset bool
+	stats    stats
+}
+
+// stats counts what tests and benchmarks check about the dialogue.
+type stats struct {
+	waits int // times a pipelined writer stopped to wait for a reply
 }
 
 // Dial connects to o.Addr, waits for the greeting, says EHLO (HELO if EHLO
