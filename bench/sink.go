@@ -24,8 +24,8 @@ type sink struct {
 	srv  *smtp.Server
 	l    net.Listener
 
-	msgs, rcpts, bdats atomic.Int64
-	bytes              atomic.Int64
+	msgs, rcpts atomic.Int64
+	bytes       atomic.Int64
 }
 
 type sinkOptions struct {
