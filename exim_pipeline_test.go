@@ -335,3 +335,67 @@ func TestEximCoalesce(t *testing.T) {
 	}
 	assertNoMailLeft(t, path)
 }
+
+// TestEximEngineSwitches: --no-chunking, --no-pipelining and the
+// config's chunking and pipelining keys reach the engine: Exim's log
+// shows BDAT (K) and pipelined commands (L) only where they were allowed.
+func TestEximEngineSwitches(t *testing.T) {
+	r := newRig(t)
+	s := r.startSink(t)
+	const host = "file.rt.example"
+	cfgFile := func(body string) string {
+		p := filepath.Join(t.TempDir(), "etrnflush.toml")
+		if err := os.WriteFile(p, []byte("log = \"stderr\"\n"+body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name       string
+		args       []string
+		chunk, pip bool
+	}{
+		{"defaults", []string{"-c", cfgFile("")}, true, true},
+		{"--no-chunking", []string{"-c", cfgFile(""), "--no-chunking"}, false, true},
+		{"chunking = false", []string{"-c", cfgFile("[host.\"" + host + "\"]\nchunking = false\n")}, false, true},
+		{"--no-pipelining --no-chunking", []string{"-c", cfgFile(""), "flush", "--no-pipelining", "--no-chunking"}, false, false},
+		{"pipelining = false, chunking = false", []string{"-c", cfgFile("pipelining = false\nchunking = false\n")}, false, false},
+	}
+	seen := 0
+	for _, tc := range cases {
+		w := r.newWriter(t)
+		path := w.filePath(host)
+		for i := range 3 {
+			msg := fmt.Sprintf("Subject: switch %s %d\nMessage-ID: <sw-%d-%d@sender.example>\n\nbody %d\n", tc.name, i, seen, i, i)
+			if err := w.inject("alice@sender.example", []string{fmt.Sprintf("u%d@%s", i, host)}, []byte(msg)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		args := append(append([]string(nil), tc.args...), "--spool", path, "--to", s.addr(), "--tls", "none", "--helo", "test.example", host)
+		if _, stderr, code := runEtrnflush(t, args...); code != 0 {
+			t.Fatalf("%s: exit %d; stderr:\n%s", tc.name, code, stderr)
+		}
+		s.waitDelivered(t, seen+3)
+		lines := s.receptions(t)
+		if len(lines) != seen+3 {
+			t.Fatalf("%s: sink logged %d receptions, want %d", tc.name, len(lines), seen+3)
+		}
+		piped := 0
+		for _, l := range lines[seen:] {
+			if got := logChunking.MatchString(l); got != tc.chunk {
+				t.Errorf("%s: BDAT used=%v, want %v: %s", tc.name, got, tc.chunk, l)
+			}
+			if logPipe.MatchString(l) {
+				piped++
+			}
+		}
+		switch {
+		case tc.pip && piped < 2:
+			t.Errorf("%s: %d of 3 receptions pipelined, want at least 2:\n%s", tc.name, piped, strings.Join(lines[seen:], "\n"))
+		case !tc.pip && piped > 0:
+			t.Errorf("%s: %d receptions pipelined, want none:\n%s", tc.name, piped, strings.Join(lines[seen:], "\n"))
+		}
+		assertNoMailLeft(t, path)
+		seen += 3
+	}
+}
