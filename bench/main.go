@@ -172,6 +172,11 @@ func (h *harness) roundTrips(rtt time.Duration) error {
 			fmt.Printf("%-22s %5d  error: %v\n", c.mode, c.rcpts, firstLine(c.err.Error()))
 			continue
 		}
+		// BDAT where CHUNKING was offered and only there: else the row
+		// measures another mode than it names.
+		if used := c.stats.bdats > 0; used != c.chunking {
+			c.goal += fmt.Sprintf(" (BDAT used: %v!)", used)
+		}
 		fmt.Printf("%-22s %5d %10d %9.3f %9.3f %8s %6d %6d  %s\n", c.mode, c.rcpts, c.stats.roundTrips,
 			float64(c.stats.roundTrips)/n, c.res.elapsed.Seconds()/rtt.Seconds()/n, c.res.elapsed.Round(10*time.Millisecond),
 			c.stats.bdats, c.stats.datas, c.goal)
