@@ -64,7 +64,7 @@ func (f *feeder) next() (*sender.Message, error) {
 		return nil, err
 	}
 	group := []*spool.Message{head}
-	if f.coalesce {
+	if f.coalesce && len(head.To) > 0 {
 		group = f.grow(head, headSum)
 	}
 	f.queue = append(f.queue, group)

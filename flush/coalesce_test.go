@@ -312,3 +312,32 @@ func TestCoalesceBound(t *testing.T) {
 		t.Errorf("%d outcome lines, want %d", n, len(to))
 	}
 }
+
+// TestSplit: a transaction's result goes back to its copies by position;
+// a result cut short leaves the missing recipients without a status, which
+// settle keeps (Deferred).
+func TestSplit(t *testing.T) {
+	group := []*spool.Message{{ID: "a", To: []string{"a1"}}, {ID: "b", To: []string{"b1", "b2"}}, {ID: "c", To: []string{"c1"}}}
+	res := sender.Result{
+		Rcpts:       []sender.Status{sender.Sent, sender.Failed, sender.Deferred},
+		RcptReplies: []sender.Reply{{Code: 250}, {Code: 550, Text: "no"}, {Code: 451}},
+		Reply:       sender.Reply{Code: 250, Text: "ok"},
+		Uncertain:   true,
+	}
+	parts := split(group, res)
+	if len(parts) != 3 {
+		t.Fatalf("%d parts, want 3", len(parts))
+	}
+	want := [][]sender.Status{{sender.Sent}, {sender.Failed, sender.Deferred}, nil}
+	for i, p := range parts {
+		if !reflect.DeepEqual(p.Rcpts, want[i]) {
+			t.Errorf("part %d: %v, want %v", i, p.Rcpts, want[i])
+		}
+		if p.Reply != res.Reply || !p.Uncertain {
+			t.Errorf("part %d: reply %+v uncertain %v, want the transaction's", i, p.Reply, p.Uncertain)
+		}
+	}
+	if parts[1].RcptReplies[0].Code != 550 {
+		t.Errorf("part 1: RCPT replies %+v", parts[1].RcptReplies)
+	}
+}
