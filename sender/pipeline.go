@@ -253,6 +253,7 @@ type engine struct {
 	spare    []reply
 	reported int
 
+	ended    bool   // end has judged every message left
 	rerr     error  // report failed: take nothing more, report nothing more
 	werr     *Error // a write failed; replies are still read for a moment
 	dead     *Error // the session is over
@@ -379,6 +380,7 @@ func (e *engine) end(ctx context.Context, stopErr error) error {
 	} else if e.prev != nil {
 		s.needRset = !e.prev.clean
 	}
+	e.ended = true
 	e.settle()
 	switch {
 	case e.rerr != nil && e.dead != nil:
@@ -394,8 +396,12 @@ func (e *engine) end(ctx context.Context, stopErr error) error {
 	return stopErr
 }
 
-// settle reports, in order, every message whose outcome is final.
+// settle reports, in order, every message whose outcome is final. Once
+// the session died, only end knows which outcomes stand.
 func (e *engine) settle() {
+	if e.dead != nil && !e.ended {
+		return
+	}
 	for len(e.q) > 0 && e.rerr == nil {
 		t := e.q[0]
 		if !t.final() {
