@@ -251,7 +251,7 @@ type engine struct {
 	prev     *ptx     // the last transaction put on the wire
 	bytes    int64    // content octets written and not yet answered
 	spare    []reply
-	reported int
+	waitedAt int64 // octets written when the writer last waited
 
 	ended    bool   // end has judged every message left
 	rerr     error  // report failed: take nothing more, report nothing more
@@ -519,7 +519,11 @@ func (e *engine) wait() bool {
 	if len(e.outq) == 0 {
 		return false
 	}
-	e.s.stats.waits++
+	if w := e.s.dc.total(); w != e.waitedAt {
+		// A turnaround: the writer wrote, and now has to read.
+		e.s.stats.waits++
+		e.waitedAt = w
+	}
 	for {
 		if e.take() || e.dead != nil {
 			break

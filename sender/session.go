@@ -84,7 +84,7 @@ type Session struct {
 
 // stats counts what tests and benchmarks check about the dialogue.
 type stats struct {
-	waits int // times a pipelined writer stopped to wait for a reply
+	waits int // turnarounds: a pipelined writer wrote, then had to wait for a reply
 }
 
 // Dial connects to o.Addr, waits for the greeting, says EHLO (HELO if EHLO
