@@ -120,8 +120,8 @@ type Result struct {
 	Reply Reply
 	// RcptReplies holds the reply to each RCPT (Code 0 if none was read).
 	RcptReplies []Reply
-	// Uncertain is set when the final dot was sent but no reply was read:
-	// the server may have accepted the message. Every recipient that was
-	// accepted at RCPT is then reported Deferred.
+	// Uncertain is set when the final dot (or BDAT LAST) was sent but no
+	// reply to it was read: the server may have accepted the message.
+	// Every recipient not refused at RCPT is then reported Deferred.
 	Uncertain bool
 }
