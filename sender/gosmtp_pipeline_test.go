@@ -2,6 +2,7 @@ package sender
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log"
@@ -411,5 +412,52 @@ func TestChunkedMemoryFlat(t *testing.T) {
 	}
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 4<<20 {
 		t.Errorf("allocated %d octets to send %d", grew, size)
+	}
+}
+
+// TestPipelinedTLS runs both pipelined engines over STARTTLS against
+// go-smtp: the reply reader and the writer share one tls.Conn.
+func TestPipelinedTLS(t *testing.T) {
+	cert, pool := selfSigned(t)
+	for _, en := range engines[1:] {
+		t.Run(en.name, func(t *testing.T) {
+			be := &sink{}
+			addr := startSink(t, be, func(s *smtp.Server) {
+				s.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+			})
+			o := testOptions(addr)
+			o.TLS, o.TLSName, o.TLSConf = TLSVerify, "mx.test", &tls.Config{RootCAs: pool}
+			en.opt(&o)
+			s, err := Dial(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !s.TLS() {
+				t.Fatal("not TLS")
+			}
+			var msgs []*Message
+			var want []pwant
+			for i := range 20 {
+				msgs = append(msgs, msg("a@x", strings.Repeat("line\n", i*2000), "r@y"))
+				want = append(want, pwant{"s", 250})
+			}
+			res, err := sendAll(t, s, msgs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			checkResults(t, res, want)
+			got := be.got()
+			if len(got) != 20 {
+				t.Fatalf("server took %d", len(got))
+			}
+			for i, g := range got {
+				if string(g.data) != strings.Repeat("line\r\n", i*2000) {
+					t.Errorf("msg %d content differs", i)
+				}
+			}
+		})
 	}
 }
