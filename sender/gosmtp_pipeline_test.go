@@ -461,3 +461,56 @@ func TestPipelinedTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestPipelinedCancelDrains: a context cancelled mid-stream takes no new
+// message, but the replies to what already left are still read (within
+// a grace), so those messages get their real outcome rather than being
+// left uncertain and sent twice.
+func TestPipelinedCancelDrains(t *testing.T) {
+	for _, m := range pmodes {
+		t.Run(m.name, func(t *testing.T) {
+			sp := &strictPeer{exts: m.exts, delay: 2 * time.Millisecond}
+			addr, _ := runStrict(t, sp)
+			s, err := Dial(context.Background(), testOptions(addr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			taken := 0
+			var res []Result
+			err = s.Send(ctx, func() (*Message, error) {
+				taken++
+				return msg("a@x", "hi\n", "r"+strconv.Itoa(taken)+"@y"), nil
+			}, func(_ *Message, r Result) error {
+				res = append(res, r)
+				if len(res) == 3 {
+					cancel()
+				}
+				return nil
+			})
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("err = %v, want the context's", err)
+			}
+			if taken != len(res) || taken < 3 || taken > 3+DefaultMaxInflight {
+				t.Errorf("%d taken, %d reported", taken, len(res))
+			}
+			for i, r := range res {
+				// The message being written when the cancel came may
+				// have been cut short: deferred, never uncertain.
+				if st := statuses(r); st != "s" && !(i == len(res)-1 && st == "d") {
+					t.Errorf("msg %d: %s %+v", i, st, r.Reply)
+				}
+			}
+			if got := len(sp.accepted()); got != taken && got != taken-1 {
+				t.Errorf("peer took %d of %d", got, taken)
+			}
+			if err := s.Send(context.Background(), func() (*Message, error) { return nil, io.EOF }, nil); err == nil {
+				t.Error("the session goes on after a cancel")
+			}
+			if err := s.Close(); err != nil {
+				t.Logf("Close: %v", err)
+			}
+		})
+	}
+}

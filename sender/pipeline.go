@@ -24,6 +24,10 @@ const (
 	// buffers, where the reply timeout cannot see it: 2 MiB per round trip
 	// is 20 MB/s at 100 ms, more than the links this tool is for.
 	maxInflightBytes = 2 << 20
+	// drainGrace bounds how long replies already due are still read once
+	// the session cannot go on (a write failed) or must stop (the context
+	// was cancelled): each one read is a message not sent twice.
+	drainGrace = 2 * time.Second
 	// chunkSize is the largest BDAT chunk. A chunk is assembled in memory
 	// because BDAT states its size first; 64 KiB keeps memory flat and
 	// the per-chunk reply overhead under 0.1%.
@@ -217,6 +221,21 @@ func (r *replyReader) add(x []expect, o Options) {
 	r.mu.Unlock()
 }
 
+// limit makes every read end by the grace, and the connection stop
+// altogether then (a writer stuck in a write included): after a cancelled
+// context the replies already due are read, but not for long.
+func (r *replyReader) limit(grace time.Duration, cause error) {
+	at := time.Now().Add(grace)
+	r.mu.Lock()
+	if r.grace.IsZero() || at.Before(r.grace) {
+		r.grace = at
+	}
+	// An error only means the connection is gone, which the read sees.
+	_ = r.s.dc.setReadDeadlineAt(r.grace)
+	r.mu.Unlock()
+	time.AfterFunc(grace, func() { r.s.dc.cancel(cause) })
+}
+
 // shutdown ends the reader once the registered replies are read; with a
 // grace, a reader still waiting gives up by then.
 func (r *replyReader) shutdown(grace time.Duration) {
@@ -239,6 +258,7 @@ func (r *replyReader) shutdown(grace time.Duration) {
 
 // engine runs one Send over a pipelining server.
 type engine struct {
+	ctx    context.Context
 	s      *Session
 	chunk  bool
 	window int
@@ -271,6 +291,10 @@ func (c *chunkBuf) WriteByte(b byte) error      { c.b = append(c.b, b); return n
 
 func (e *engine) dying() bool { return e.dead != nil || e.werr != nil }
 
+// stopping: no new content may go, the session being over or the caller
+// having stopped (report failed, context cancelled).
+func (e *engine) stopping() bool { return e.dying() || e.rerr != nil || e.ctx.Err() != nil }
+
 // sendPipelined is Send for servers that offer PIPELINING. The calling
 // goroutine writes commands, and calls next and report; a second one reads
 // replies. Both stay bounded: at most window messages and about
@@ -280,12 +304,17 @@ func (s *Session) sendPipelined(ctx context.Context, next func() (*Message, erro
 	if window <= 0 {
 		window = DefaultMaxInflight
 	}
-	e := &engine{s: s, chunk: s.mode() == chunked, window: window, report: report}
+	e := &engine{ctx: ctx, s: s, chunk: s.mode() == chunked, window: window, report: report}
 	// A reply already waiting answers nothing this Send will write.
 	if err := s.inStep("mail"); err != nil {
 		return err
 	}
 	e.rd = newReplyReader(s)
+	// A cancelled context (SIGTERM) takes no new message and sends no more
+	// content, but reads, for a moment, the replies to what already left.
+	grace := min(s.o.Timeout, drainGrace)
+	stop := context.AfterFunc(ctx, func() { e.rd.limit(grace, context.Cause(ctx)) })
+	defer stop()
 	var stopErr error // why no more messages were taken
 	for !e.dying() && e.rerr == nil {
 		if err := ctx.Err(); err != nil {
@@ -348,8 +377,7 @@ func (e *engine) end(ctx context.Context, stopErr error) error {
 		// Replies to what did go out may still be there: each one read
 		// is an outcome known instead of a message left uncertain.
 		e.register()
-		grace := min(s.o.Timeout, 2*time.Second)
-		e.rd.shutdown(grace)
+		e.rd.shutdown(min(s.o.Timeout, drainGrace))
 		e.take()
 		if e.dead == nil {
 			e.fail(e.werr, false)
@@ -558,7 +586,11 @@ func (e *engine) take() bool {
 	clear(got)
 	e.spare = got[:0]
 	if e.dead == nil && rerr != nil && len(e.outq) > 0 && e.werr == nil {
-		e.fail(e.s.failure(e.outq[0].kind.op(), fmt.Errorf("read reply: %w", rerr)), false)
+		err := fmt.Errorf("read reply: %w", rerr)
+		if c := context.Cause(e.ctx); c != nil && e.s.dc.cancelled() == nil {
+			err = fmt.Errorf("%w (%v)", c, err) // the grace ran out
+		}
+		e.fail(e.s.failure(e.outq[0].kind.op(), err), false)
 		return true
 	}
 	return len(got) > 0
@@ -866,10 +898,10 @@ func (e *engine) sendChunked(t *ptx, rc io.ReadCloser, p params) {
 			break
 		}
 		e.poll()
-		if t.doomed() || e.rerr != nil || e.dying() {
+		if t.doomed() || e.stopping() {
 			// RFC 3030: no more chunks once one failed; none either when
 			// no recipient was taken or the caller stopped.
-			if t.abort == "" && e.rerr != nil {
+			if t.abort == "" && e.stopping() {
 				t.abort = "stopped before the end of the content"
 			}
 			break
@@ -891,7 +923,10 @@ func (e *engine) sendChunked(t *ptx, rc io.ReadCloser, p params) {
 		if last {
 			if n > 0 {
 				e.poll()
-				if t.doomed() || e.rerr != nil || e.dying() {
+				if t.doomed() || e.stopping() {
+					if t.abort == "" && e.stopping() {
+						t.abort = "stopped before the end of the content"
+					}
 					break
 				}
 			}

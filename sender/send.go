@@ -35,11 +35,11 @@ func (s *Session) Send(ctx context.Context, next func() (*Message, error), repor
 	if s.dead != nil {
 		return localError("send", fmt.Errorf("session unusable: %w", s.dead))
 	}
-	stop := context.AfterFunc(ctx, func() { s.dc.cancel(context.Cause(ctx)) })
-	defer stop()
 	if s.mode() != lockStep {
 		return s.sendPipelined(ctx, next, report)
 	}
+	stop := context.AfterFunc(ctx, func() { s.dc.cancel(context.Cause(ctx)) })
+	defer stop()
 	for {
 		if err := ctx.Err(); err != nil {
 			s.dead = err
