@@ -467,14 +467,11 @@ func (e *engine) write(x expect, line string) {
 		e.fail(localError(x.kind.op(), err), false)
 		return
 	}
-	bw := e.s.bw
-	if _, err := bw.WriteString(line); err == nil {
-		_, err = bw.WriteString("\r\n")
-		if err != nil {
-			e.writeFailed(x.kind.op(), err)
-			return
-		}
-	} else {
+	_, err := e.s.bw.WriteString(line)
+	if err == nil {
+		_, err = e.s.bw.WriteString("\r\n")
+	}
+	if err != nil {
 		e.writeFailed(x.kind.op(), err)
 		return
 	}
