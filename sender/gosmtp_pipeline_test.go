@@ -514,3 +514,58 @@ func TestPipelinedCancelDrains(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchMemoryFlat: the live heap in the middle of a long pipelined
+// batch does not grow with the number of messages already sent (the
+// queues behind the window are let go as it slides).
+func TestBatchMemoryFlat(t *testing.T) {
+	for _, en := range engines[1:] {
+		t.Run(en.name, func(t *testing.T) {
+			o := testOptions(startSink(t, &sink{discard: true}, nil))
+			en.opt(&o)
+			s, err := Dial(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := msg("a@x", body4K, "r@y")
+			const n = 6000
+			i, reported := 0, 0
+			var early, late uint64
+			heap := func() uint64 {
+				runtime.GC()
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				return ms.HeapAlloc
+			}
+			err = s.Send(context.Background(), func() (*Message, error) {
+				if i == n {
+					return nil, io.EOF
+				}
+				i++
+				return m, nil
+			}, func(_ *Message, r Result) error {
+				reported++
+				switch reported {
+				case 1000:
+					early = heap()
+				case n - 100:
+					late = heap()
+				}
+				if r.Rcpts[0] != Sent {
+					return errors.New("not sent")
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			t.Logf("live heap %d after 1000 messages, %d after %d", early, late, n-100)
+			if late > early+1<<20 {
+				t.Errorf("live heap grew from %d to %d octets over %d messages", early, late, n-1100)
+			}
+		})
+	}
+}
