@@ -10,12 +10,21 @@ import (
 )
 
 // Send replays the messages next yields (io.EOF: no more), in order. report
-// is called exactly once per message taken from next, in the same order,
-// with its final Result; an error from report stops Send and is returned
-// wrapped. An error from next is returned wrapped. When the session fails,
-// the message in flight is reported with its recipients Deferred (and
-// Uncertain when the final dot had left) and Send returns an *Error; only
-// Close is useful afterwards.
+// is called once per message taken from next, in the same order, with its
+// final Result. next and report are called on the caller's goroutine, never
+// at the same time; next may run ahead of report by up to the window
+// (Options.MaxInflight) in a pipelined session.
+//
+// An error from report stops Send: nothing more is taken, the messages
+// taken and not yet reported are not reported (those already written may
+// have been delivered), the replies still due are read so the session stays
+// usable, and the error is returned wrapped. An error from next is returned
+// wrapped once every message taken before it is reported. When the session
+// fails (a 421, a lost connection, a timeout, a reply out of place) every
+// message in flight is reported with its unanswered recipients Deferred
+// (and Uncertain when its final dot or BDAT LAST had left) and Send returns
+// an *Error; only Close is useful afterwards. A cancelled ctx ends the
+// session the same way at once, Send returning the context's error.
 //
 // Open may be called twice per message when the server offers SIZE: once
 // to count the exact size, once to send.
@@ -26,11 +35,11 @@ func (s *Session) Send(ctx context.Context, next func() (*Message, error), repor
 	if s.dead != nil {
 		return localError("send", fmt.Errorf("session unusable: %w", s.dead))
 	}
-	stop := context.AfterFunc(ctx, func() { s.dc.cancel(context.Cause(ctx)) })
-	defer stop()
 	if s.mode() != lockStep {
 		return s.sendPipelined(ctx, next, report)
 	}
+	stop := context.AfterFunc(ctx, func() { s.dc.cancel(context.Cause(ctx)) })
+	defer stop()
 	for {
 		if err := ctx.Err(); err != nil {
 			s.dead = err

@@ -29,7 +29,8 @@ const (
 type Error struct {
 	// Op is the step that failed: "dial", "greeting", "ehlo", "helo",
 	// "starttls", "tls", "auth", "mail", "rcpt", "data", "body", "dot",
-	// "rset", "quit" or "send" (context cancelled between messages).
+	// "bdat", "rset", "quit" or "send" (context cancelled between
+	// messages, or a write in a pipelined group).
 	Op string
 	// Reply is the server's reply, or Code 0 and a local reason.
 	Reply Reply
@@ -84,7 +85,7 @@ type Session struct {
 
 // stats counts what tests and benchmarks check about the dialogue.
 type stats struct {
-	waits int // times a pipelined writer stopped to wait for a reply
+	waits int // turnarounds: a pipelined writer wrote, then had to wait for a reply
 }
 
 // Dial connects to o.Addr, waits for the greeting, says EHLO (HELO if EHLO
