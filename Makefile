@@ -58,5 +58,12 @@ uninstall:
 demo:
 	GO=$(GO) ./demo/run.sh
 
+# The measuring harness (bench/): round trips through a delaying proxy,
+# loopback throughput, peak RSS, all of the freshly built binary in one
+# run. BENCHFLAGS passes options to it (e.g. -only rt -rtt 50ms).
+.PHONY: bench
+bench: build
+	$(GO) run ./bench -bin ./etrnflush $(BENCHFLAGS)
+
 clean:
 	rm -f etrnflush

@@ -185,6 +185,9 @@ func flushFlags() []cli.Flag {
 		&cli.StringFlag{Name: "tls", Usage: "TLS `LEVEL`: none, may, encrypt or verify", DefaultText: "may"},
 		&cli.DurationFlag{Name: "timeout", Usage: "`DURATION` allowed for the connection and each reply", DefaultText: "5m"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "parse and list what would be sent; connect nowhere, change nothing"},
+		&cli.IntFlag{Name: "max-inflight", Usage: "send at most `N` messages ahead of the server's replies", DefaultText: "max_inflight from the config, else 32"},
+		&cli.BoolFlag{Name: "no-pipelining", Usage: "do not use PIPELINING even when the server offers it"},
+		&cli.BoolFlag{Name: "no-chunking", Usage: "do not use CHUNKING (BDAT) even when the server offers it"},
 	}
 }
 
@@ -303,6 +306,19 @@ func settings(c *cli.Context, cfg *config.Config, host string) (config.Settings,
 		}
 		s.Log = v
 	}
+	if tc := flagCtx(c, "max-inflight"); tc.IsSet("max-inflight") {
+		n := tc.Int("max-inflight")
+		if err := config.CheckMaxInflight(n); err != nil {
+			return s, usageErr("--max-inflight: %v", err)
+		}
+		s.MaxInflight = n
+	}
+	if flagCtx(c, "no-pipelining").Bool("no-pipelining") {
+		s.Pipelining = false
+	}
+	if flagCtx(c, "no-chunking").Bool("no-chunking") {
+		s.Chunking = false
+	}
 	if s.AuthUser != "" && s.TLS == "none" {
 		return s, usageErr("AUTH for %s needs TLS; --tls none is refused", host)
 	}
@@ -387,11 +403,14 @@ func flushAction(c *cli.Context) error {
 	}()
 
 	so := sender.Options{
-		Helo:        s.Helo,
-		TLSName:     s.TLSName,
-		Timeout:     s.Timeout,
-		DataTimeout: s.DataTimeout,
-		AuthUser:    s.AuthUser,
+		Helo:         s.Helo,
+		TLSName:      s.TLSName,
+		Timeout:      s.Timeout,
+		DataTimeout:  s.DataTimeout,
+		AuthUser:     s.AuthUser,
+		MaxInflight:  s.MaxInflight,
+		NoPipelining: !s.Pipelining,
+		NoChunking:   !s.Chunking,
 	}
 	switch s.TLS {
 	case "none":
@@ -423,12 +442,13 @@ func flushAction(c *cli.Context) error {
 	}
 
 	fc := flush.Config{
-		Host:   host,
-		Spool:  spool.Options{Path: s.Spool, Format: s.Format},
-		Sender: so,
-		DryRun: dryRun,
-		Out:    c.App.Writer,
-		Log:    log,
+		Host:       host,
+		Spool:      spool.Options{Path: s.Spool, Format: s.Format},
+		Sender:     so,
+		DryRun:     dryRun,
+		NoCoalesce: !s.Coalesce,
+		Out:        c.App.Writer,
+		Log:        log,
 	}
 	fc.Spool.MailstorePrefixLines, fc.Spool.MailstoreSuffixLines = s.MailstorePrefixLines, s.MailstoreSuffixLines
 	fc.Spool.MaildirEnvelope, fc.Spool.DeliveredToPrefix = s.MaildirEnvelope, s.DeliveredToPrefix

@@ -27,6 +27,10 @@ type Settings struct {
 	MailstoreSuffixLines int
 	MaildirEnvelope      string
 	DeliveredToPrefix    string
+	MaxInflight          int  // messages written and not yet answered
+	Pipelining           bool // use PIPELINING when offered
+	Chunking             bool // use CHUNKING when offered
+	Coalesce             bool // one transaction for identical copies of a message
 }
 
 // For returns the settings for host (already validated and folded); flags
@@ -60,10 +64,31 @@ func (c *Config) For(host string) Settings {
 	if h.DeliveredToPrefix != nil {
 		s.DeliveredToPrefix = *h.DeliveredToPrefix
 	}
+	s.MaxInflight = c.MaxInflight
+	if h.MaxInflight != nil {
+		s.MaxInflight = *h.MaxInflight
+	}
+	if s.MaxInflight == 0 {
+		s.MaxInflight = DefaultMaxInflight // a Config not made by Load
+	}
+	s.Pipelining = pickBool(h.Pipelining, c.Pipelining)
+	s.Chunking = pickBool(h.Chunking, c.Chunking)
+	s.Coalesce = pickBool(h.Coalesce, c.Coalesce)
 	// Validated at load; the built-in defaults parse.
 	s.Timeout, _ = ParseDuration(pick(c.Timeout, "5m"))
 	s.DataTimeout, _ = ParseDuration(pick(c.DataTimeout, "10m"))
 	return s
+}
+
+// pickBool layers a host's switch over the global one; both default on.
+func pickBool(host, global *bool) bool {
+	switch {
+	case host != nil:
+		return *host
+	case global != nil:
+		return *global
+	}
+	return true
 }
 
 func pick(v, def string) string {
@@ -101,6 +126,10 @@ func (s Settings) Print(w io.Writer) error {
 		{"mailstore_suffix_lines", fmt.Sprint(s.MailstoreSuffixLines)},
 		{"maildir_envelope", q(s.MaildirEnvelope)},
 		{"delivered_to_prefix", q(s.DeliveredToPrefix)},
+		{"max_inflight", fmt.Sprint(s.MaxInflight)},
+		{"pipelining", fmt.Sprint(s.Pipelining)},
+		{"chunking", fmt.Sprint(s.Chunking)},
+		{"coalesce", fmt.Sprint(s.Coalesce)},
 	}
 	for _, l := range lines {
 		if _, err := fmt.Fprintf(w, "%s = %s\n", l[0], l[1]); err != nil {

@@ -29,8 +29,11 @@ type Config struct {
 	Dests   []string
 	Resolve func() ([]string, error)
 	DryRun  bool
-	Out     io.Writer // dry-run listing
-	Log     *Logger
+	// NoCoalesce sends every spool message in a transaction of its own,
+	// even when consecutive ones are copies of one message.
+	NoCoalesce bool
+	Out        io.Writer // dry-run listing
+	Log        *Logger
 	// MaxPasses bounds extra passes asked for by concurrent runs, so that
 	// a stream of ETRNs cannot keep one process alive forever.
 	MaxPasses int
@@ -205,34 +208,28 @@ func (r *run) pass(ctx context.Context) (err error) {
 		}
 		if r.dead {
 			r.sum.Unreachable = true
-			return r.keepAll(sp, first, "no destination accepted a connection; kept for the next run")
+			return r.keepAll(sp, first, sp.Next, "no destination accepted a connection; kept for the next run")
 		}
 	}
 
-	// The sender reports in the order it takes messages; the queue maps
-	// each report back to its spool message.
-	var queue []*spool.Message
-	pending := first
-	next := func() (*sender.Message, error) {
-		var m *spool.Message
-		if pending != nil {
-			m, pending = pending, nil
-		} else {
-			var err error
-			m, err = sp.Next()
-			if err != nil {
-				return nil, err
+	// The sender reports in the order it takes transactions; the feeder's
+	// queue maps each report back to its spool messages.
+	f := &feeder{sp: sp, coalesce: !r.cfg.NoCoalesce, pending: first}
+	report := func(_ *sender.Message, res sender.Result) error {
+		group := f.queue[0]
+		f.queue = f.queue[1:]
+		txn := ""
+		if len(group) > 1 {
+			txn = group[0].ID
+		}
+		for i, part := range split(group, res) {
+			if err := r.settle(sp, group[i], part, txn); err != nil {
+				return err
 			}
 		}
-		queue = append(queue, m)
-		return &sender.Message{From: m.From, To: m.To, Size: m.Size, EightBit: m.EightBit, Open: m.Open}, nil
+		return nil
 	}
-	report := func(_ *sender.Message, res sender.Result) error {
-		m := queue[0]
-		queue = queue[1:]
-		return r.settle(sp, m, res)
-	}
-	serr := r.sess.Send(ctx, next, report)
+	serr := r.sess.Send(ctx, f.next, report)
 	if serr == nil {
 		return nil
 	}
@@ -246,7 +243,7 @@ func (r *run) pass(ctx context.Context) (err error) {
 			}
 		}
 		r.sess = nil
-		m, err := sp.Next()
+		m, _, err := f.take()
 		if err == io.EOF {
 			return nil
 		}
@@ -256,7 +253,7 @@ func (r *run) pass(ctx context.Context) (err error) {
 		// Only now is something left unoffered: a session that dies in
 		// the RSET or QUIT after the last message leaves nothing behind.
 		r.sum.Unreachable = true
-		return r.keepAll(sp, m, "the connection ended before these were offered; kept for the next run")
+		return r.keepAll(sp, m, f.nextSpool, "the connection ended before these were offered; kept for the next run")
 	}
 	// Anything else came from the spool side (next or settle).
 	return spoolErr("flush", serr)
@@ -265,7 +262,7 @@ func (r *run) pass(ctx context.Context) (err error) {
 // keepAll counts what an unreachable host leaves in the spool, so that the
 // summary says how much is waiting. Nothing is rewritten: every recipient
 // stays pending.
-func (r *run) keepAll(sp spool.Spool, m *spool.Message, why string) error {
+func (r *run) keepAll(sp spool.Spool, m *spool.Message, next func() (*spool.Message, error), why string) error {
 	n, bytes := 0, int64(0)
 	for {
 		if err := sp.Settle(m, make([]spool.Outcome, len(m.To)), ""); err != nil {
@@ -274,7 +271,7 @@ func (r *run) keepAll(sp spool.Spool, m *spool.Message, why string) error {
 		n++
 		bytes += m.Size
 		var err error
-		m, err = sp.Next()
+		m, err = next()
 		if err == io.EOF {
 			break
 		}
@@ -323,7 +320,10 @@ func (r *run) dial(ctx context.Context) bool {
 	return false
 }
 
-func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result) error {
+// settle records and logs one spool message's outcome. txn names the
+// first message of a coalesced transaction ("" when it had this message
+// alone), so that the copies sent together can be found in the log.
+func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn string) error {
 	out := make([]spool.Outcome, len(m.To))
 	var sent, failed, kept []string
 	for i := range m.To {
@@ -376,6 +376,9 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result) error 
 	extra := ""
 	if status == "partial" {
 		extra = fmt.Sprintf(" sent=%s failed=%s deferred=%s", addrs(sent), addrs(failed), addrs(kept))
+	}
+	if txn != "" {
+		extra += " coalesced=" + txn
 	}
 	if len(failed) > 0 && why != reply {
 		// Recipients refused at RCPT have their own reply; the final

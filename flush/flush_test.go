@@ -246,10 +246,12 @@ func sorted(s ...string) []string {
 // when empty), with the given timeouts, and returns what it logged too.
 func flushTo(path, addr string, timeout time.Duration) (Summary, *bytes.Buffer, error) {
 	var logBuf bytes.Buffer
+	// A window of one (flushWindow) keeps exact which messages a fault
+	// finds offered; TestFaultsWindowed runs the default window.
 	cfg := Config{
 		Host:   "h.example",
 		Spool:  spool.Options{Path: path},
-		Sender: sender.Options{Helo: "test.example", TLS: sender.TLSNone, Timeout: timeout, DataTimeout: timeout},
+		Sender: sender.Options{Helo: "test.example", TLS: sender.TLSNone, Timeout: timeout, DataTimeout: timeout, MaxInflight: flushWindow},
 		Log:    NewWriterLogger(&logBuf, true),
 	}
 	if addr != "" {
@@ -356,7 +358,9 @@ func TestFaults(t *testing.T) {
 			faults:  map[string]string{"RCPT b2@h.example": "slow"},
 			arrived: sorted(batch[0].String()),
 			left:    sorted(batch[1].String(), batch[2].String()),
-			sum:     Summary{Sent: 1, Deferred: 2, Unreachable: true},
+			// BDAT LAST went out behind the RCPTs (pipelined), unanswered:
+			// a server that batches its replies may have taken it.
+			sum: Summary{Sent: 1, Deferred: 1, Uncertain: 1, Unreachable: true},
 		},
 		{
 			name:    "reply to the dot slower than the data timeout",

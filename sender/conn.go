@@ -55,12 +55,16 @@ func (d *deadlineConn) Write(p []byte) (int, error) {
 }
 
 func (d *deadlineConn) setReadDeadline(t time.Duration) error {
+	return d.setReadDeadlineAt(time.Now().Add(t))
+}
+
+func (d *deadlineConn) setReadDeadlineAt(t time.Time) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.cause != nil {
 		return d.cause
 	}
-	if err := d.c.SetReadDeadline(time.Now().Add(t)); err != nil {
+	if err := d.c.SetReadDeadline(t); err != nil {
 		return fmt.Errorf("set read deadline: %w", err)
 	}
 	return nil

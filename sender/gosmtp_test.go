@@ -414,7 +414,11 @@ func TestSendStopsOnReportAndNextErrors(t *testing.T) {
 	boom := errors.New("boom")
 	be := &sink{}
 	addr := startSink(t, be, nil)
-	s, err := Dial(context.Background(), testOptions(addr))
+	// A window of one: next is not called again before the report (the
+	// wider window is TestPipelinedReportError's).
+	o := testOptions(addr)
+	o.MaxInflight = 1
+	s, err := Dial(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,7 +489,9 @@ func BenchmarkSend4K(b *testing.B) {
 	be := &sink{discard: true}
 	addr := startSink(b, be, nil)
 	body := strings.Repeat(strings.Repeat("b", 78)+"\n", 4096/79) + strings.Repeat("c", 4096%79)
-	s, err := Dial(context.Background(), testOptions(addr))
+	o := testOptions(addr)
+	o.NoPipelining = true // go-smtp offers PIPELINING; see BenchmarkEngines
+	s, err := Dial(context.Background(), o)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,12 +10,21 @@ import (
 )
 
 // Send replays the messages next yields (io.EOF: no more), in order. report
-// is called exactly once per message taken from next, in the same order,
-// with its final Result; an error from report stops Send and is returned
-// wrapped. An error from next is returned wrapped. When the session fails,
-// the message in flight is reported with its recipients Deferred (and
-// Uncertain when the final dot had left) and Send returns an *Error; only
-// Close is useful afterwards.
+// is called once per message taken from next, in the same order, with its
+// final Result. next and report are called on the caller's goroutine, never
+// at the same time; next may run ahead of report by up to the window
+// (Options.MaxInflight) in a pipelined session.
+//
+// An error from report stops Send: nothing more is taken, the messages
+// taken and not yet reported are not reported (those already written may
+// have been delivered), the replies still due are read so the session stays
+// usable, and the error is returned wrapped. An error from next is returned
+// wrapped once every message taken before it is reported. When the session
+// fails (a 421, a lost connection, a timeout, a reply out of place) every
+// message in flight is reported with its unanswered recipients Deferred
+// (and Uncertain when its final dot or BDAT LAST had left) and Send returns
+// an *Error; only Close is useful afterwards. A cancelled ctx ends the
+// session the same way at once, Send returning the context's error.
 //
 // Open may be called twice per message when the server offers SIZE: once
 // to count the exact size, once to send.
@@ -25,6 +34,9 @@ func (s *Session) Send(ctx context.Context, next func() (*Message, error), repor
 	}
 	if s.dead != nil {
 		return localError("send", fmt.Errorf("session unusable: %w", s.dead))
+	}
+	if s.mode() != lockStep {
+		return s.sendPipelined(ctx, next, report)
 	}
 	stop := context.AfterFunc(ctx, func() { s.dc.cancel(context.Cause(ctx)) })
 	defer stop()
@@ -144,47 +156,11 @@ func (t *txn) all() []int {
 }
 
 func (t *txn) run() *Error {
-	s, m := t.s, t.m
-	if err := checkAddr(m.From); err != nil {
-		return t.local("invalid sender: %v", err)
+	rc, p, ok := t.prepare()
+	if !ok {
+		return nil
 	}
-	if len(m.To) == 0 {
-		return t.local("message has no recipients")
-	}
-	utf8 := nonASCII(m.From)
-	for _, to := range m.To {
-		if to == "" {
-			return t.local("empty recipient address")
-		}
-		if err := checkAddr(to); err != nil {
-			return t.local("invalid recipient: %v", err)
-		}
-		utf8 = utf8 || nonASCII(to)
-	}
-	if m.Open == nil {
-		return t.local("message has no content")
-	}
-	if _, ok := s.ext["SMTPUTF8"]; utf8 && !ok {
-		return t.local("server does not offer SMTPUTF8, needed for a non-ASCII address")
-	}
-	limit, sizeOffered := s.sizeLimit()
-	var size int64
-	if sizeOffered {
-		var err error
-		if size, err = wireSize(m.Open, s.copyBuf()); err != nil {
-			return t.local("%v", err)
-		}
-		if limit > 0 && size > limit {
-			return t.local("message size %d exceeds the server's SIZE limit %d", size, limit)
-		}
-	}
-	// Opened before MAIL so that a missing file costs no round trip and
-	// leaves no transaction to abort.
-	rc, err := m.Open()
-	if err != nil {
-		return t.local("open content: %v", err)
-	}
-	sent, serr := t.envelope(utf8, sizeOffered, size)
+	sent, serr := t.envelope(p)
 	if !sent {
 		// The content was never read: a close error cannot change the
 		// outcome, which is already decided.
@@ -194,21 +170,90 @@ func (t *txn) run() *Error {
 	return t.data(rc)
 }
 
-// envelope sends MAIL, RCPT and DATA. It reports true when the server
-// answered 354 and waits for the content.
-func (t *txn) envelope(utf8, sizeOffered bool, size int64) (bool, *Error) {
+// params is what MAIL needs to say about a message.
+type params struct {
+	utf8        bool  // SMTPUTF8: an address is not ASCII
+	sizeOffered bool  // the server offers SIZE, so size is exact
+	size        int64 // wire size (RFC 1870), when sizeOffered
+}
+
+// prepare does every check that needs no round trip and opens the
+// content. When ok is false the message ended here with a local reason in
+// t.res and nothing was sent.
+func (t *txn) prepare() (rc io.ReadCloser, p params, ok bool) {
 	s, m := t.s, t.m
-	line := "MAIL FROM:<" + m.From + ">"
-	if sizeOffered {
-		line += " SIZE=" + strconv.FormatInt(size, 10)
+	if err := checkAddr(m.From); err != nil {
+		t.local("invalid sender: %v", err)
+		return nil, p, false
 	}
-	if _, ok := s.ext["8BITMIME"]; ok && m.EightBit {
+	if len(m.To) == 0 {
+		t.local("message has no recipients")
+		return nil, p, false
+	}
+	p.utf8 = nonASCII(m.From)
+	for _, to := range m.To {
+		if to == "" {
+			t.local("empty recipient address")
+			return nil, p, false
+		}
+		if err := checkAddr(to); err != nil {
+			t.local("invalid recipient: %v", err)
+			return nil, p, false
+		}
+		p.utf8 = p.utf8 || nonASCII(to)
+	}
+	if m.Open == nil {
+		t.local("message has no content")
+		return nil, p, false
+	}
+	if _, ok := s.ext["SMTPUTF8"]; p.utf8 && !ok {
+		t.local("server does not offer SMTPUTF8, needed for a non-ASCII address")
+		return nil, p, false
+	}
+	var limit int64
+	limit, p.sizeOffered = s.sizeLimit()
+	if p.sizeOffered {
+		var err error
+		if p.size, err = wireSize(m.Open, s.copyBuf()); err != nil {
+			t.local("%v", err)
+			return nil, p, false
+		}
+		if limit > 0 && p.size > limit {
+			t.local("message size %d exceeds the server's SIZE limit %d", p.size, limit)
+			return nil, p, false
+		}
+	}
+	// Opened before MAIL so that a missing file costs no round trip and
+	// leaves no transaction to abort.
+	rc, err := m.Open()
+	if err != nil {
+		t.local("open content: %v", err)
+		return nil, p, false
+	}
+	return rc, p, true
+}
+
+// mailLine is the MAIL command for the message, with the parameters the
+// server understands.
+func (t *txn) mailLine(p params) string {
+	line := "MAIL FROM:<" + t.m.From + ">"
+	if p.sizeOffered {
+		line += " SIZE=" + strconv.FormatInt(p.size, 10)
+	}
+	if _, ok := t.s.ext["8BITMIME"]; ok && t.m.EightBit {
 		line += " BODY=8BITMIME"
 	}
-	if utf8 {
+	if p.utf8 {
 		line += " SMTPUTF8"
 	}
-	r, err := s.cmd("mail", s.o.Timeout, line)
+	return line
+}
+
+// envelope sends MAIL, RCPT and DATA. It reports true when the server
+// answered 354 and waits for the content.
+func (t *txn) envelope(p params) (bool, *Error) {
+	s, m := t.s, t.m
+	r, err := s.cmd("mail", s.o.Timeout, t.mailLine(p))
 	if err != nil {
 		return false, t.ended(err)
 	}

@@ -3,9 +3,23 @@
 // caller hands it messages whose content it can open, and acts on the
 // outcomes it gets back.
 //
-// The dialogue is lock-step today. Send takes a stream of messages rather
-// than one message at a time so that a pipelined engine (RFC 2920, RFC 3030)
-// can replace the inside without changing callers.
+// How a session sends depends on what the server offers after EHLO:
+//
+//   - PIPELINING and CHUNKING (RFC 2920, RFC 3030): MAIL, RCPT and the
+//     content in BDAT chunks of at most 64 KiB stream without waiting for
+//     any reply, the end of each message marked by BDAT 0 LAST; a second
+//     goroutine reads the replies. A batch costs about one round trip per
+//     window of messages.
+//   - PIPELINING alone: a message's content and dot travel in one write
+//     with the next message's MAIL, RCPT and DATA; only the 354 is waited
+//     for, so a message costs one round trip.
+//   - Neither (or Options.NoPipelining): lock-step, one command and its
+//     reply at a time, with a check that no reply comes unasked.
+//
+// In the pipelined modes at most Options.MaxInflight messages (default
+// DefaultMaxInflight) and about 2 MiB of content are written and not yet
+// answered; that is also what a SIGKILL can at worst cause to be sent
+// twice. Memory stays flat whatever the message size or batch length.
 package sender
 
 import (
@@ -51,8 +65,10 @@ type Options struct {
 	// and each single write (a peer that stops reading fails the write
 	// after Timeout). Default 5 minutes.
 	Timeout time.Duration
-	// DataTimeout bounds the wait for the reply to the final dot
-	// (RFC 5321 4.5.3.2.6 suggests 10 minutes, the default).
+	// DataTimeout bounds the wait for the reply to the final dot or BDAT
+	// LAST (RFC 5321 4.5.3.2.6 suggests 10 minutes, the default). In a
+	// pipelined session each reply's wait starts when the one before it
+	// arrived (or when its command left, if later).
 	DataTimeout time.Duration
 	// AuthUser and AuthPass, when AuthUser is set, are sent with AUTH PLAIN
 	// (or LOGIN when PLAIN is not offered), and only over TLS: without TLS
@@ -62,13 +78,19 @@ type Options struct {
 	// Dial, when set, replaces net.Dialer (tests, and later ATRN). It is
 	// called with network "tcp", Addr and Timeout.
 	Dial func(network, addr string, timeout time.Duration) (net.Conn, error)
-	// MaxInflight bounds the messages written and not yet answered when
-	// the server offers PIPELINING (RFC 2920); 0 means the default. It is
-	// also what a SIGKILL can at worst cause to be sent twice.
+	// MaxInflight bounds the messages taken from next and not yet
+	// reported when the server offers PIPELINING (RFC 2920): with CHUNKING
+	// the writer waits once that many are unanswered, and next is never
+	// called more than that far ahead of report. 0 (or less) means
+	// DefaultMaxInflight, 32; 1 waits for each message's outcome before
+	// taking the next. It is also what a SIGKILL can at worst cause to be
+	// sent twice. Lock-step sessions always have one message in flight.
 	MaxInflight int
-	// NoPipelining and NoChunking refuse PIPELINING (RFC 2920) and
-	// CHUNKING (RFC 3030) even when the server offers them, for servers
-	// that advertise them and then misbehave.
+	// NoPipelining refuses PIPELINING (RFC 2920) even when the server
+	// offers it: the session is lock-step, and CHUNKING goes unused too.
+	// NoChunking refuses CHUNKING (RFC 3030): a pipelining session then
+	// sends DATA. Both are for servers that advertise an extension and
+	// then misbehave.
 	NoPipelining bool
 	NoChunking   bool
 }
@@ -120,8 +142,8 @@ type Result struct {
 	Reply Reply
 	// RcptReplies holds the reply to each RCPT (Code 0 if none was read).
 	RcptReplies []Reply
-	// Uncertain is set when the final dot was sent but no reply was read:
-	// the server may have accepted the message. Every recipient that was
-	// accepted at RCPT is then reported Deferred.
+	// Uncertain is set when the final dot (or BDAT LAST) was sent but no
+	// reply to it was read: the server may have accepted the message.
+	// Every recipient not refused at RCPT is then reported Deferred.
 	Uncertain bool
 }

@@ -29,7 +29,8 @@ const (
 type Error struct {
 	// Op is the step that failed: "dial", "greeting", "ehlo", "helo",
 	// "starttls", "tls", "auth", "mail", "rcpt", "data", "body", "dot",
-	// "rset", "quit" or "send" (context cancelled between messages).
+	// "bdat", "rset", "quit" or "send" (context cancelled between
+	// messages, or a write in a pipelined group).
 	Op string
 	// Reply is the server's reply, or Code 0 and a local reason.
 	Reply Reply
@@ -76,6 +77,15 @@ type Session struct {
 	buf       []byte  // content copy buffer, made on first use
 	dead      error   // set once the stream can no longer be trusted
 	done      bool    // Close was called
+	// needRset: the last pipelined transaction may still be open, so the
+	// next one starts with RSET.
+	needRset bool
+	stats    stats
+}
+
+// stats counts what tests and benchmarks check about the dialogue.
+type stats struct {
+	waits int // turnarounds: a pipelined writer wrote, then had to wait for a reply
 }
 
 // Dial connects to o.Addr, waits for the greeting, says EHLO (HELO if EHLO

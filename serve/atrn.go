@@ -105,6 +105,11 @@ func (s *session) deliver(ctx context.Context, hosts []string) error {
 		TLS:         sender.TLSNone, // the connection keeps the TLS it has; no second STARTTLS
 		Timeout:     st.Timeout,
 		DataTimeout: st.DataTimeout,
+		// One session serves all the hosts: the first one's engine
+		// settings apply to it.
+		MaxInflight:  st.MaxInflight,
+		NoPipelining: !st.Pipelining,
+		NoChunking:   !st.Chunking,
 		Dial: func(string, string, time.Duration) (net.Conn, error) {
 			if used {
 				return nil, errors.New("the ATRN connection is already used")
@@ -127,6 +132,8 @@ func (s *session) deliver(ctx context.Context, hosts []string) error {
 			Sender:  so,
 			Session: sess,
 			Log:     s.log,
+			// Coalescing is the flush's, not the session's: per host.
+			NoCoalesce: !hs.Coalesce,
 		})
 		if err != nil || sum.Unreachable {
 			break // Run logged it; a dead session serves no further host

@@ -1,0 +1,185 @@
+package flush
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"strings"
+
+	"etrnflush/sender"
+	"etrnflush/spool"
+)
+
+// maxGroupRcpts bounds the recipients of one coalesced transaction. RFC
+// 5321 4.5.3.1.8 obliges a server to take 100; beyond that a 452 would
+// only leave copies behind for the next run.
+const maxGroupRcpts = 100
+
+// feeder turns spool messages into sender transactions. Exim with the
+// default batch_max = 1 writes one copy of a message per recipient; with
+// coalescing on, consecutive copies with the same sender and the same
+// content become one transaction with several RCPTs (RFC 5321 4.5.4.1), so
+// the body crosses the link once. Each group remembers its spool messages,
+// in spool order, so that every recipient's outcome goes back to the copy
+// it came from.
+type feeder struct {
+	sp       spool.Spool
+	coalesce bool
+
+	pending    *spool.Message // taken from the spool, not yet offered
+	pendingSum []byte         // its digest, when it was computed
+	err        error          // what the spool said after the last lookahead (io.EOF included)
+
+	queue [][]*spool.Message // offered groups awaiting their report, oldest first
+}
+
+// take returns the next spool message not yet offered.
+func (f *feeder) take() (*spool.Message, []byte, error) {
+	if m := f.pending; m != nil {
+		sum := f.pendingSum
+		f.pending, f.pendingSum = nil, nil
+		return m, sum, nil
+	}
+	if f.err != nil {
+		return nil, nil, f.err
+	}
+	m, err := f.sp.Next()
+	if err != nil {
+		f.err = err // never ask a spool again once it said EOF or failed
+	}
+	return m, nil, err
+}
+
+// nextSpool is take without the digest, for keeping what is left.
+func (f *feeder) nextSpool() (*spool.Message, error) {
+	m, _, err := f.take()
+	return m, err
+}
+
+// next is the sender's source of transactions.
+func (f *feeder) next() (*sender.Message, error) {
+	head, headSum, err := f.take()
+	if err != nil {
+		return nil, err
+	}
+	group := []*spool.Message{head}
+	if f.coalesce && len(head.To) > 0 {
+		group = f.grow(head, headSum)
+	}
+	f.queue = append(f.queue, group)
+	to := head.To
+	if len(group) > 1 {
+		to = make([]string, 0, maxGroupRcpts)
+		for _, m := range group {
+			to = append(to, m.To...)
+		}
+	}
+	return &sender.Message{From: head.From, To: to, Size: head.Size, EightBit: head.EightBit, Open: head.Open}, nil
+}
+
+// grow adds the following spool messages that are copies of head. The
+// first one that is not stays pending (with its digest, if computed) and
+// heads the next group; a spool error is kept for the next call, so that
+// the group already formed is still sent.
+func (f *feeder) grow(head *spool.Message, headSum []byte) []*spool.Message {
+	group := []*spool.Message{head}
+	n := len(head.To)
+	seen := map[string]bool{}
+	for _, a := range head.To {
+		seen[strings.ToLower(a)] = true
+	}
+	for n < maxGroupRcpts && f.err == nil {
+		m, err := f.sp.Next()
+		if err != nil {
+			f.err = err
+			break
+		}
+		f.pending = m
+		if m.From != head.From || m.Size != head.Size || len(m.To) == 0 || n+len(m.To) > maxGroupRcpts || overlaps(seen, m.To) {
+			break
+		}
+		// A copy that cannot be read is simply not coalesced: the error
+		// belongs to the transaction that sends it.
+		if headSum == nil {
+			if headSum, err = digest(head); err != nil {
+				break
+			}
+		}
+		sum, err := digest(m)
+		if err != nil {
+			break
+		}
+		if !bytes.Equal(sum, headSum) {
+			f.pendingSum = sum
+			break
+		}
+		f.pending = nil
+		group = append(group, m)
+		n += len(m.To)
+		for _, a := range m.To {
+			seen[strings.ToLower(a)] = true
+		}
+	}
+	return group
+}
+
+// overlaps tells whether a recipient is already in the group: naming it
+// twice in one transaction could deliver it twice, or get the second RCPT
+// refused for a reason that is not the copy's own.
+func overlaps(seen map[string]bool, to []string) bool {
+	for _, a := range to {
+		if seen[strings.ToLower(a)] {
+			return true
+		}
+	}
+	return false
+}
+
+// digest reads a message's content once, streaming. SHA-256 makes equal
+// digests mean equal content without holding either copy in memory.
+func digest(m *spool.Message) ([]byte, error) {
+	rc, err := m.Open()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", m.ID, err)
+	}
+	h := sha256.New()
+	_, err = io.Copy(h, rc)
+	if cerr := rc.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", m.ID, err)
+	}
+	return h.Sum(nil), nil
+}
+
+// split hands out a transaction's result to the group's spool messages:
+// recipients in the order next concatenated them; the final reply and the
+// uncertainty are every copy's.
+func split(group []*spool.Message, res sender.Result) []sender.Result {
+	if len(group) == 1 {
+		return []sender.Result{res}
+	}
+	out := make([]sender.Result, len(group))
+	off := 0
+	for i, m := range group {
+		out[i] = sender.Result{
+			Reply:       res.Reply,
+			Uncertain:   res.Uncertain,
+			Rcpts:       part(res.Rcpts, off, len(m.To)),
+			RcptReplies: part(res.RcptReplies, off, len(m.To)),
+		}
+		off += len(m.To)
+	}
+	return out
+}
+
+// part is s[off:off+n], cut short where s is; settle treats a missing
+// status as Deferred.
+func part[T any](s []T, off, n int) []T {
+	if off >= len(s) {
+		return nil
+	}
+	return s[off:min(off+n, len(s))]
+}

@@ -1,0 +1,1007 @@
+package sender
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// DefaultMaxInflight is the message window when Options.MaxInflight is 0:
+// enough to keep a 600 ms satellite link busy with small messages, small
+// enough that a SIGKILL duplicates at most a few dozen.
+const DefaultMaxInflight = 32
+
+const (
+	// maxInflightBytes bounds the content written and not yet answered.
+	// A new message or chunk waits while more is outstanding (one message
+	// or chunk always goes). It keeps a failure from being found out only
+	// after megabytes more were sent, and caps what sits in socket
+	// buffers, where the reply timeout cannot see it: 2 MiB per round trip
+	// is 20 MB/s at 100 ms, more than the links this tool is for.
+	maxInflightBytes = 2 << 20
+	// drainGrace bounds how long replies already due are still read once
+	// the session cannot go on (a write failed) or must stop (the context
+	// was cancelled): each one read is a message not sent twice.
+	drainGrace = 2 * time.Second
+	// chunkSize is the largest BDAT chunk. A chunk is assembled in memory
+	// because BDAT states its size first; 64 KiB keeps memory flat and
+	// the per-chunk reply overhead under 0.1%.
+	chunkSize = 64 << 10
+)
+
+// mode is how a session sends: chosen once from the EHLO reply.
+type mode int
+
+const (
+	lockStep mode = iota
+	pipelined
+	chunked
+)
+
+func (s *Session) mode() mode {
+	if _, ok := s.ext["PIPELINING"]; !ok || s.o.NoPipelining {
+		return lockStep
+	}
+	if _, ok := s.ext["CHUNKING"]; ok && !s.o.NoChunking {
+		return chunked
+	}
+	return pipelined
+}
+
+// ekind is the command a reply answers.
+type ekind uint8
+
+const (
+	eRset ekind = iota
+	eMail
+	eRcpt
+	eData
+	eDot // the final dot, or a lone dot after a 354 nobody wanted
+	eBdat
+)
+
+func (k ekind) op() string {
+	return [...]string{"rset", "mail", "rcpt", "data", "dot", "bdat"}[k]
+}
+
+// expect is a command written and not yet answered.
+type expect struct {
+	kind ekind
+	last bool  // BDAT ... LAST
+	i    int   // recipient index for RCPT
+	n    int64 // content octets the reply acknowledges (BDAT)
+	end  int64 // wire offset just past the command (and its chunk)
+	t    *ptx  // nil for RSET
+}
+
+func (x expect) wait(o Options) time.Duration {
+	if x.kind == eDot || (x.kind == eBdat && x.last) {
+		return o.DataTimeout
+	}
+	return o.Timeout
+}
+
+// ptx is one message in a pipelined session.
+type ptx struct {
+	txn
+	open        bool // the writer may still send commands for it
+	outstanding int  // commands written and not yet answered
+	mail        int8 // 0 no reply yet, 1 accepted, -1 refused
+	rcptsRead   int
+	lastRefusal reply // the last 4xx/5xx to a RCPT
+	dataRead    bool  // DATA answered
+	data354     bool  // DATA answered 354
+	lone        bool  // a lone dot ended an unwanted 354: nothing delivered
+	failed      bool  // the server refused the content (DATA, a chunk)
+	finalRead   bool  // the dot or BDAT LAST was answered
+	clean       bool  // the transaction is known closed: no RSET needed
+	dotEnd      int64 // wire offset just past the final dot or LAST chunk
+	abort       string
+	sealed      bool
+}
+
+func (t *ptx) final() bool { return !t.open && t.outstanding == 0 }
+
+// doomed: nothing more this transaction could deliver.
+func (t *ptx) doomed() bool {
+	return t.mail < 0 || t.failed || (t.rcptsRead == len(t.m.To) && len(t.accepted) == 0)
+}
+
+// mayDeliver: with what was read, the server could have taken the message
+// had it seen the end of the content.
+func (t *ptx) mayDeliver() bool {
+	return t.mail >= 0 && !t.failed && !t.lone && (t.rcptsRead < len(t.m.To) || len(t.accepted) > 0)
+}
+
+// seal fills in the reason once every reply is in.
+func (t *ptx) seal() {
+	if t.sealed {
+		return
+	}
+	t.sealed = true
+	switch {
+	case t.mail < 0:
+	case t.mail > 0 && t.rcptsRead == len(t.m.To) && len(t.accepted) == 0:
+		t.res.Reply = t.lastRefusal.Reply()
+	case t.abort != "" && !t.failed:
+		t.res.Reply = Reply{Text: Sanitize(t.abort)}
+	}
+}
+
+// refuse applies a 4xx or 5xx to the recipients in idx.
+func (t *ptx) refuse(r reply, idx []int) {
+	st := Deferred
+	if r.class() == 5 {
+		st = Failed
+	}
+	for _, i := range idx {
+		t.res.Rcpts[i] = st
+	}
+	t.res.Reply = r.Reply()
+}
+
+// replyReader reads replies on its own goroutine, one per registered
+// command, so that a server writing replies never waits for the writer:
+// without it a long group (many RCPTs, chunks in flight) can fill both
+// directions' buffers and deadlock (RFC 2920 section 3.1). It reads only
+// replies that a written command asks for, each under that command's
+// timeout counted from when the reader starts waiting for it.
+type replyReader struct {
+	s     *Session
+	mu    sync.Mutex
+	cond  *sync.Cond
+	waits []time.Duration // one per registered command not yet answered
+	got   []reply         // read, not yet taken by the writer
+	err   error           // the read that ended the reader
+	stop  bool
+	grace time.Time // when non-zero, no read waits beyond it
+	ready chan struct{}
+	done  chan struct{}
+}
+
+func newReplyReader(s *Session) *replyReader {
+	r := &replyReader{s: s, ready: make(chan struct{}, 1), done: make(chan struct{})}
+	r.cond = sync.NewCond(&r.mu)
+	go r.run()
+	return r
+}
+
+func (r *replyReader) run() {
+	defer close(r.done)
+	for {
+		r.mu.Lock()
+		for len(r.waits) == 0 && !r.stop {
+			r.cond.Wait()
+		}
+		if len(r.waits) == 0 {
+			r.mu.Unlock()
+			return
+		}
+		until := time.Now().Add(r.waits[0])
+		if !r.grace.IsZero() && r.grace.Before(until) {
+			until = r.grace
+		}
+		// Under the lock, so that shutdown's shorter deadline is never
+		// overwritten by a longer one.
+		err := r.s.dc.setReadDeadlineAt(until)
+		r.mu.Unlock()
+		var rep reply
+		if err == nil {
+			rep, err = readReply(r.s.br)
+		}
+		r.mu.Lock()
+		if err != nil {
+			r.err = err
+		} else {
+			r.waits = r.waits[1:]
+			r.got = append(r.got, rep)
+		}
+		r.mu.Unlock()
+		select {
+		case r.ready <- struct{}{}:
+		default:
+		}
+		if err != nil || rep.code == 421 {
+			return
+		}
+	}
+}
+
+func (r *replyReader) add(x []expect, o Options) {
+	r.mu.Lock()
+	for _, e := range x {
+		r.waits = append(r.waits, e.wait(o))
+	}
+	r.cond.Signal()
+	r.mu.Unlock()
+}
+
+// limit makes every read end by the grace, and the connection stop
+// altogether then (a writer stuck in a write included): after a cancelled
+// context the replies already due are read, but not for long.
+func (r *replyReader) limit(grace time.Duration, cause error) {
+	at := time.Now().Add(grace)
+	r.mu.Lock()
+	if r.grace.IsZero() || at.Before(r.grace) {
+		r.grace = at
+	}
+	// An error only means the connection is gone, which the read sees.
+	_ = r.s.dc.setReadDeadlineAt(r.grace)
+	r.mu.Unlock()
+	time.AfterFunc(grace, func() { r.s.dc.cancel(cause) })
+}
+
+// shutdown ends the reader once the registered replies are read; with a
+// grace, a reader still waiting gives up by then.
+func (r *replyReader) shutdown(grace time.Duration) {
+	r.mu.Lock()
+	r.stop = true
+	if len(r.waits) > 0 {
+		// A read may be waiting under a longer deadline: cut it, now or
+		// after the grace. An error here only means the connection is
+		// gone, which the read sees too.
+		r.grace = time.Unix(1, 0)
+		if grace > 0 {
+			r.grace = time.Now().Add(grace)
+		}
+		_ = r.s.dc.setReadDeadlineAt(r.grace)
+	}
+	r.cond.Signal()
+	r.mu.Unlock()
+	<-r.done
+}
+
+// engine runs one Send over a pipelining server.
+type engine struct {
+	ctx    context.Context
+	s      *Session
+	chunk  bool
+	window int
+	rd     *replyReader
+	report func(*Message, Result) error
+
+	q        []*ptx   // taken from next, not yet reported, in order
+	outq     []expect // registered with the reader, in order
+	pend     []expect // written (perhaps only buffered), not registered
+	prev     *ptx     // the last transaction put on the wire
+	bytes    int64    // content octets written and not yet answered
+	spare    []reply
+	waitedAt int64 // octets written when the writer last waited
+
+	ended    bool   // end has judged every message left
+	rerr     error  // report failed: take nothing more, report nothing more
+	werr     *Error // a write failed; replies are still read for a moment
+	dead     *Error // the session is over
+	answered bool   // dead by a 421: later commands were not processed
+
+	// chunk assembly, reused across messages
+	cbuf chunkBuf
+	src  *bufio.Reader
+}
+
+type chunkBuf struct{ b []byte }
+
+func (c *chunkBuf) Write(p []byte) (int, error) { c.b = append(c.b, p...); return len(p), nil }
+func (c *chunkBuf) WriteByte(b byte) error      { c.b = append(c.b, b); return nil }
+
+func (e *engine) dying() bool { return e.dead != nil || e.werr != nil }
+
+// stopping: no new content may go, the session being over or the caller
+// having stopped (report failed, context cancelled).
+func (e *engine) stopping() bool { return e.dying() || e.rerr != nil || e.ctx.Err() != nil }
+
+// sendPipelined is Send for servers that offer PIPELINING. The calling
+// goroutine writes commands, and calls next and report; a second one reads
+// replies. Both stay bounded: at most window messages and about
+// maxInflightBytes of content are unanswered at any time.
+func (s *Session) sendPipelined(ctx context.Context, next func() (*Message, error), report func(*Message, Result) error) error {
+	window := s.o.MaxInflight
+	if window <= 0 {
+		window = DefaultMaxInflight
+	}
+	e := &engine{ctx: ctx, s: s, chunk: s.mode() == chunked, window: window, report: report}
+	// A reply already waiting answers nothing this Send will write.
+	if err := s.inStep("mail"); err != nil {
+		return err
+	}
+	e.rd = newReplyReader(s)
+	// A cancelled context (SIGTERM) takes no new message and sends no more
+	// content, but reads, for a moment, the replies to what already left.
+	grace := min(s.o.Timeout, drainGrace)
+	stop := context.AfterFunc(ctx, func() { e.rd.limit(grace, context.Cause(ctx)) })
+	defer stop()
+	var stopErr error // why no more messages were taken
+	for !e.dying() && e.rerr == nil {
+		if err := ctx.Err(); err != nil {
+			stopErr = err
+			break
+		}
+		for !e.dying() && e.rerr == nil && len(e.q) >= e.window {
+			if !e.wait() {
+				break
+			}
+		}
+		if e.dying() || e.rerr != nil {
+			break
+		}
+		m, err := next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			stopErr = fmt.Errorf("next message: %w", err)
+			break
+		}
+		if m == nil {
+			stopErr = errors.New("next message: nil message without error")
+			break
+		}
+		t := &ptx{txn: txn{s: s, m: m, res: Result{
+			Rcpts:       make([]Status, len(m.To)),
+			RcptReplies: make([]Reply, len(m.To)),
+		}}}
+		e.q = append(e.q, t)
+		rc, p, ok := t.prepare()
+		if !ok {
+			t.sealed = true
+			e.settle()
+			continue
+		}
+		t.open = true
+		if e.chunk {
+			e.sendChunked(t, rc, p)
+		} else {
+			e.sendData(t, rc, p)
+		}
+		e.settle()
+	}
+	return e.end(ctx, stopErr)
+}
+
+// end waits for every reply, reports what is left and says how Send ends.
+func (e *engine) end(ctx context.Context, stopErr error) error {
+	s := e.s
+	if !e.dying() {
+		for len(e.outq) > 0 || len(e.pend) > 0 {
+			if !e.wait() {
+				break
+			}
+		}
+	}
+	if e.werr != nil && e.dead == nil {
+		// Replies to what did go out may still be there: each one read
+		// is an outcome known instead of a message left uncertain.
+		e.register()
+		e.rd.shutdown(min(s.o.Timeout, drainGrace))
+		e.take()
+		if e.dead == nil {
+			e.fail(e.werr, false)
+		}
+	} else {
+		e.rd.shutdown(0)
+	}
+	if e.dead != nil {
+		for _, t := range e.q {
+			if t.sealed && t.final() {
+				continue
+			}
+			if !e.answered && t.dotEnd > 0 && !t.finalRead && s.dc.total() >= t.dotEnd && t.mayDeliver() {
+				t.res.Uncertain = true
+			}
+			if t.res.Uncertain {
+				// Whatever the replies said, the message may now be
+				// delivered to every recipient that was not refused.
+				for i, st := range t.res.Rcpts {
+					if st == Sent {
+						t.res.Rcpts[i] = Deferred
+					}
+				}
+			}
+			t.res.Reply = e.dead.Reply
+			t.open, t.outstanding, t.sealed = false, 0, true
+		}
+	} else if e.prev != nil {
+		s.needRset = !e.prev.clean
+	}
+	e.ended = true
+	e.settle()
+	switch {
+	case e.rerr != nil && e.dead != nil:
+		return fmt.Errorf("report (session also failed: %v): %w", e.dead, e.rerr)
+	case e.rerr != nil:
+		return fmt.Errorf("report: %w", e.rerr)
+	case e.dead != nil:
+		return e.dead
+	case stopErr != nil && ctx.Err() != nil && errors.Is(stopErr, ctx.Err()):
+		s.dead = stopErr
+		return localError("send", stopErr)
+	}
+	return stopErr
+}
+
+// settle reports, in order, every message whose outcome is final. Once
+// the session died, only end knows which outcomes stand.
+func (e *engine) settle() {
+	if e.dead != nil && !e.ended {
+		return
+	}
+	for len(e.q) > 0 && e.rerr == nil {
+		t := e.q[0]
+		if !t.final() {
+			return
+		}
+		t.seal()
+		e.q[0] = nil
+		e.q = e.q[1:]
+		if err := e.report(t.m, t.res); err != nil {
+			e.rerr = err
+		}
+	}
+}
+
+// fail ends the session. answered says the server closed it with a 421,
+// so nothing it was sent after that reply was processed.
+func (e *engine) fail(err *Error, answered bool) {
+	if e.dead != nil {
+		return
+	}
+	e.dead = err
+	e.answered = answered
+	if e.s.dead == nil {
+		e.s.dead = err
+	}
+}
+
+// write puts a command into the buffer and notes the reply it expects.
+func (e *engine) write(x expect, line string) {
+	if e.dying() {
+		return
+	}
+	if err := checkLine(line); err != nil {
+		// Message fields were checked before anything was written.
+		e.fail(localError(x.kind.op(), err), false)
+		return
+	}
+	_, err := e.s.bw.WriteString(line)
+	if err == nil {
+		_, err = e.s.bw.WriteString("\r\n")
+	}
+	if err != nil {
+		e.writeFailed(x.kind.op(), err)
+		return
+	}
+	e.expect(x)
+}
+
+func (e *engine) expect(x expect) {
+	x.end = e.s.dc.total() + int64(e.s.bw.Buffered())
+	if x.t != nil {
+		x.t.outstanding++
+	}
+	e.pend = append(e.pend, x)
+	e.sync()
+}
+
+// sync hands the reader the commands that reached the connection: a reply
+// cannot come before its command left, and it must not be waited for
+// while the command is still in our buffer.
+func (e *engine) sync() {
+	if len(e.pend) == 0 || e.pend[0].end > e.s.dc.total() {
+		return
+	}
+	w := e.s.dc.total()
+	n := 0
+	for n < len(e.pend) && e.pend[n].end <= w {
+		n++
+	}
+	e.rd.add(e.pend[:n], e.s.o)
+	e.outq = append(e.outq, e.pend[:n]...)
+	e.pend = append(e.pend[:0], e.pend[n:]...)
+}
+
+// register hands the reader everything written, sent or not (after a
+// failed write, to read what answers there are).
+func (e *engine) register() {
+	if len(e.pend) == 0 {
+		return
+	}
+	e.rd.add(e.pend, e.s.o)
+	e.outq = append(e.outq, e.pend...)
+	e.pend = e.pend[:0]
+}
+
+func (e *engine) writeFailed(op string, err error) {
+	if e.werr == nil {
+		e.werr = e.s.failure(op, fmt.Errorf("send: %w", err))
+	}
+}
+
+func (e *engine) flush() bool {
+	if e.dying() {
+		return false
+	}
+	if e.s.bw.Buffered() > 0 {
+		if err := e.s.bw.Flush(); err != nil {
+			e.writeFailed("send", err)
+			return false
+		}
+	}
+	e.sync()
+	return true
+}
+
+// wait flushes, then blocks until a reply (or the end of the reader)
+// arrives and applies what came. false: nothing can come.
+func (e *engine) wait() bool {
+	if !e.flush() {
+		return false
+	}
+	if len(e.outq) == 0 {
+		return false
+	}
+	if w := e.s.dc.total(); w != e.waitedAt {
+		// A turnaround: the writer wrote, and now has to read.
+		e.s.stats.waits++
+		e.waitedAt = w
+	}
+	for {
+		if e.take() || e.dead != nil {
+			break
+		}
+		<-e.rd.ready
+	}
+	e.settle()
+	return e.dead == nil
+}
+
+// poll applies the replies already read, without blocking.
+func (e *engine) poll() {
+	e.take()
+	e.settle()
+}
+
+// take applies the replies the reader has, in order, and the reader's
+// error after them. It reports whether there was anything.
+func (e *engine) take() bool {
+	r := e.rd
+	r.mu.Lock()
+	got := r.got
+	r.got = e.spare[:0]
+	rerr := r.err
+	r.mu.Unlock()
+	for _, rep := range got {
+		if e.dead != nil {
+			break
+		}
+		e.apply(rep)
+	}
+	clear(got)
+	e.spare = got[:0]
+	if e.dead == nil && rerr != nil && len(e.outq) > 0 && e.werr == nil {
+		err := fmt.Errorf("read reply: %w", rerr)
+		if c := context.Cause(e.ctx); c != nil && e.s.dc.cancelled() == nil {
+			err = fmt.Errorf("%w (%v)", c, err) // the grace ran out
+		}
+		e.fail(e.s.failure(e.outq[0].kind.op(), err), false)
+		return true
+	}
+	return len(got) > 0
+}
+
+// apply matches one reply to the oldest unanswered command.
+func (e *engine) apply(r reply) {
+	x := e.outq[0]
+	e.outq = e.outq[1:]
+	t := x.t
+	if t != nil {
+		t.outstanding--
+	}
+	if x.kind == eBdat {
+		e.bytes -= x.n
+	}
+	if r.code == 421 {
+		if t != nil && (x.kind == eDot || (x.kind == eBdat && x.last)) {
+			t.finalRead = true // an answer: the server did not take it
+		}
+		e.fail(replyError(x.kind.op(), r), true)
+		return
+	}
+	fourOrFive := r.class() == 4 || r.class() == 5
+	switch x.kind {
+	case eRset:
+		if r.class() != 2 {
+			// The transaction may still be open; nothing more can be trusted.
+			e.fail(&Error{Op: "rset", Reply: r.Reply(), Err: fmt.Errorf("RSET refused: %d", r.code), Temporary: r.class() != 5}, false)
+			return
+		}
+	case eMail:
+		switch {
+		case r.code == 250:
+			t.mail = 1
+		case fourOrFive:
+			t.mail = -1
+			t.refuse(r, t.all())
+		default:
+			e.unexpected(x, r)
+			return
+		}
+	case eRcpt:
+		t.rcptsRead++
+		if t.mail < 0 {
+			// Answers to RCPTs after a refused MAIL are about the order of
+			// commands, not the recipients; only an acceptance is absurd.
+			if !fourOrFive {
+				e.unexpected(x, r)
+				return
+			}
+			break
+		}
+		t.res.RcptReplies[x.i] = r.Reply()
+		switch {
+		case r.code == 250 || r.code == 251:
+			t.accepted = append(t.accepted, x.i)
+		case fourOrFive:
+			t.lastRefusal = r
+			if r.class() == 5 && !tooMany(r) {
+				t.res.Rcpts[x.i] = Failed
+			}
+		default:
+			e.unexpected(x, r)
+			return
+		}
+	case eData:
+		t.dataRead = true
+		switch {
+		case r.code == 354:
+			t.data354 = true
+		case fourOrFive:
+			if t.mail > 0 && len(t.accepted) > 0 {
+				t.failed = true
+				t.refuse(r, t.accepted)
+			}
+		default:
+			e.unexpected(x, r)
+			return
+		}
+	case eDot:
+		t.finalRead = true
+		if t.lone {
+			break // no content: whatever it says, nothing was delivered
+		}
+		switch {
+		case r.code == 250:
+			for _, i := range t.accepted {
+				t.res.Rcpts[i] = Sent
+			}
+		case fourOrFive:
+			t.refuse(r, t.accepted)
+		default:
+			// Not even another 2xx: only 250 says the message was taken.
+			t.res.Uncertain = true
+			e.unexpected(x, r)
+			return
+		}
+		t.res.Reply = r.Reply()
+	case eBdat:
+		if x.last {
+			t.finalRead = true
+		}
+		switch {
+		case fourOrFive:
+			// Expected after a refused MAIL or every RCPT refused; the
+			// first refusal of a chunk decides the transaction.
+			if t.mail > 0 && len(t.accepted) > 0 && !t.failed {
+				t.failed = true
+				t.refuse(r, t.accepted)
+			}
+		case r.code == 250:
+			if t.mail < 0 || len(t.accepted) == 0 {
+				break // a chunk with no recipient delivers nothing
+			}
+			if t.failed {
+				if x.last {
+					// A refused chunk, then an accepted end: which part
+					// of the message was taken cannot be known.
+					t.res.Uncertain = true
+					e.unexpected(x, r)
+					return
+				}
+				break
+			}
+			if x.last {
+				for _, i := range t.accepted {
+					t.res.Rcpts[i] = Sent
+				}
+				t.res.Reply = r.Reply()
+				t.clean = true
+			}
+		default:
+			if x.last {
+				t.res.Uncertain = true
+			}
+			e.unexpected(x, r)
+			return
+		}
+	}
+	if t != nil && t.final() {
+		t.seal()
+	}
+}
+
+// unexpected handles a reply that has no meaning where it came: the
+// dialogue is out of step, so the session ends. The message is not judged
+// by replies that may not be its own.
+func (e *engine) unexpected(x expect, r reply) {
+	t := x.t
+	if t != nil {
+		for i, st := range t.res.Rcpts {
+			if st != Deferred {
+				t.res.Rcpts[i] = Deferred
+			}
+		}
+	}
+	err := fmt.Errorf("unexpected reply %d to %s", r.code, x.kind.op())
+	e.fail(&Error{Op: x.kind.op(), Reply: r.Reply(), Err: err, Temporary: true}, false)
+}
+
+// beginTxn writes RSET when the previous transaction may still be open,
+// then MAIL and every RCPT.
+func (e *engine) beginTxn(t *ptx, p params) {
+	s := e.s
+	if (e.prev != nil && !e.prev.clean) || (e.prev == nil && s.needRset) {
+		e.write(expect{kind: eRset}, "RSET")
+	}
+	e.prev = t
+	e.write(expect{kind: eMail, t: t}, t.mailLine(p))
+	for i, to := range t.m.To {
+		e.write(expect{kind: eRcpt, t: t, i: i}, "RCPT TO:<"+to+">")
+	}
+}
+
+// close marks that nothing more will be written for t.
+func (e *engine) close(t *ptx) {
+	t.open = false
+	if t.final() {
+		t.seal()
+	}
+}
+
+// sendData runs one message over PIPELINING without CHUNKING: RSET,
+// MAIL, RCPT and DATA go in one group with the previous message's content
+// and dot, and the 354 is waited for: one round trip per message.
+func (e *engine) sendData(t *ptx, rc io.ReadCloser, p params) {
+	s := e.s
+	e.beginTxn(t, p)
+	e.write(expect{kind: eData, t: t}, "DATA")
+	for !t.dataRead && !e.dying() {
+		if !e.wait() {
+			break
+		}
+	}
+	if e.dying() || !t.data354 {
+		// Refused (RSET before the next MAIL), or the session is over.
+		_ = rc.Close()
+		e.close(t)
+		return
+	}
+	if t.mail < 0 || len(t.accepted) == 0 {
+		// RFC 2920 section 3.1: DATA accepted with no valid recipient;
+		// a lone dot ends it with no content.
+		_ = rc.Close()
+		t.lone = true
+		e.write(expect{kind: eDot, t: t}, ".")
+		t.clean = true
+		e.close(t)
+		return
+	}
+	src := &trackReader{r: rc}
+	enc := &encoder{w: s.bw, stuff: true}
+	_, err := io.CopyBuffer(enc, src, s.copyBuf())
+	cerr := rc.Close()
+	if src.err == nil && err == nil && cerr == nil {
+		err = enc.finish()
+	}
+	switch {
+	case src.err != nil:
+		e.abortData(t, fmt.Errorf("read content: %w", src.err))
+		return
+	case err != nil:
+		e.close(t)
+		e.writeFailed("body", fmt.Errorf("send content: %w", err))
+		return
+	case cerr != nil:
+		e.abortData(t, fmt.Errorf("close content: %w", cerr))
+		return
+	}
+	// Nothing is outstanding while the body goes: a reply now answers
+	// nothing, and must not be taken as the verdict on the dot.
+	if !e.quiet() {
+		e.close(t)
+		return
+	}
+	// Set before the write: a write that fails after the last octet left
+	// still leaves the outcome open (judged by what reached the conn).
+	t.dotEnd = s.dc.total() + int64(s.bw.Buffered()) + 3
+	e.write(expect{kind: eDot, t: t}, ".")
+	t.clean = true
+	e.close(t)
+}
+
+// quiet runs the lock-step check for a reply nobody asked for. The reader
+// is idle (nothing is registered), so the buffer is the writer's to look at.
+func (e *engine) quiet() bool {
+	if !e.flush() {
+		return false
+	}
+	r := e.rd
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.waits) != 0 || len(r.got) != 0 || r.err != nil {
+		e.fail(localError("dot", errors.New("replies pending while the content was sent")), false)
+		return false
+	}
+	if err := e.s.inStep("dot"); err != nil {
+		e.fail(asError("dot", err), false)
+		return false
+	}
+	return true
+}
+
+// abortData gives up on content that could not be read in full. The dot
+// must never follow partial content and DATA cannot be cancelled, so the
+// connection is dropped: the server discards the message. Nothing else is
+// in flight while content is written without CHUNKING.
+func (e *engine) abortData(t *ptx, err error) {
+	s := e.s
+	fe := s.failure("body", err)
+	if cerr := s.raw.Close(); cerr != nil {
+		fe.Err = errors.Join(fe.Err, fmt.Errorf("close connection: %w", cerr))
+	}
+	s.done = true
+	e.close(t)
+	e.fail(fe, false)
+}
+
+// sendChunked runs one message over PIPELINING and CHUNKING: RSET, MAIL,
+// RCPT and the BDAT chunks go without waiting for any reply; only the
+// message and byte windows make the writer wait.
+func (e *engine) sendChunked(t *ptx, rc io.ReadCloser, p params) {
+	s := e.s
+	e.beginTxn(t, p)
+	if e.src == nil {
+		e.src = bufio.NewReaderSize(nil, 4096)
+		e.cbuf.b = make([]byte, 0, chunkSize+2)
+	}
+	e.src.Reset(rc)
+	enc := &encoder{w: &e.cbuf}
+	closed := false
+	for !e.dying() {
+		chunk, last, err := e.fill(enc)
+		if err == nil && last {
+			closed = true
+			if cerr := rc.Close(); cerr != nil {
+				err = fmt.Errorf("close content: %w", cerr)
+			}
+		}
+		if err != nil {
+			// Nothing marks the end yet: the chunks sent are dropped with
+			// the RSET before the next MAIL, and the session goes on.
+			t.abort = err.Error()
+			break
+		}
+		e.poll()
+		if t.doomed() || e.stopping() {
+			// RFC 3030: no more chunks once one failed; none either when
+			// no recipient was taken or the caller stopped.
+			if t.abort == "" && e.stopping() {
+				t.abort = "stopped before the end of the content"
+			}
+			break
+		}
+		n := int64(len(chunk))
+		for e.bytes > 0 && e.bytes+n > maxInflightBytes && !e.dying() {
+			if !e.wait() {
+				break
+			}
+		}
+		if e.dying() {
+			break
+		}
+		if n > 0 || !last {
+			if !e.writeChunk(t, chunk) {
+				break
+			}
+		}
+		if last {
+			if n > 0 {
+				e.poll()
+				if t.doomed() || e.stopping() {
+					if t.abort == "" && e.stopping() {
+						t.abort = "stopped before the end of the content"
+					}
+					break
+				}
+			}
+			// The end goes as a chunk of its own, a complete command line
+			// like DATA's dot: a connection lost inside the last data chunk
+			// then cannot pass for the end of the message at a server that
+			// takes a short chunk for a whole one (go-smtp 0.25.1 does: it
+			// copies the chunk with io.Copy, which stops quietly at EOF, and
+			// stores the truncated message). The cost is one more reply per
+			// message, not a round trip. The end offset is noted before the
+			// write, as for the dot.
+			t.dotEnd = s.dc.total() + int64(s.bw.Buffered()) + int64(len("BDAT 0 LAST\r\n"))
+			e.write(expect{kind: eBdat, t: t, last: true}, "BDAT 0 LAST")
+			break
+		}
+	}
+	if !closed {
+		_ = rc.Close() // abandoned: the outcome does not depend on it
+	}
+	e.close(t)
+	// Each message leaves as soon as it is written, so the server starts
+	// on it while the next is read.
+	e.flush()
+}
+
+// writeChunk writes one BDAT chunk that is not the last.
+func (e *engine) writeChunk(t *ptx, chunk []byte) bool {
+	bw := e.s.bw
+	if _, err := bw.WriteString("BDAT " + strconv.Itoa(len(chunk)) + "\r\n"); err != nil {
+		e.writeFailed("bdat", err)
+		return false
+	}
+	if _, err := bw.Write(chunk); err != nil {
+		e.writeFailed("bdat", err)
+		return false
+	}
+	n := int64(len(chunk))
+	e.bytes += n
+	e.expect(expect{kind: eBdat, t: t, n: n})
+	return true
+}
+
+// fill assembles the next chunk: content with CRLF line ends, not
+// dot-stuffed (RFC 3030), at most chunkSize+2 octets. last is set when the
+// content ended.
+func (e *engine) fill(enc *encoder) (chunk []byte, last bool, err error) {
+	e.cbuf.b = e.cbuf.b[:0]
+	tmp := e.s.copyBuf()
+	for {
+		room := chunkSize - len(e.cbuf.b)
+		if room < 2 {
+			break
+		}
+		// Each octet read becomes at most two (LF to CRLF).
+		n, rerr := e.src.Read(tmp[:min(room/2, len(tmp))])
+		if n > 0 {
+			if _, err := enc.Write(tmp[:n]); err != nil {
+				return nil, false, err
+			}
+		}
+		if rerr == io.EOF {
+			return e.endChunk(enc)
+		}
+		if rerr != nil {
+			return nil, false, fmt.Errorf("read content: %w", rerr)
+		}
+	}
+	if _, err := e.src.Peek(1); err == io.EOF {
+		return e.endChunk(enc)
+	} else if err != nil {
+		return nil, false, fmt.Errorf("read content: %w", err)
+	}
+	return e.cbuf.b, false, nil
+}
+
+func (e *engine) endChunk(enc *encoder) ([]byte, bool, error) {
+	if err := enc.finish(); err != nil {
+		return nil, false, err
+	}
+	return e.cbuf.b, true, nil
+}
