@@ -364,7 +364,8 @@ func TestStreamEnds(t *testing.T) {
 			sp := &strictPeer{hold: 3, holdThen: c.then, holdReplies: c.replies}
 			addr, release := runStrict(t, sp)
 			o := testOptions(addr)
-			o.Timeout, o.DataTimeout = time.Second, time.Second
+			// Above the peer's one second of quiet before it answers.
+			o.Timeout, o.DataTimeout = 3*time.Second, 3*time.Second
 			s, err := Dial(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)
@@ -392,6 +393,8 @@ func TestWindow(t *testing.T) {
 			sp := &strictPeer{hold: w}
 			addr, _ := runStrict(t, sp)
 			o := testOptions(addr)
+			// Well above the peer's one second of quiet before it answers.
+			o.Timeout, o.DataTimeout = 5*time.Second, 5*time.Second
 			o.MaxInflight = w
 			if w == 32 {
 				o.MaxInflight = 0 // the default
@@ -424,7 +427,9 @@ func TestWindow(t *testing.T) {
 	t.Run("bytes", func(t *testing.T) {
 		sp := &strictPeer{hold: 1}
 		addr, _ := runStrict(t, sp)
-		s, err := Dial(context.Background(), testOptions(addr))
+		o := testOptions(addr)
+		o.Timeout, o.DataTimeout = 5*time.Second, 5*time.Second
+		s, err := Dial(context.Background(), o)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1006,7 +1006,7 @@ func TestBodyMemoryFlat(t *testing.T) {
 		p.expect("QUIT")
 		p.send("221 bye")
 	})
-	s, err := Dial(context.Background(), fastOptions(addr))
+	s, err := Dial(context.Background(), testOptions(addr))
 	if err != nil {
 		t.Fatal(err)
 	}
