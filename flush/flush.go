@@ -168,14 +168,14 @@ func (r *run) event(e spool.Event) {
 	switch e.Kind {
 	case "quarantine":
 		r.sum.Quarantined++
-		r.log.Warnf("host=%s id=%s status=quarantined size=%d reason=%s", r.cfg.Host, e.ID, e.Size, Quote(e.Reason))
+		r.log.Warnf("host=%s id=%s status=quarantined size=%d reason=%s", r.cfg.Host, logID(e.ID), e.Size, Quote(e.Reason))
 		if r.cfg.DryRun && r.cfg.Out != nil {
-			fmt.Fprintf(r.cfg.Out, "would quarantine id=%s size=%d reason=%s\n", e.ID, e.Size, Quote(e.Reason))
+			fmt.Fprintf(r.cfg.Out, "would quarantine id=%s size=%d reason=%s\n", logID(e.ID), e.Size, Quote(e.Reason))
 		}
 	case "orphan", "notice":
-		r.log.Warnf("host=%s id=%s %s", r.cfg.Host, e.ID, Quote(e.Reason))
+		r.log.Warnf("host=%s id=%s %s", r.cfg.Host, logID(e.ID), Quote(e.Reason))
 	default:
-		r.log.Infof("host=%s id=%s %s: %s", r.cfg.Host, e.ID, e.Kind, Quote(e.Reason))
+		r.log.Infof("host=%s id=%s %s: %s", r.cfg.Host, logID(e.ID), e.Kind, Quote(e.Reason))
 	}
 }
 
@@ -378,7 +378,7 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn st
 		extra = fmt.Sprintf(" sent=%s failed=%s deferred=%s", addrs(sent), addrs(failed), addrs(kept))
 	}
 	if txn != "" {
-		extra += " coalesced=" + txn
+		extra += " coalesced=" + logID(txn)
 	}
 	if len(failed) > 0 && why != reply {
 		// Recipients refused at RCPT have their own reply; the final
@@ -386,7 +386,7 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn st
 		extra += " failed_reply=" + Quote(why)
 	}
 	line := fmt.Sprintf("host=%s id=%s from=%s to=%s size=%d status=%s%s reply=%s",
-		r.cfg.Host, m.ID, logAddr(m.From), addrs(m.To), m.Size, status, extra, Quote(reply))
+		r.cfg.Host, logID(m.ID), logAddr(m.From), addrs(m.To), m.Size, status, extra, Quote(reply))
 	if status == "sent" {
 		r.log.Infof("%s", line)
 	} else {
@@ -465,12 +465,20 @@ func addrs(list []string) string {
 	return b.String()
 }
 
-func logAddr(a string) string {
+func logAddr(a string) string { return "<" + escape(a) + ">" }
+
+// logID makes a message id safe for a log field. An id comes from a spool
+// file name, which Exim may build from a local part: a space or a line
+// break in it must not end the field or forge a line.
+func logID(id string) string { return escape(id) }
+
+// escape writes the octets that could end a log field, or confuse a
+// terminal, as \xHH, and caps the length.
+func escape(a string) string {
 	if len(a) > maxText {
 		a = a[:maxText] + "..."
 	}
 	var b strings.Builder
-	b.WriteByte('<')
 	for i := 0; i < len(a); i++ {
 		c := a[i]
 		if c <= ' ' || c >= 0x7f || c == '\\' {
@@ -479,7 +487,6 @@ func logAddr(a string) string {
 		}
 		b.WriteByte(c)
 	}
-	b.WriteByte('>')
 	return b.String()
 }
 
@@ -488,7 +495,7 @@ func (r *run) dryRun(sp spool.Spool, m *spool.Message) error {
 		if r.cfg.Out != nil {
 			// The listing is for the admin at a terminal: every recipient,
 			// as stored.
-			fmt.Fprintf(r.cfg.Out, "would send id=%s from=<%s> to=<%s> size=%d\n", m.ID, m.From, strings.Join(m.To, ">,<"), m.Size)
+			fmt.Fprintf(r.cfg.Out, "would send id=%s from=<%s> to=<%s> size=%d\n", logID(m.ID), m.From, strings.Join(m.To, ">,<"), m.Size)
 		}
 		r.sum.WouldSend++
 		r.sum.Bytes += m.Size

@@ -567,3 +567,29 @@ func TestLogAddrs(t *testing.T) {
 		t.Errorf("addrs of 25 = %s", got)
 	}
 }
+
+// TestLogIDFromHostileName: in a one-message-per-file directory the id is
+// the file's name, which Exim may build from a local part. A name with a
+// line break and fields of its own must stay inside its id= field.
+func TestLogIDFromHostileName(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "h.example")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	name := "q1 status=sent\nhost=h.example id=forged status=sent"
+	writeSpool(t, filepath.Join(dir, name), []testMsg{{"a@s.example", []string{"r@h.example"}}}, -1)
+	be := &faultSink{faults: map[string]string{"RCPT r@h.example": "451"}}
+	sum, logBuf, err := flushTo(dir, startFaultSink(t, be), 5*time.Second)
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, logBuf)
+	}
+	if sum.Deferred != 1 {
+		t.Fatalf("summary %+v, want one deferred", sum)
+	}
+	if strings.Contains(logBuf.String(), " id=forged") {
+		t.Errorf("a file name forged a log line:\n%s", logBuf)
+	}
+	if !strings.Contains(logBuf.String(), `id=q1\x20status=sent\x0ahost=h.example\x20id=forged`) {
+		t.Errorf("the id is not escaped in its field:\n%s", logBuf)
+	}
+}
