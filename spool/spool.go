@@ -101,9 +101,12 @@ type Spool interface {
 	// Next returns the next message, oldest first, and io.EOF when there
 	// are no more. Damage met on the way is quarantined and reported.
 	Next() (*Message, error)
-	// Settle records the outcome for each of m.To; it is durable when it
-	// returns. Messages must be settled in the order Next returned them,
-	// but Next may run ahead.
+	// Settle records the outcome for each of m.To. When it returns, the
+	// record survives a kill of the process; a power failure may undo
+	// the last few records of an appended-file spool (see
+	// journalSyncEvery), which sends those messages again, never loses
+	// them. Messages must be settled in the order Next returned them, but
+	// Next may run ahead.
 	Settle(m *Message, out []Outcome, reason string) error
 	// Close finishes: work files are compacted or removed. It must be
 	// called, also after an error.
