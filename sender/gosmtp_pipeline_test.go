@@ -184,6 +184,14 @@ func TestGoSMTPEngines(t *testing.T) {
 				if n := c.need[en.name]; n > 0 && len(res) >= n && len(res) < len(want) {
 					want = want[:len(res)]
 				}
+				if len(want) > 2 && want[2].st == "d?" && len(res) > 2 && statuses(res[2]) == "d" {
+					// The message after the faulted one was streaming when
+					// the session died: whether its BDAT 0 LAST left before
+					// a write failed is a matter of timing, and either
+					// outcome keeps it.
+					want = append([]pwant(nil), want...)
+					want[2].st = "d"
+				}
 				checkResults(t, res, want)
 				if err := s.Close(); err != nil {
 					t.Logf("Close: %v", err)
