@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"etrnflush/sender"
 )
 
 func TestCheckHostName(t *testing.T) {
@@ -152,5 +154,13 @@ format = "bsmtp"
 		if !strings.Contains(sb.String(), k+" = ") {
 			t.Errorf("check-config output lacks %s:\n%s", k, sb.String())
 		}
+	}
+}
+
+// The window has a default in the file's terms and in the sender's; a
+// Config not made by Load falls back to the sender's, so they must agree.
+func TestDefaultWindowMatchesSender(t *testing.T) {
+	if DefaultMaxInflight != sender.DefaultMaxInflight {
+		t.Errorf("config.DefaultMaxInflight = %d, sender.DefaultMaxInflight = %d", DefaultMaxInflight, sender.DefaultMaxInflight)
 	}
 }
