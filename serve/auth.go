@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"strings"
-	"sync"
 
 	"github.com/emersion/go-sasl"
 	"golang.org/x/crypto/bcrypt"
@@ -108,26 +107,33 @@ func (s *session) authFailed(mech, user string) error {
 	return s.reply(535, "5.7.8 Authentication credentials invalid")
 }
 
-// dummyHash is compared against when the user does not exist, so that an
-// unknown name costs as much time as a wrong password.
-var (
-	dummyOnce sync.Once
-	dummyHash []byte
-)
-
 func (s *session) checkPassword(user, password string) error {
 	u, ok := s.cfg.Conf.Users[user]
 	if !ok {
-		dummyOnce.Do(func() {
-			dummyHash, _ = bcrypt.GenerateFromPassword([]byte("no such user"), bcrypt.DefaultCost)
-		})
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		// An unknown name costs what a wrong password does: one
+		// comparison against a configured hash, at the cost the admin
+		// chose. Making a hash here would cost twice that in a fresh
+		// process (every inetd connection is one), and its own cost
+		// besides: either way the time would tell which users exist.
+		_ = bcrypt.CompareHashAndPassword([]byte(s.decoyHash()), []byte(password))
 		return errBadCredentials
 	}
 	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) != nil {
 		return errBadCredentials
 	}
 	return nil
+}
+
+// decoyHash is the hash of the first user by name (auth is offered only
+// when there is one).
+func (s *session) decoyHash() string {
+	first := ""
+	for n := range s.cfg.Conf.Users {
+		if first == "" || n < first {
+			first = n
+		}
+	}
+	return s.cfg.Conf.Users[first].PasswordHash
 }
 
 // loginServer is the server side of the LOGIN mechanism (a de-facto
