@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -28,12 +29,26 @@ func (s *session) rateOK() (bool, error) {
 	if lim <= 0 {
 		return true, nil
 	}
-	return rateCheck(s.cfg.Serve.StateDir, rateKey(s.clientStr), lim, s.cfg.Serve.EtrnWindow, time.Now())
+	return rateCheck(s.cfg.Serve.StateDir, rateKey(s.client), lim, s.cfg.Serve.EtrnWindow, time.Now())
 }
 
-// rateKey makes a file name of an address ("unknown" for a unix socket).
-func rateKey(addr string) string {
-	return "etrn-" + strings.NewReplacer(":", "_", "%", "_", "/", "_").Replace(addr)
+// rateIPv6Bits is how much of an IPv6 address names one client: a /64 is
+// the least a site is given, and counted per /128 a client could pick a
+// fresh address for each ETRN.
+const rateIPv6Bits = 64
+
+// rateKey makes a file name of a client's address: an IPv4 address, an
+// IPv6 client's /64, or "unknown" (a unix socket).
+func rateKey(a netip.Addr) string {
+	a = a.Unmap()
+	switch {
+	case !a.IsValid():
+		return "etrn-unknown"
+	case a.Is4():
+		return "etrn-" + a.String()
+	}
+	p, _ := a.WithZone("").Prefix(rateIPv6Bits) // cannot fail: 64 bits of an IPv6 address
+	return "etrn-" + strings.NewReplacer(":", "_", "/", "_").Replace(p.String())
 }
 
 func rateCheck(dir, key string, limit int, window time.Duration, now time.Time) (ok bool, err error) {
