@@ -96,7 +96,8 @@ func (f *feeder) grow(head *spool.Message, headSum []byte) []*spool.Message {
 			break
 		}
 		f.pending = m
-		if m.From != head.From || m.Size != head.Size || len(m.To) == 0 || n+len(m.To) > maxGroupRcpts || overlaps(seen, m.To) {
+		if m.From != head.From || m.Size != head.Size || len(m.To) == 0 || n+len(m.To) > maxGroupRcpts || overlaps(seen, m.To) ||
+			needsUTF8(m.To) != needsUTF8(head.To) {
 			break
 		}
 		// A copy that cannot be read is simply not coalesced: the error
@@ -131,6 +132,21 @@ func overlaps(seen map[string]bool, to []string) bool {
 	for _, a := range to {
 		if seen[strings.ToLower(a)] {
 			return true
+		}
+	}
+	return false
+}
+
+// needsUTF8 tells whether an address needs SMTPUTF8. The sender keeps
+// back a whole transaction when the server does not offer it, so a copy
+// that needs it must not take copies that do not along (the sender is the
+// same for all: it needs it for every copy or none).
+func needsUTF8(to []string) bool {
+	for _, a := range to {
+		for i := 0; i < len(a); i++ {
+			if a[i] >= 0x80 {
+				return true
+			}
 		}
 	}
 	return false

@@ -341,3 +341,29 @@ func TestSplit(t *testing.T) {
 		t.Errorf("part 1: RCPT replies %+v", parts[1].RcptReplies)
 	}
 }
+
+// TestCoalesceUTF8: a copy whose address needs SMTPUTF8 is not put in a
+// transaction with copies that do not. The sink does not offer SMTPUTF8,
+// so that copy stays in the spool; coalesced with the others it would
+// keep them back too, on every run.
+func TestCoalesceUTF8(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "h.example")
+	msgs := copiesOf("s@s.example", "U", "x1@h.example", "jörg@h.example", "x3@h.example")
+	writeCopies(t, path, msgs)
+	be := &faultSink{}
+	addr := startFaultSink(t, be)
+	sum, logBuf, err := flushCoalescing(path, addr, false)
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, logBuf)
+	}
+	want := sorted("s@s.example>x1@h.example", "s@s.example>x3@h.example")
+	if got := be.accepted(); !reflect.DeepEqual(got, want) {
+		t.Errorf("server accepted %q, want %q\nlog:\n%s", got, want, logBuf)
+	}
+	if got, want := leftIn(t, path), []string{"s@s.example>jörg@h.example"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("left in the spool %q, want %q", got, want)
+	}
+	if sum.Sent != 2 || sum.Deferred != 1 {
+		t.Errorf("summary %+v, want 2 sent and 1 deferred", sum)
+	}
+}
