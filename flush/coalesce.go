@@ -182,13 +182,29 @@ func split(group []*spool.Message, res sender.Result) []sender.Result {
 	for i, m := range group {
 		out[i] = sender.Result{
 			Reply:       res.Reply,
-			Uncertain:   res.Uncertain,
 			Rcpts:       part(res.Rcpts, off, len(m.To)),
 			RcptReplies: part(res.RcptReplies, off, len(m.To)),
 		}
+		out[i].Uncertain = res.Uncertain && mayHaveTaken(out[i], len(m.To))
 		off += len(m.To)
 	}
 	return out
+}
+
+// mayHaveTaken tells whether the server may have taken a recipient of a
+// copy in a transaction whose end went unanswered: one not refused at
+// RCPT. A copy whose recipients were all refused there is not uncertain:
+// its outcome is known, and it must not be logged as kept when it failed.
+func mayHaveTaken(r sender.Result, n int) bool {
+	for i := range n {
+		if i >= len(r.Rcpts) || i >= len(r.RcptReplies) {
+			return true
+		}
+		if c := r.RcptReplies[i].Code; r.Rcpts[i] == sender.Sent || (r.Rcpts[i] == sender.Deferred && (c == 0 || c/100 == 2)) {
+			return true
+		}
+	}
+	return false
 }
 
 // part is s[off:off+n], cut short where s is; settle treats a missing
