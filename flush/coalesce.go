@@ -96,7 +96,8 @@ func (f *feeder) grow(head *spool.Message, headSum []byte) []*spool.Message {
 			break
 		}
 		f.pending = m
-		if m.From != head.From || m.Size != head.Size || len(m.To) == 0 || n+len(m.To) > maxGroupRcpts || overlaps(seen, m.To) {
+		if m.From != head.From || m.Size != head.Size || len(m.To) == 0 || n+len(m.To) > maxGroupRcpts || overlaps(seen, m.To) ||
+			needsUTF8(m.To) != needsUTF8(head.To) {
 			break
 		}
 		// A copy that cannot be read is simply not coalesced: the error
@@ -136,6 +137,21 @@ func overlaps(seen map[string]bool, to []string) bool {
 	return false
 }
 
+// needsUTF8 tells whether an address needs SMTPUTF8. The sender keeps
+// back a whole transaction when the server does not offer it, so a copy
+// that needs it must not take copies that do not along (the sender is the
+// same for all: it needs it for every copy or none).
+func needsUTF8(to []string) bool {
+	for _, a := range to {
+		for i := 0; i < len(a); i++ {
+			if a[i] >= 0x80 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // digest reads a message's content once, streaming. SHA-256 makes equal
 // digests mean equal content without holding either copy in memory.
 func digest(m *spool.Message) ([]byte, error) {
@@ -166,13 +182,29 @@ func split(group []*spool.Message, res sender.Result) []sender.Result {
 	for i, m := range group {
 		out[i] = sender.Result{
 			Reply:       res.Reply,
-			Uncertain:   res.Uncertain,
 			Rcpts:       part(res.Rcpts, off, len(m.To)),
 			RcptReplies: part(res.RcptReplies, off, len(m.To)),
 		}
+		out[i].Uncertain = res.Uncertain && mayHaveTaken(out[i], len(m.To))
 		off += len(m.To)
 	}
 	return out
+}
+
+// mayHaveTaken tells whether the server may have taken a recipient of a
+// copy in a transaction whose end went unanswered: one not refused at
+// RCPT. A copy whose recipients were all refused there is not uncertain:
+// its outcome is known, and it must not be logged as kept when it failed.
+func mayHaveTaken(r sender.Result, n int) bool {
+	for i := range n {
+		if i >= len(r.Rcpts) || i >= len(r.RcptReplies) {
+			return true
+		}
+		if c := r.RcptReplies[i].Code; r.Rcpts[i] == sender.Sent || (r.Rcpts[i] == sender.Deferred && (c == 0 || c/100 == 2)) {
+			return true
+		}
+	}
+	return false
 }
 
 // part is s[off:off+n], cut short where s is; settle treats a missing

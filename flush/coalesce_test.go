@@ -333,11 +333,74 @@ func TestSplit(t *testing.T) {
 		if !reflect.DeepEqual(p.Rcpts, want[i]) {
 			t.Errorf("part %d: %v, want %v", i, p.Rcpts, want[i])
 		}
-		if p.Reply != res.Reply || !p.Uncertain {
-			t.Errorf("part %d: reply %+v uncertain %v, want the transaction's", i, p.Reply, p.Uncertain)
+		// Part 1's recipients were both refused at RCPT: the server
+		// cannot have taken it, so it is not uncertain.
+		if p.Reply != res.Reply || p.Uncertain != (i != 1) {
+			t.Errorf("part %d: reply %+v uncertain %v", i, p.Reply, p.Uncertain)
 		}
 	}
 	if parts[1].RcptReplies[0].Code != 550 {
 		t.Errorf("part 1: RCPT replies %+v", parts[1].RcptReplies)
+	}
+}
+
+// TestCoalesceUTF8: a copy whose address needs SMTPUTF8 is not put in a
+// transaction with copies that do not. The sink does not offer SMTPUTF8,
+// so that copy stays in the spool; coalesced with the others it would
+// keep them back too, on every run.
+func TestCoalesceUTF8(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "h.example")
+	msgs := copiesOf("s@s.example", "U", "x1@h.example", "jörg@h.example", "x3@h.example")
+	writeCopies(t, path, msgs)
+	be := &faultSink{}
+	addr := startFaultSink(t, be)
+	sum, logBuf, err := flushCoalescing(path, addr, false)
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, logBuf)
+	}
+	want := sorted("s@s.example>x1@h.example", "s@s.example>x3@h.example")
+	if got := be.accepted(); !reflect.DeepEqual(got, want) {
+		t.Errorf("server accepted %q, want %q\nlog:\n%s", got, want, logBuf)
+	}
+	if got, want := leftIn(t, path), []string{"s@s.example>jörg@h.example"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("left in the spool %q, want %q", got, want)
+	}
+	if sum.Sent != 2 || sum.Deferred != 1 {
+		t.Errorf("summary %+v, want 2 sent and 1 deferred", sum)
+	}
+}
+
+// TestCoalesceUncertainRefused: when the connection is lost after the end
+// of a coalesced transaction, a copy whose recipient was refused at RCPT
+// could not have been delivered: it is failed (and bounced), not
+// uncertain, while the copies that were accepted are uncertain and kept.
+func TestCoalesceUncertainRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "h.example")
+	msgs := copiesOf("s@s.example", "X", "x1@h.example", "x2@h.example", "x3@h.example")
+	writeCopies(t, path, msgs)
+	be := &faultSink{faults: map[string]string{"RCPT x2@h.example": "550", "DATA s@s.example": "drop-dot"}}
+	addr := startFaultSink(t, be)
+	sum, logBuf, err := flushCoalescing(path, addr, false)
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, logBuf)
+	}
+	lines := outcomes(t, logBuf.String())
+	want := []string{"uncertain", "failed", "uncertain"}
+	if len(lines) != len(want) {
+		t.Fatalf("%d outcome lines, want %d:\n%s", len(lines), len(want), logBuf)
+	}
+	for i, l := range lines {
+		if l.status != want[i] {
+			t.Errorf("%s: status=%s, want %s", l.to, l.status, want[i])
+		}
+	}
+	if got, want := leftIn(t, path), sorted("s@s.example>x1@h.example", "s@s.example>x3@h.example"); !reflect.DeepEqual(got, want) {
+		t.Errorf("left in the spool %q, want %q", got, want)
+	}
+	if got, _ := failedIn(t, path); !reflect.DeepEqual(got, []string{"s@s.example>x2@h.example"}) {
+		t.Errorf("failed folder %q", got)
+	}
+	if sum.Uncertain != 2 || sum.Failed != 1 {
+		t.Errorf("summary %+v, want 2 uncertain and 1 failed", sum)
 	}
 }
