@@ -133,18 +133,6 @@ func (t *ptx) seal() {
 	}
 }
 
-// refuse applies a 4xx or 5xx to the recipients in idx.
-func (t *ptx) refuse(r reply, idx []int) {
-	st := Deferred
-	if r.class() == 5 {
-		st = Failed
-	}
-	for _, i := range idx {
-		t.res.Rcpts[i] = st
-	}
-	t.res.Reply = r.Reply()
-}
-
 // replyReader reads replies on its own goroutine, one per registered
 // command, so that a server writing replies never waits for the writer:
 // without it a long group (many RCPTs, chunks in flight) can fill both

@@ -123,6 +123,12 @@ func (t *txn) unexpected(op string, r reply) *Error {
 
 // refused applies a 4xx or 5xx to the recipients in idx, then RSETs.
 func (t *txn) refused(r reply, idx []int) *Error {
+	t.refuse(r, idx)
+	return t.rset()
+}
+
+// refuse applies a 4xx or 5xx to the recipients in idx.
+func (t *txn) refuse(r reply, idx []int) {
 	st := Deferred
 	if r.class() == 5 {
 		st = Failed
@@ -131,7 +137,6 @@ func (t *txn) refused(r reply, idx []int) *Error {
 		t.res.Rcpts[i] = st
 	}
 	t.res.Reply = r.Reply()
-	return t.rset()
 }
 
 func (t *txn) rset() *Error {
