@@ -787,23 +787,12 @@ func (e *engine) sendData(t *ptx, rc io.ReadCloser, p params) {
 		e.close(t)
 		return
 	}
-	src := &trackReader{r: rc}
-	enc := &encoder{w: s.bw, stuff: true}
-	_, err := io.CopyBuffer(enc, src, s.copyBuf())
-	cerr := rc.Close()
-	if src.err == nil && err == nil && cerr == nil {
-		err = enc.finish()
-	}
-	switch {
-	case src.err != nil:
-		e.abortData(t, fmt.Errorf("read content: %w", src.err))
+	if bad, werr := s.writeContent(rc); bad != nil {
+		e.abortData(t, bad)
 		return
-	case err != nil:
+	} else if werr != nil {
 		e.close(t)
-		e.writeFailed("body", fmt.Errorf("send content: %w", err))
-		return
-	case cerr != nil:
-		e.abortData(t, fmt.Errorf("close content: %w", cerr))
+		e.writeFailed("body", werr)
 		return
 	}
 	// Nothing is outstanding while the body goes: a reply now answers

@@ -362,23 +362,36 @@ func (tr *trackReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// data streams the content and the final dot and reads the verdict.
-func (t *txn) data(rc io.ReadCloser) *Error {
-	s := t.s
+// writeContent puts rc's content, dot-stuffed with CRLF line ends and
+// without the final dot, into the write buffer, and closes rc. bad is a
+// failure to read or close the content (the dot must not follow), werr a
+// failed write to the connection; at most one is set.
+func (s *Session) writeContent(rc io.ReadCloser) (bad, werr error) {
 	src := &trackReader{r: rc}
 	enc := &encoder{w: s.bw, stuff: true}
 	_, err := io.CopyBuffer(enc, src, s.copyBuf())
 	cerr := rc.Close()
 	switch {
 	case src.err != nil:
-		return t.abortBody(fmt.Errorf("read content: %w", src.err))
+		return fmt.Errorf("read content: %w", src.err), nil
 	case err != nil:
-		return t.ended(s.failure("body", fmt.Errorf("send content: %w", err)))
+		return nil, fmt.Errorf("send content: %w", err)
 	case cerr != nil:
-		return t.abortBody(fmt.Errorf("close content: %w", cerr))
+		return fmt.Errorf("close content: %w", cerr), nil
 	}
 	if err := enc.finish(); err != nil {
-		return t.ended(s.failure("body", fmt.Errorf("send content: %w", err)))
+		return nil, fmt.Errorf("send content: %w", err)
+	}
+	return nil, nil
+}
+
+// data streams the content and the final dot and reads the verdict.
+func (t *txn) data(rc io.ReadCloser) *Error {
+	s := t.s
+	if bad, werr := s.writeContent(rc); bad != nil {
+		return t.abortBody(bad)
+	} else if werr != nil {
+		return t.ended(s.failure("body", werr))
 	}
 	// Everything up to and including the dot must reach the connection for
 	// the server to see a complete message; fewer octets written means it
@@ -389,7 +402,7 @@ func (t *txn) data(rc io.ReadCloser) *Error {
 		return t.ended(err)
 	}
 	target := s.dc.total() + int64(s.bw.Buffered()) + 3
-	_, err = s.bw.WriteString(".\r\n")
+	_, err := s.bw.WriteString(".\r\n")
 	if err == nil {
 		err = s.bw.Flush()
 	}
