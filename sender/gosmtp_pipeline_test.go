@@ -404,23 +404,7 @@ func TestChunkedMemoryFlat(t *testing.T) {
 			}
 		}
 	})
-	s, err := Dial(context.Background(), fastOptions(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	res, err := sendAll(t, s, []*Message{bigMsg(size)})
-	runtime.ReadMemStats(&after)
-	if err != nil || statuses(res[0]) != "s" {
-		t.Fatalf("%v %+v", err, res)
-	}
-	if err := s.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-	if grew := after.TotalAlloc - before.TotalAlloc; grew > 4<<20 {
-		t.Errorf("allocated %d octets to send %d", grew, size)
-	}
+	sendFlat(t, fastOptions(addr), size)
 }
 
 // TestPipelinedTLS runs both pipelined engines over STARTTLS against

@@ -979,7 +979,16 @@ func TestBodyMemoryFlat(t *testing.T) {
 		p.expect("QUIT")
 		p.send("221 bye")
 	})
-	s, err := Dial(context.Background(), testOptions(addr))
+	sendFlat(t, testOptions(addr), size)
+}
+
+// sendFlat sends one message of size octets over a session dialled with o
+// and fails when that allocated more than 4 MiB or the message was not
+// sent. Both ends run in this process; the peers reuse their bufio
+// buffers.
+func sendFlat(t *testing.T, o Options, size int64) {
+	t.Helper()
+	s, err := Dial(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -993,7 +1002,6 @@ func TestBodyMemoryFlat(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
-	// Both ends run in this process; the peer reuses its bufio buffer.
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 4<<20 {
 		t.Errorf("allocated %d octets to send %d", grew, size)
 	}
