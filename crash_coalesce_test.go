@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,31 +53,8 @@ func TestCrashSIGKILLCoalesced(t *testing.T) {
 		{kind: killAfterReply, n: 1},
 		{kind: killBeforeReply, n: 5},
 	}
-	rnd := rand.New(rand.NewPCG(13, uint64(time.Now().UnixNano())))
-	for range 3 {
-		plans = append(plans, &killPoint{kind: killTimer, delay: time.Duration(5+rnd.IntN(60)) * time.Millisecond})
-	}
-	kills, runs := 0, 0
-	for {
-		var p *killPoint
-		if runs < len(plans) {
-			p = plans[runs]
-		} else if runs > len(plans)+3 {
-			t.Fatalf("no clean run after %d runs", runs)
-		}
-		runs++
-		code, killed, stderr := rec.runChild(t, p, args)
-		if killed {
-			kills++
-			clearStaleEximLock(t, path, fmt.Sprintf("run %d (%v)", runs, p))
-			continue
-		}
-		if code != 0 {
-			t.Errorf("run %d (%v): exit %d, want 0 or a kill; stderr:\n%s", runs, p, code, stderr)
-			continue
-		}
-		break
-	}
+	plans = withTimerKills(plans, 13, 3)
+	runs, kills, _ := killUntilClean(t, rec, path, args, plans)
 	got := rec.messages()
 	if kills < 5 {
 		t.Errorf("only %d kills landed, want at least 5", kills)

@@ -463,6 +463,48 @@ func clearStaleEximLock(t *testing.T, path, what string) bool {
 	return true
 }
 
+// withTimerKills appends n kills at random times 5-65ms into a run, seeded
+// by seed and the clock so that each test run hits different places.
+func withTimerKills(plans []*killPoint, seed uint64, n int) []*killPoint {
+	rnd := rand.New(rand.NewPCG(seed, uint64(time.Now().UnixNano())))
+	for range n {
+		plans = append(plans, &killPoint{kind: killTimer, delay: time.Duration(5+rnd.IntN(60)) * time.Millisecond})
+	}
+	return plans
+}
+
+// killUntilClean runs the child once under each plan, then without one,
+// until a run exits 0; each run must exit 0 or be killed, and a few clean
+// runs must suffice. A lock file a kill left on path is cleared.
+func killUntilClean(t *testing.T, rec *recorder, path string, args []string, plans []*killPoint) (runs, kills, staleLocks int) {
+	t.Helper()
+	for {
+		var p *killPoint
+		if runs < len(plans) {
+			p = plans[runs]
+		} else if runs > len(plans)+3 {
+			t.Fatalf("no clean run after %d runs", runs)
+		}
+		runs++
+		code, killed, stderr := rec.runChild(t, p, args)
+		if killed {
+			kills++
+			if clearStaleEximLock(t, path, fmt.Sprintf("run %d (%v)", runs, p)) {
+				staleLocks++
+			}
+			continue
+		}
+		if code != 0 {
+			t.Errorf("run %d (%v): exit %d, want 0 or a kill; stderr:\n%s", runs, p, code, stderr)
+			continue
+		}
+		if p != nil && p.kind != killTimer && p.kind != killAfterReply {
+			t.Logf("run %d: %v never fired; the spool ran out first", runs, p)
+		}
+		return runs, kills, staleLocks
+	}
+}
+
 // TestCrashSIGKILL: etrnflush is SIGKILLed at many points of a flush (after
 // MAIL, mid-body, before and after the 250 to the final dot, and at random
 // times) and rerun until it finishes. Every message must arrive at least
@@ -491,38 +533,10 @@ func TestCrashSIGKILL(t *testing.T) {
 		{kind: killBeforeReply, n: 4},
 		{kind: killMidBody, n: 6, bytes: 100000},
 	}
-	rnd := rand.New(rand.NewPCG(7, uint64(time.Now().UnixNano())))
-	for range 5 {
-		plans = append(plans, &killPoint{kind: killTimer, delay: time.Duration(5+rnd.IntN(60)) * time.Millisecond})
-	}
+	plans = withTimerKills(plans, 7, 5)
 
 	start := time.Now()
-	kills, staleLocks, runs := 0, 0, 0
-	for {
-		var p *killPoint
-		if runs < len(plans) {
-			p = plans[runs]
-		} else if runs > len(plans)+3 {
-			t.Fatalf("no clean run after %d runs", runs)
-		}
-		runs++
-		code, killed, stderr := rec.runChild(t, p, args)
-		if killed {
-			kills++
-			if clearStaleEximLock(t, path, fmt.Sprintf("run %d (%v)", runs, p)) {
-				staleLocks++
-			}
-			continue
-		}
-		if code != 0 {
-			t.Errorf("run %d (%v): exit %d, want 0 or a kill; stderr:\n%s", runs, p, code, stderr)
-			continue
-		}
-		if p != nil && p.kind != killTimer && p.kind != killAfterReply {
-			t.Logf("run %d: %v never fired; the spool ran out first", runs, p)
-		}
-		break
-	}
+	runs, kills, staleLocks := killUntilClean(t, rec, path, args, plans)
 	got := rec.messages()
 	t.Logf("%d messages, %d runs, %d SIGKILLs (%d left Exim's lock file), %d received, %s",
 		len(want), runs, kills, staleLocks, len(got), time.Since(start).Round(time.Millisecond))
@@ -724,11 +738,7 @@ func runCrashCase(t *testing.T, tc crashCase) {
 	args := []string{"flush", "--spool", path, "--to", rec.addr, "--tls", "none", "--helo", "test.example",
 		"--timeout", "20s", "--max-inflight", fmt.Sprint(crashWindow), host}
 
-	plans := slices.Clone(tc.plans)
-	rnd := rand.New(rand.NewPCG(11, uint64(time.Now().UnixNano())))
-	for range tc.timers {
-		plans = append(plans, &killPoint{kind: killTimer, delay: time.Duration(5+rnd.IntN(60)) * time.Millisecond})
-	}
+	plans := withTimerKills(slices.Clone(tc.plans), 11, tc.timers)
 
 	byID := map[string]envMsg{}
 	pairs, refused, deferred, mixed := 0, 0, 0, 0
