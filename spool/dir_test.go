@@ -2,7 +2,6 @@ package spool
 
 import (
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -51,14 +50,7 @@ func TestDirLayout(t *testing.T) {
 	var seen []string
 	outs := [][]Outcome{{Sent, Sent}, {Sent, Keep}, {Failed, Keep}, {Sent, Sent}}
 	settled := 0
-	for {
-		m, err := s.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for m := range messages(t, s) {
 		seen = append(seen, m.From)
 		inflight = append(inflight, m)
 		if len(inflight) == 2 {

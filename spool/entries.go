@@ -126,12 +126,7 @@ func (s *entrySpool) Next() (*Message, error) {
 		}
 		um := &u.msgs[u.next]
 		u.next++
-		var idx []int
-		for i, c := range um.st {
-			if c == 'k' {
-				idx = append(idx, i)
-			}
-		}
+		idx := pendingOf(len(um.env.To), string(um.st))
 		to := make([]string, len(idx))
 		for i, j := range idx {
 			to[i] = um.env.To[j]

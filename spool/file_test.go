@@ -184,14 +184,7 @@ func TestWorkFileGrowth(t *testing.T) {
 			s := open(t, p, nil, false)
 			var seen []string
 			var held *Message
-			for {
-				m, err := s.Next()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
+			for m := range messages(t, s) {
 				seen = append(seen, m.From)
 				if len(seen) == 1 && when == "before end" {
 					appendWork(t, dir, ms[2].bsmtp())
@@ -376,14 +369,7 @@ func TestCrashAfterEachSettle(t *testing.T) {
 				s = open(t, p, nil, false)
 				var gs []got
 				var got1 []*Message
-				for {
-					m, err := s.Next()
-					if errors.Is(err, io.EOF) {
-						break
-					}
-					if err != nil {
-						t.Fatal(err)
-					}
+				for m := range messages(t, s) {
 					gs = append(gs, toGot(t, m))
 					got1 = append(got1, m)
 				}
@@ -420,14 +406,7 @@ func TestStaleJournalAfterCompaction(t *testing.T) {
 	s := open(t, p, nil, false)
 	var saved []byte
 	i := 0
-	for {
-		m, err := s.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for m := range messages(t, s) {
 		if err := s.Settle(m, pattern(i+1), ""); err != nil { // sent+keep, failed+keep, sent+sent
 			t.Fatal(err)
 		}

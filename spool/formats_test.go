@@ -131,14 +131,7 @@ func TestGoldenFormats(t *testing.T) {
 				t.Fatalf("layout %s, want %s", s.Layout(), wantLayout)
 			}
 			seen := map[string]bool{}
-			for {
-				m, err := s.Next()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
+			for m := range messages(t, s) {
 				key, _, _ := strings.Cut(m.ID, ".")
 				if strings.HasPrefix(key, "new-") {
 					key = m.ID[:strings.LastIndexByte(m.ID, '.')]
@@ -256,14 +249,7 @@ func TestMaildir(t *testing.T) {
 		t.Fatal(s.Layout())
 	}
 	var ms []*Message
-	for {
-		m, err := s.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for m := range messages(t, s) {
 		ms = append(ms, m)
 		if got := content(t, m); got != body {
 			t.Errorf("%s: content %q, want %q", m.ID, got, body)

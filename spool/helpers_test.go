@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -185,18 +186,32 @@ func toGot(t *testing.T, m *Message) got {
 	return got{m.From, strings.Join(m.To, ","), content(t, m)}
 }
 
+// messages yields s's messages until io.EOF, one Next per step, so that
+// a loop body may settle each before the next is read. Any other error
+// fails the test.
+func messages(t *testing.T, s Spool) iter.Seq[*Message] {
+	t.Helper()
+	return func(yield func(*Message) bool) {
+		for {
+			m, err := s.Next()
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			if err != nil {
+				t.Fatalf("Next: %v", err)
+			}
+			if !yield(m) {
+				return
+			}
+		}
+	}
+}
+
 // drainAll yields every message, settles each with out(m) and closes.
 func drainAll(t *testing.T, s Spool, out func(*Message) []Outcome) []got {
 	t.Helper()
 	var gs []got
-	for {
-		m, err := s.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("Next: %v", err)
-		}
+	for m := range messages(t, s) {
 		gs = append(gs, toGot(t, m))
 		if err := s.Settle(m, out(m), "550 5.1.1 no such user\r\nsecond line"); err != nil {
 			t.Fatalf("Settle: %v", err)
