@@ -26,6 +26,7 @@ import (
 	"etrnflush/config"
 	"etrnflush/flush"
 	"etrnflush/sender"
+	"etrnflush/serve"
 	"etrnflush/spool"
 )
 
@@ -443,15 +444,13 @@ func flushAction(c *cli.Context) error {
 
 	fc := flush.Config{
 		Host:       host,
-		Spool:      spool.Options{Path: s.Spool, Format: s.Format},
+		Spool:      serve.SpoolOptions(s),
 		Sender:     so,
 		DryRun:     dryRun,
 		NoCoalesce: !s.Coalesce,
 		Out:        c.App.Writer,
 		Log:        log,
 	}
-	fc.Spool.MailstorePrefixLines, fc.Spool.MailstoreSuffixLines = s.MailstorePrefixLines, s.MailstoreSuffixLines
-	fc.Spool.MaildirEnvelope, fc.Spool.DeliveredToPrefix = s.MaildirEnvelope, s.DeliveredToPrefix
 	if s.Route != "" {
 		fc.Dests = []string{withPort(s.Route)}
 	} else {

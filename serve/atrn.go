@@ -128,7 +128,7 @@ func (s *session) deliver(ctx context.Context, hosts []string) error {
 		hs := s.cfg.Conf.For(h)
 		sum, err := flush.Run(ctx, flush.Config{
 			Host:    h,
-			Spool:   spoolOptions(hs),
+			Spool:   SpoolOptions(hs),
 			Sender:  so,
 			Session: sess,
 			Log:     s.log,

@@ -194,7 +194,7 @@ const maxCount = 100000
 // countMessages counts what is waiting in a host's spool, reading it the
 // way a dry run does: no claim, no lock, nothing written.
 func countMessages(st config.Settings) (n int, err error) {
-	o := spoolOptions(st)
+	o := SpoolOptions(st)
 	o.DryRun = true
 	sp, err := spool.Open(o)
 	if err != nil {
@@ -217,9 +217,9 @@ func countMessages(st config.Settings) (n int, err error) {
 	return n, nil
 }
 
-// spoolOptions opens a host's spool as its flush would (main's
-// flushAction does the same for the flush command).
-func spoolOptions(st config.Settings) spool.Options {
+// SpoolOptions are the spool options of a host's settings: what the flush
+// command, an ATRN delivery and an ETRN count all open the spool with.
+func SpoolOptions(st config.Settings) spool.Options {
 	return spool.Options{
 		Path:                 st.Spool,
 		Host:                 st.Host,
