@@ -107,6 +107,10 @@ type ptx struct {
 
 func (t *ptx) final() bool { return !t.open && t.outstanding == 0 }
 
+// envelopeRead: the replies to MAIL and every RCPT are in, so whether any
+// recipient was taken is known.
+func (t *ptx) envelopeRead() bool { return t.mail < 0 || t.rcptsRead == len(t.m.To) }
+
 // doomed: nothing more this transaction could deliver.
 func (t *ptx) doomed() bool {
 	return t.mail < 0 || t.failed || (t.rcptsRead == len(t.m.To) && len(t.accepted) == 0)
@@ -845,10 +849,15 @@ func (e *engine) abortData(t *ptx, err error) {
 }
 
 // sendChunked runs one message over PIPELINING and CHUNKING: RSET, MAIL,
-// RCPT and the BDAT chunks go without waiting for any reply; only the
-// message and byte windows make the writer wait.
+// RCPT and the first BDAT chunk go without waiting for any reply. A
+// message that fits one chunk is one BDAT n LAST. The later chunks of a
+// larger message wait for its MAIL and RCPT replies: a server that took no
+// recipient answers the first BDAT of a transaction with a plain 503 but
+// counts every further one as a protocol error (Exim drops the session
+// after smtp_max_synprot_errors, 3), so a command it must refuse is never
+// sent twice in one transaction. Only the message and byte windows, and
+// that wait for large messages, make the writer wait.
 func (e *engine) sendChunked(t *ptx, rc io.ReadCloser, p params) {
-	s := e.s
 	e.beginTxn(t, p)
 	if e.src == nil {
 		e.src = bufio.NewReaderSize(nil, 4096)
@@ -857,7 +866,7 @@ func (e *engine) sendChunked(t *ptx, rc io.ReadCloser, p params) {
 	e.src.Reset(rc)
 	enc := &encoder{w: &e.cbuf}
 	closed := false
-	for !e.dying() {
+	for first := true; !e.dying(); first = false {
 		chunk, last, err := e.fill(enc)
 		if err == nil && last {
 			closed = true
@@ -870,6 +879,13 @@ func (e *engine) sendChunked(t *ptx, rc io.ReadCloser, p params) {
 			// the RSET before the next MAIL, and the session goes on.
 			t.abort = err.Error()
 			break
+		}
+		if !first {
+			for !t.envelopeRead() && !e.dying() {
+				if !e.wait() {
+					break
+				}
+			}
 		}
 		e.poll()
 		if t.doomed() || e.stopping() {
@@ -886,34 +902,7 @@ func (e *engine) sendChunked(t *ptx, rc io.ReadCloser, p params) {
 				break
 			}
 		}
-		if e.dying() {
-			break
-		}
-		if n > 0 || !last {
-			if !e.writeChunk(t, chunk) {
-				break
-			}
-		}
-		if last {
-			if n > 0 {
-				e.poll()
-				if t.doomed() || e.stopping() {
-					if t.abort == "" && e.stopping() {
-						t.abort = "stopped before the end of the content"
-					}
-					break
-				}
-			}
-			// The end goes as a chunk of its own, a complete command line
-			// like DATA's dot: a connection lost inside the last data chunk
-			// then cannot pass for the end of the message at a server that
-			// takes a short chunk for a whole one (go-smtp 0.25.1 does: it
-			// copies the chunk with io.Copy, which stops quietly at EOF, and
-			// stores the truncated message). The cost is one more reply per
-			// message, not a round trip. The end offset is noted before the
-			// write, as for the dot.
-			t.dotEnd = s.dc.total() + int64(s.bw.Buffered()) + int64(len("BDAT 0 LAST\r\n"))
-			e.write(expect{kind: eBdat, t: t, last: true}, "BDAT 0 LAST")
+		if e.dying() || !e.writeChunk(t, chunk, last) || last {
 			break
 		}
 	}
@@ -926,10 +915,17 @@ func (e *engine) sendChunked(t *ptx, rc io.ReadCloser, p params) {
 	e.flush()
 }
 
-// writeChunk writes one BDAT chunk that is not the last.
-func (e *engine) writeChunk(t *ptx, chunk []byte) bool {
+// writeChunk writes one BDAT chunk. For the last one, the end offset is
+// noted before the write, as for the dot: a write that fails after the
+// last octet left still leaves the outcome open.
+func (e *engine) writeChunk(t *ptx, chunk []byte, last bool) bool {
 	bw := e.s.bw
-	if _, err := bw.WriteString("BDAT " + strconv.Itoa(len(chunk)) + "\r\n"); err != nil {
+	cmd := "BDAT " + strconv.Itoa(len(chunk))
+	if last {
+		cmd += " LAST"
+		t.dotEnd = e.s.dc.total() + int64(bw.Buffered()) + int64(len(cmd)+2+len(chunk))
+	}
+	if _, err := bw.WriteString(cmd + "\r\n"); err != nil {
 		e.writeFailed("bdat", err)
 		return false
 	}
@@ -939,7 +935,8 @@ func (e *engine) writeChunk(t *ptx, chunk []byte) bool {
 	}
 	n := int64(len(chunk))
 	e.bytes += n
-	e.expect(expect{kind: eBdat, t: t, n: n})
+	e.s.stats.maxBytes = max(e.s.stats.maxBytes, e.bytes)
+	e.expect(expect{kind: eBdat, t: t, n: n, last: last})
 	return true
 }
 

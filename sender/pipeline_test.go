@@ -1,6 +1,7 @@
 package sender
 
 import (
+	"fmt"
 	"bytes"
 	"context"
 	"errors"
@@ -129,7 +130,7 @@ func TestPipelinedEveryStage(t *testing.T) {
 					t.Errorf("peer took %q, want %q", g, got)
 				}
 				cmds := strings.Join(sp.commands(), "\n")
-				if m.name == "chunking" && (strings.Contains(cmds, "\nDATA") || !strings.Contains(cmds, "BDAT 3\nBDAT 0 LAST")) {
+				if m.name == "chunking" && (strings.Contains(cmds, "\nDATA") || !strings.Contains(cmds, "BDAT 3 LAST") || strings.Contains(cmds, "BDAT 0")) {
 					t.Errorf("chunking session used DATA or no BDAT:\n%s", cmds)
 				}
 				if m.name == "pipelining" && strings.Contains(cmds, "BDAT") {
@@ -215,7 +216,7 @@ func TestChunkFailure(t *testing.T) {
 				t.Errorf("peer took %q", g)
 			}
 			// Only b's content was ended; a's chunks stopped at the refusal.
-			if cmds := strings.Join(sp.commands(), "\n"); strings.Count(cmds, "BDAT 0 LAST") != 1 || !strings.Contains(cmds, "BDAT 3\nBDAT 0 LAST") {
+			if cmds := strings.Join(sp.commands(), "\n"); strings.Count(cmds, "LAST") != 1 || !strings.Contains(cmds, "BDAT 3 LAST") {
 				t.Errorf("commands:\n%s", trunc(cmds))
 			}
 		})
@@ -425,6 +426,8 @@ func TestWindow(t *testing.T) {
 		})
 	}
 	t.Run("bytes", func(t *testing.T) {
+		// Held replies: only the first chunk goes with the envelope; the
+		// rest wait for the RCPT replies.
 		sp := &strictPeer{hold: 1}
 		addr, _ := runStrict(t, sp)
 		o := testOptions(addr)
@@ -443,8 +446,31 @@ func TestWindow(t *testing.T) {
 		checkResults(t, res, []pwant{{"s", 250}})
 		sp.mu.Lock()
 		defer sp.mu.Unlock()
-		if sp.heldBytes > maxInflightBytes+chunkSize+2 || sp.heldBytes < maxInflightBytes-chunkSize {
-			t.Errorf("%d octets of content before the first reply, bound %d", sp.heldBytes, maxInflightBytes)
+		if sp.heldBytes == 0 || sp.heldBytes > chunkSize+2 {
+			t.Errorf("%d octets of content before the RCPT replies, want one chunk (%d)", sp.heldBytes, chunkSize)
+		}
+	})
+	t.Run("byte bound", func(t *testing.T) {
+		// Slow replies: once the recipient is known, chunks go up to the
+		// byte bound and no further.
+		sp := &strictPeer{delay: 20 * time.Millisecond}
+		addr, _ := runStrict(t, sp)
+		o := testOptions(addr)
+		o.Timeout, o.DataTimeout = 5*time.Second, 5*time.Second
+		s, err := Dial(context.Background(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := sendAll(t, s, []*Message{bigMsg(8 << 20)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		checkResults(t, res, []pwant{{"s", 250}})
+		if m := s.stats.maxBytes; m > maxInflightBytes+chunkSize+2 || m < maxInflightBytes-chunkSize {
+			t.Errorf("at most %d octets of content unanswered, bound %d", m, maxInflightBytes)
 		}
 	})
 }
@@ -552,6 +578,63 @@ func TestChunkWriteFailure(t *testing.T) {
 			}
 			if err := s.Close(); err != nil {
 				t.Logf("Close: %v", err)
+			}
+		})
+	}
+}
+
+// TestRefusedHeadNoProtocolError: a batch whose head a server refuses
+// (one large message deferred at RCPT, small ones deferred and refused)
+// costs no protocol error at an Exim-strict peer, which would otherwise
+// drop the session after three and leave everything behind the head
+// undelivered for good.
+func TestRefusedHeadNoProtocolError(t *testing.T) {
+	for _, m := range []struct {
+		name string
+		exts []string
+	}{
+		{"chunking", nil},
+		{"pipelining", []string{"PIPELINING", "8BITMIME", "SIZE 100000000"}},
+	} {
+		t.Run(m.name, func(t *testing.T) {
+			faults := map[string]string{}
+			big := bigMsg(300 << 10)
+			big.From, big.To = "big@x", []string{"grey0@y"}
+			msgs := []*Message{big}
+			want := []pwant{{"d", 451}}
+			faults["RCPT grey0@y"] = "451 4.7.1 greylisted"
+			for i := 1; i <= 5; i++ {
+				to := fmt.Sprintf("grey%d@y", i)
+				faults["RCPT "+to] = "451 4.7.1 greylisted"
+				msgs = append(msgs, msg(fmt.Sprintf("d%d@x", i), "hold\n", to))
+				want = append(want, pwant{"d", 451})
+			}
+			for i := 1; i <= 2; i++ {
+				to := fmt.Sprintf("gone%d@y", i)
+				faults["RCPT "+to] = "550 5.1.1 no such user"
+				msgs = append(msgs, msg(fmt.Sprintf("f%d@x", i), "gone\n", to))
+				want = append(want, pwant{"f", 550})
+			}
+			for i := range 30 {
+				msgs = append(msgs, msg(fmt.Sprintf("s%d@x", i), "fine\n", fmt.Sprintf("ok%d@y", i)))
+				want = append(want, pwant{"s", 250})
+			}
+			sp := &strictPeer{exts: m.exts, faults: faults}
+			addr, _ := runStrict(t, sp)
+			s, err := Dial(context.Background(), testOptions(addr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := sendAll(t, s, msgs)
+			if err != nil {
+				t.Fatalf("Send: %v", err)
+			}
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			checkResults(t, res, want)
+			if n := len(sp.accepted()); n != 30 {
+				t.Errorf("peer took %d messages, want 30", n)
 			}
 		})
 	}

@@ -85,7 +85,8 @@ type Session struct {
 
 // stats counts what tests and benchmarks check about the dialogue.
 type stats struct {
-	waits int // turnarounds: a pipelined writer wrote, then had to wait for a reply
+	waits    int   // turnarounds: a pipelined writer wrote, then had to wait for a reply
+	maxBytes int64 // the most chunk content written and not yet answered
 }
 
 // Dial connects to o.Addr, waits for the greeting, says EHLO (HELO if EHLO

@@ -50,7 +50,16 @@ type strictPeer struct {
 	heldMails int      // MAILs seen while holding
 	heldBytes int64    // chunk octets seen while holding
 	overrun   string   // what the client sent after it should have waited
+	// protoErrs lists the commands Exim would log as "SMTP protocol
+	// error" and count towards smtp_max_synprot_errors; past maxProtoErrs
+	// the peer drops the session as Exim does. Every test fails on one
+	// unless allowProtoErrs is set.
+	protoErrs      []string
+	allowProtoErrs bool
 }
+
+// maxProtoErrs is Exim's default smtp_max_synprot_errors.
+const maxProtoErrs = 3
 
 func (s *strictPeer) accepted() []string {
 	s.mu.Lock()
@@ -131,9 +140,31 @@ func (s *strictPeer) serve(p *peer) {
 		body      bytes.Buffer
 		chunkSeen bool
 		bdatBad   bool // a chunk failed: the rest are refused until RSET
+		// As Exim: a refusal that a pipelining client could not have
+		// foreseen is not an error, anything else is (smtp_in.c: RCPT
+		// right after a refused MAIL, DATA or BDAT right after a RCPT).
+		prevVerb   string
+		rejMail    bool // the last MAIL was refused, and only RCPTs came since
+		noRcptBdat bool // a BDAT was refused for want of a recipient in this transaction
 	)
+	// protoErr answers a command Exim counts as a protocol error, and
+	// drops the session past the limit, as Exim does.
+	protoErr := func(line, text string) bool {
+		s.mu.Lock()
+		s.protoErrs = append(s.protoErrs, line)
+		n := len(s.protoErrs)
+		s.mu.Unlock()
+		if n > maxProtoErrs {
+			reply("554 5.0.0 Too many syntax or protocol errors")
+			if holding {
+				s.write(p, held)
+			}
+			return false
+		}
+		return reply(text)
+	}
 	reset := func() {
-		from, inTxn, rcpts, chunkSeen, bdatBad = "", false, nil, false, false
+		from, inTxn, rcpts, chunkSeen, bdatBad, noRcptBdat = "", false, nil, false, false, false
 		body.Reset()
 	}
 	// fault answers a faulted step; handled false means no fault.
@@ -205,6 +236,11 @@ func (s *strictPeer) serve(p *peer) {
 		}
 		s.mu.Unlock()
 		ok := true
+		prev := prevVerb
+		prevVerb = verb
+		if verb != "RCPT" && verb != "MAIL" {
+			rejMail = false
+		}
 		switch verb {
 		case "EHLO":
 			lines := []string{"250-peer.test"}
@@ -226,12 +262,14 @@ func (s *strictPeer) serve(p *peer) {
 			if holding {
 				s.heldMails++
 			}
+			rejMail = false
 			if inTxn {
-				ok = reply("503 5.5.1 sender already given")
+				ok = protoErr(line, "503 5.5.1 sender already given")
 				break
 			}
 			f := addrArg(line)
 			if h, g := fault("MAIL " + f); h {
+				rejMail = true
 				ok = g
 				break
 			}
@@ -239,7 +277,11 @@ func (s *strictPeer) serve(p *peer) {
 			ok = reply("250 2.1.0 ok")
 		case "RCPT":
 			if !inTxn {
-				ok = reply("503 5.5.1 sender not yet given")
+				if rejMail {
+					ok = reply("503 5.5.1 sender not yet given")
+				} else {
+					ok = protoErr(line, "503 5.5.1 sender not yet given")
+				}
 				break
 			}
 			to := addrArg(line)
@@ -251,7 +293,11 @@ func (s *strictPeer) serve(p *peer) {
 			ok = reply("250 2.1.5 ok")
 		case "DATA":
 			if len(rcpts) == 0 && s.faults["DATA "+from] != "354" {
-				ok = reply("554 5.5.1 no valid recipients")
+				if prev == "RCPT" {
+					ok = reply("503 5.5.1 valid RCPT command must precede DATA")
+				} else {
+					ok = protoErr(line, "503 5.5.1 valid RCPT command must precede DATA")
+				}
 				break
 			}
 			if h, g := fault("DATA " + from); h {
@@ -306,7 +352,13 @@ func (s *strictPeer) serve(p *peer) {
 			}
 			switch {
 			case !inTxn || len(rcpts) == 0:
-				ok = reply("503 5.5.1 valid RCPT command must precede BDAT")
+				// Exim: free only right after a RCPT, and only once.
+				if prev == "RCPT" && !noRcptBdat {
+					ok = reply("503 5.5.1 valid RCPT command must precede BDAT")
+				} else {
+					ok = protoErr(line, "503 5.5.1 valid RCPT command must precede BDAT")
+				}
+				noRcptBdat = true
 			case bdatBad:
 				ok = reply("503 5.5.1 previous chunk failed")
 			case !last && !chunkSeen && s.faults["CHUNK "+from] != "":
@@ -345,8 +397,17 @@ func (s *strictPeer) serve(p *peer) {
 	}
 }
 
-// runStrict serves one connection with s.
+// runStrict serves one connection with s. The test fails if the client
+// sent a command that Exim counts as a protocol error.
 func runStrict(t *testing.T, s *strictPeer) (string, func()) {
 	t.Helper()
-	return runPeer(t, s.serve)
+	addr, release := runPeer(t, s.serve)
+	t.Cleanup(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.protoErrs) > 0 && !s.allowProtoErrs {
+			t.Errorf("the client sent %d commands Exim counts as protocol errors: %q", len(s.protoErrs), s.protoErrs)
+		}
+	})
+	return addr, release
 }
