@@ -121,7 +121,7 @@ func newPolicyRecorder(t *testing.T, policy rcptPolicy) *recorder {
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
-		_ = srv.Serve(l) // returns when Close closes the listener
+		_ = srv.Serve(eofListener{l}) // returns when Close closes the listener
 	}()
 	t.Cleanup(func() {
 		if err := srv.Close(); err != nil {
@@ -132,7 +132,9 @@ func newPolicyRecorder(t *testing.T, policy rcptPolicy) *recorder {
 	return r
 }
 
-func (r *recorder) NewSession(*smtp.Conn) (smtp.Session, error) { return &recSession{r: r}, nil }
+func (r *recorder) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	return &recSession{r: r, c: c}, nil
+}
 
 func (r *recorder) messages() []envMsg {
 	r.mu.Lock()
@@ -184,6 +186,7 @@ func (r *recorder) count(c *int, kind killKind) (kill func()) {
 
 type recSession struct {
 	r        *recorder
+	c        *smtp.Conn
 	from     string
 	to       []string
 	deferred int // recipients of this transaction that got a 4xx
@@ -259,7 +262,7 @@ func (s *recSession) Data(rd io.Reader) error {
 		kill()
 		return errors.New("client killed mid-body")
 	}
-	b, err := io.ReadAll(rd)
+	b, err := readWhole(s.c, rd)
 	if err != nil {
 		return err
 	}

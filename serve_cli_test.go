@@ -43,12 +43,13 @@ type receiver struct {
 
 type receiverSession struct {
 	r    *receiver
+	c    *smtp.Conn
 	from string
 	to   []string
 }
 
-func (r *receiver) NewSession(*smtp.Conn) (smtp.Session, error) {
-	return &receiverSession{r: r}, nil
+func (r *receiver) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	return &receiverSession{r: r, c: c}, nil
 }
 func (s *receiverSession) Reset() { s.from, s.to = "", nil }
 func (s *receiverSession) Logout() error {
@@ -63,7 +64,7 @@ func (s *receiverSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	return nil
 }
 func (s *receiverSession) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
+	b, err := readWhole(s.c, r)
 	if err != nil {
 		return err
 	}
@@ -119,7 +120,7 @@ func startReceiver(t *testing.T, r *receiver) string {
 	srv.Domain = "receiver.example"
 	srv.ReadTimeout = 30 * time.Second
 	srv.WriteTimeout = 30 * time.Second
-	go func() { _ = srv.Serve(l) }()
+	go func() { _ = srv.Serve(eofListener{l}) }()
 	t.Cleanup(func() {
 		if err := srv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			t.Error(err)

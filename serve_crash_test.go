@@ -29,7 +29,7 @@ func atrnSession(t *testing.T, conf string, rcv *receiver) *serveProc {
 	srv := smtp.NewServer(rcv)
 	srv.Domain = "customer.example"
 	l := &singleListener{c: p.c, closed: make(chan struct{})}
-	go func() { _ = srv.Serve(l) }()
+	go func() { _ = srv.Serve(eofListener{l}) }()
 	t.Cleanup(func() {
 		if err := srv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			t.Error(err)
