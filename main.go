@@ -189,6 +189,7 @@ func flushFlags() []cli.Flag {
 		&cli.IntFlag{Name: "max-inflight", Usage: "send at most `N` messages ahead of the server's replies", DefaultText: "max_inflight from the config, else 32"},
 		&cli.BoolFlag{Name: "no-pipelining", Usage: "do not use PIPELINING even when the server offers it"},
 		&cli.BoolFlag{Name: "no-chunking", Usage: "do not use CHUNKING (BDAT) even when the server offers it"},
+		&cli.IntFlag{Name: "max-connections", Usage: "open at most `N` sessions in this run when the server ends them early", DefaultText: "max_connections from the config, else 10"},
 	}
 }
 
@@ -314,6 +315,13 @@ func settings(c *cli.Context, cfg *config.Config, host string) (config.Settings,
 		}
 		s.MaxInflight = n
 	}
+	if tc := flagCtx(c, "max-connections"); tc.IsSet("max-connections") {
+		n := tc.Int("max-connections")
+		if err := config.CheckMaxConnections(n); err != nil {
+			return s, usageErr("--max-connections: %v", err)
+		}
+		s.MaxConnections = n
+	}
 	if flagCtx(c, "no-pipelining").Bool("no-pipelining") {
 		s.Pipelining = false
 	}
@@ -413,6 +421,9 @@ func flushAction(c *cli.Context) error {
 		NoPipelining: !s.Pipelining,
 		NoChunking:   !s.Chunking,
 	}
+	if s.EightBit == "refuse" {
+		so.EightBit = sender.EightBitRefuse
+	}
 	switch s.TLS {
 	case "none":
 		so.TLS = sender.TLSNone
@@ -443,13 +454,14 @@ func flushAction(c *cli.Context) error {
 	}
 
 	fc := flush.Config{
-		Host:       host,
-		Spool:      serve.SpoolOptions(s),
-		Sender:     so,
-		DryRun:     dryRun,
-		NoCoalesce: !s.Coalesce,
-		Out:        c.App.Writer,
-		Log:        log,
+		Host:           host,
+		Spool:          serve.SpoolOptions(s),
+		Sender:         so,
+		DryRun:         dryRun,
+		NoCoalesce:     !s.Coalesce,
+		MaxConnections: s.MaxConnections,
+		Out:            c.App.Writer,
+		Log:            log,
 	}
 	if s.Route != "" {
 		fc.Dests = []string{withPort(s.Route)}

@@ -43,6 +43,9 @@ type Host struct {
 	Pipelining  *bool `toml:"pipelining"`
 	Chunking    *bool `toml:"chunking"`
 	Coalesce    *bool `toml:"coalesce"`
+
+	MaxConnections *int   `toml:"max_connections"`
+	EightBit       string `toml:"eight_bit"`
 }
 
 // Config is the whole file. Durations stay strings until validated so that
@@ -59,7 +62,11 @@ type Config struct {
 	Pipelining  *bool           `toml:"pipelining"`
 	Chunking    *bool           `toml:"chunking"`
 	Coalesce    *bool           `toml:"coalesce"`
-	Hosts       map[string]Host `toml:"host"`
+	// MaxConnections bounds the sessions one run opens: a server that
+	// ends a session after N messages (421) is dialled again.
+	MaxConnections int             `toml:"max_connections"`
+	EightBit       string          `toml:"eight_bit"`
+	Hosts          map[string]Host `toml:"host"`
 	Serve       Serve           `toml:"serve"`
 	Users       map[string]User `toml:"user"`
 
@@ -83,8 +90,24 @@ func Defaults() Config {
 
 		MaildirEnvelope: "exim",
 		MaxInflight:     DefaultMaxInflight,
+		MaxConnections:  DefaultMaxConnections,
+		EightBit:        "convert",
 	}
 }
+
+// DefaultMaxConnections is how many sessions one run may open to a host
+// when a server ends them early (421 after N messages, a closed
+// connection after some were answered): enough for Exim's and Postfix's
+// per-connection limits on a large backlog, few enough that a server
+// closing every session at once costs little.
+const DefaultMaxConnections = 10
+
+// MaxMaxConnections caps max_connections.
+const MaxMaxConnections = 1000
+
+// EightBitPolicies are the values of eight_bit: what is done with 8-bit
+// content for a server without 8BITMIME.
+var EightBitPolicies = []string{"convert", "refuse"}
 
 // DefaultMaxInflight is the window when neither the file nor the command
 // line sets one. It is also what one SIGKILL can at worst send twice, so
@@ -100,14 +123,14 @@ const MaxMaxInflight = 1000
 func Keys() []string {
 	return []string{"spool_dir", "format", "helo", "tls", "timeout", "data_timeout", "log",
 		"mailstore_prefix_lines", "mailstore_suffix_lines", "maildir_envelope", "delivered_to_prefix",
-		"max_inflight", "pipelining", "chunking", "coalesce"}
+		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit"}
 }
 
 // HostKeys lists the keys of a [host."name"] table.
 func HostKeys() []string {
 	return []string{"route", "spool", "format", "helo", "tls", "tls_name", "auth_user", "auth_password_file",
 		"mailstore_prefix_lines", "mailstore_suffix_lines", "maildir_envelope", "delivered_to_prefix",
-		"max_inflight", "pipelining", "chunking", "coalesce"}
+		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit"}
 }
 
 // Formats and TLS levels accepted in the file and on the command line.
@@ -335,6 +358,12 @@ func (c *Config) validate(data []byte) error {
 	if err := CheckMaxInflight(c.MaxInflight); err != nil {
 		return c.errAt(data, toml.Key{"max_inflight"}, err.Error())
 	}
+	if err := CheckMaxConnections(c.MaxConnections); err != nil {
+		return c.errAt(data, toml.Key{"max_connections"}, err.Error())
+	}
+	if err := check(toml.Key{"eight_bit"}, c.EightBit, CheckEightBit); err != nil {
+		return err
+	}
 	names := make([]string, 0, len(c.Hosts))
 	for n := range c.Hosts {
 		names = append(names, n)
@@ -374,6 +403,14 @@ func (c *Config) validate(data []byte) error {
 			if err := CheckMaxInflight(*h.MaxInflight); err != nil {
 				return c.errAt(data, k("max_inflight"), err.Error())
 			}
+		}
+		if h.MaxConnections != nil {
+			if err := CheckMaxConnections(*h.MaxConnections); err != nil {
+				return c.errAt(data, k("max_connections"), err.Error())
+			}
+		}
+		if err := check(k("eight_bit"), h.EightBit, CheckEightBit); err != nil {
+			return err
 		}
 		if (h.AuthUser == "") != (h.AuthPasswordFile == "") {
 			return c.errAt(data, k("auth_user"), "auth_user and auth_password_file go together")
@@ -470,6 +507,17 @@ func (c *Config) checkSharedSpools(data []byte, names []string) error {
 	}
 	return nil
 }
+
+// CheckMaxConnections validates max_connections.
+func CheckMaxConnections(n int) error {
+	if n < 1 || n > MaxMaxConnections {
+		return fmt.Errorf("%d is not between 1 and %d", n, MaxMaxConnections)
+	}
+	return nil
+}
+
+// CheckEightBit validates eight_bit.
+func CheckEightBit(v string) error { return oneOf(v, EightBitPolicies) }
 
 // CheckMaxInflight validates a window size in messages.
 func CheckMaxInflight(n int) error {

@@ -31,6 +31,8 @@ type Settings struct {
 	Pipelining           bool // use PIPELINING when offered
 	Chunking             bool // use CHUNKING when offered
 	Coalesce             bool // one transaction for identical copies of a message
+	MaxConnections       int    // sessions one run may open
+	EightBit             string // "convert" or "refuse"
 }
 
 // For returns the settings for host (already validated and folded); flags
@@ -74,6 +76,14 @@ func (c *Config) For(host string) Settings {
 	s.Pipelining = pickBool(h.Pipelining, c.Pipelining)
 	s.Chunking = pickBool(h.Chunking, c.Chunking)
 	s.Coalesce = pickBool(h.Coalesce, c.Coalesce)
+	s.MaxConnections = c.MaxConnections
+	if h.MaxConnections != nil {
+		s.MaxConnections = *h.MaxConnections
+	}
+	if s.MaxConnections == 0 {
+		s.MaxConnections = DefaultMaxConnections // a Config not made by Load
+	}
+	s.EightBit = pick(h.EightBit, pick(c.EightBit, "convert"))
 	// Validated at load; the built-in defaults parse.
 	s.Timeout, _ = ParseDuration(pick(c.Timeout, "5m"))
 	s.DataTimeout, _ = ParseDuration(pick(c.DataTimeout, "10m"))
@@ -130,6 +140,8 @@ func (s Settings) Print(w io.Writer) error {
 		{"pipelining", fmt.Sprint(s.Pipelining)},
 		{"chunking", fmt.Sprint(s.Chunking)},
 		{"coalesce", fmt.Sprint(s.Coalesce)},
+		{"max_connections", fmt.Sprint(s.MaxConnections)},
+		{"eight_bit", q(s.EightBit)},
 	}
 	for _, l := range lines {
 		if _, err := fmt.Fprintf(w, "%s = %s\n", l[0], l[1]); err != nil {

@@ -32,6 +32,9 @@ type feeder struct {
 	err        error          // what the spool said after the last lookahead (io.EOF included)
 
 	queue [][]*spool.Message // offered groups awaiting their report, oldest first
+	// retry holds groups a session ended without touching (Result.Unsent),
+	// in spool order: the next session offers them first.
+	retry [][]*spool.Message
 }
 
 // take returns the next spool message not yet offered.
@@ -51,6 +54,29 @@ func (f *feeder) take() (*spool.Message, []byte, error) {
 	return m, nil, err
 }
 
+// leftover yields what is left to keep once no session will take more:
+// the groups set aside for a retry, then the spool's messages not yet
+// offered.
+func (f *feeder) leftover() (*spool.Message, error) {
+	for len(f.retry) > 0 {
+		if g := f.retry[0]; len(g) > 0 {
+			f.retry[0] = g[1:]
+			return g[0], nil
+		}
+		f.retry = f.retry[1:]
+	}
+	return f.nextSpool()
+}
+
+// unread puts back the message leftover returned, for the next session.
+func (f *feeder) unread(m *spool.Message) {
+	if len(f.retry) > 0 {
+		f.retry[0] = append([]*spool.Message{m}, f.retry[0]...)
+		return
+	}
+	f.pending, f.pendingSum = m, nil
+}
+
 // nextSpool is take without the digest, for keeping what is left.
 func (f *feeder) nextSpool() (*spool.Message, error) {
 	m, _, err := f.take()
@@ -59,6 +85,11 @@ func (f *feeder) nextSpool() (*spool.Message, error) {
 
 // next is the sender's source of transactions.
 func (f *feeder) next() (*sender.Message, error) {
+	if len(f.retry) > 0 {
+		group := f.retry[0]
+		f.retry = f.retry[1:]
+		return f.offer(group), nil
+	}
 	head, headSum, err := f.take()
 	if err != nil {
 		return nil, err
@@ -67,7 +98,13 @@ func (f *feeder) next() (*sender.Message, error) {
 	if f.coalesce && len(head.To) > 0 {
 		group = f.grow(head, headSum)
 	}
+	return f.offer(group), nil
+}
+
+// offer queues group for its report and makes its transaction.
+func (f *feeder) offer(group []*spool.Message) *sender.Message {
 	f.queue = append(f.queue, group)
+	head := group[0]
 	to := head.To
 	if len(group) > 1 {
 		to = make([]string, 0, maxGroupRcpts)
@@ -75,7 +112,7 @@ func (f *feeder) next() (*sender.Message, error) {
 			to = append(to, m.To...)
 		}
 	}
-	return &sender.Message{From: head.From, To: to, Size: head.Size, EightBit: head.EightBit, Open: head.Open}, nil
+	return &sender.Message{From: head.From, To: to, Size: head.Size, EightBit: head.EightBit, Open: head.Open}
 }
 
 // grow adds the following spool messages that are copies of head. The

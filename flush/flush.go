@@ -37,6 +37,10 @@ type Config struct {
 	// MaxPasses bounds extra passes asked for by concurrent runs, so that
 	// a stream of ETRNs cannot keep one process alive forever.
 	MaxPasses int
+	// MaxConnections bounds the sessions one run opens when servers end
+	// them early (0: DefaultMaxConnections). An ATRN session is never
+	// redialled.
+	MaxConnections int
 	// Session, when set, is an open SMTP session used instead of dialing:
 	// ATRN's turned-around connection, which carries several hosts one
 	// after another. Run never closes it; the caller says QUIT.
@@ -97,7 +101,21 @@ type run struct {
 	sum  Summary
 	sess *sender.Session
 	dead bool // the connection failed in this run: do not redial for another pass
+	// conns counts the sessions dialled in this run; progress what they
+	// achieved: outcomes settled, messages set aside for one retry.
+	conns, progress int
+	retried         map[string]bool // spool ids offered again after a session ended
 }
+
+func (r *run) maxConns() int {
+	if r.cfg.MaxConnections > 0 {
+		return r.cfg.MaxConnections
+	}
+	return DefaultMaxConnections
+}
+
+// DefaultMaxConnections applies when Config.MaxConnections is 0.
+const DefaultMaxConnections = 10
 
 func (r *run) run(ctx context.Context) (err error) {
 	if r.cfg.DryRun {
@@ -218,6 +236,20 @@ func (r *run) pass(ctx context.Context) (err error) {
 	report := func(_ *sender.Message, res sender.Result) error {
 		group := f.queue[0]
 		f.queue = f.queue[1:]
+		if res.Unsent && r.cfg.Session == nil && !r.retried[group[0].ID] {
+			// The session ended before the server did anything with it:
+			// the next session of this run offers it again, once. A
+			// message that ends two sessions is kept for the next run,
+			// so that it cannot hold back the ones behind it.
+			if r.retried == nil {
+				r.retried = map[string]bool{}
+			}
+			r.retried[group[0].ID] = true
+			r.progress++
+			f.retry = append(f.retry, group)
+			return nil
+		}
+		r.progress++
 		txn := ""
 		if len(group) > 1 {
 			txn = group[0].ID
@@ -229,34 +261,51 @@ func (r *run) pass(ctx context.Context) (err error) {
 		}
 		return nil
 	}
-	serr := r.sess.Send(ctx, f.next, report)
-	if serr == nil {
-		return nil
-	}
-	var se *sender.Error
-	if errors.As(serr, &se) {
+	for {
+		before := r.progress
+		serr := r.sess.Send(ctx, f.next, report)
+		if serr == nil {
+			return nil
+		}
+		var se *sender.Error
+		if !errors.As(serr, &se) {
+			// Anything else came from the spool side (next or settle).
+			return spoolErr("flush", serr)
+		}
 		r.log.Warnf("host=%s connection ended: %s", r.cfg.Host, Quote(serr.Error()))
-		r.dead = true
 		if r.sess != r.cfg.Session {
 			if cerr := r.sess.Close(); cerr != nil {
 				r.log.Debugf("host=%s close: %v", r.cfg.Host, cerr)
 			}
 		}
 		r.sess = nil
-		m, _, err := f.take()
+		m, err := f.leftover()
 		if err == io.EOF {
+			// A session that dies in the RSET or QUIT after the last
+			// message leaves nothing behind.
 			return nil
 		}
 		if err != nil {
 			return spoolErr("read spool", err)
 		}
-		// Only now is something left unoffered: a session that dies in
-		// the RSET or QUIT after the last message leaves nothing behind.
+		// A server that ends sessions after N messages (Exim's
+		// smtp_accept_max_per_connection, a 421) or after N recipients
+		// gets a new session for the rest, as Exim's and Postfix's own
+		// clients do; one that made no progress at all does not.
+		if r.cfg.Session == nil && ctx.Err() == nil && r.progress > before && r.conns < r.maxConns() {
+			f.unread(m)
+			r.log.Infof("host=%s reconnecting for what is left: session %d of at most %d", r.cfg.Host, r.conns+1, r.maxConns())
+			if r.dial(ctx) {
+				continue
+			}
+			if m, err = f.leftover(); err != nil {
+				return spoolErr("read spool", err)
+			}
+		}
+		r.dead = true
 		r.sum.Unreachable = true
-		return r.keepAll(sp, m, f.nextSpool, "the connection ended before these were offered; kept for the next run")
+		return r.keepAll(sp, m, f.leftover, "the connection ended before these were offered; kept for the next run")
 	}
-	// Anything else came from the spool side (next or settle).
-	return spoolErr("flush", serr)
 }
 
 // keepAll counts what an unreachable host leaves in the spool, so that the
@@ -314,6 +363,7 @@ func (r *run) dial(ctx context.Context) bool {
 			r.log.Warnf("host=%s to=%s STARTTLS failed, sending in clear text (tls = may): %s", r.cfg.Host, d, Quote(terr.Error()))
 		}
 		r.log.Debugf("host=%s connected to %s tls=%v", r.cfg.Host, d, s.TLS())
+		r.conns++
 		r.sess = s
 		return true
 	}

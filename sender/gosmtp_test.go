@@ -398,14 +398,15 @@ func TestGoSMTPLimits(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
-	if st := statuses(res[0]); st != "d" || res[0].Reply.Code != 0 || !strings.Contains(res[0].Reply.Text, "SIZE") {
+	if st := statuses(res[0]); st != "f" || !res[0].Local || res[0].Reply.Code != 0 || !strings.Contains(res[0].Reply.Text, "SIZE") {
 		t.Errorf("oversize: %s %+v", st, res[0].Reply)
 	}
-	if st := statuses(res[1]); st != "ssd" || res[1].RcptReplies[2].Code != 452 {
+	// Over the recipient limit: the rest go in a new transaction.
+	if st := statuses(res[1]); st != "sss" {
 		t.Errorf("rcpt limit: %s %+v", st, res[1].RcptReplies)
 	}
 	got := be.got()
-	if len(got) != 1 || strings.Join(got[0].to, ",") != "r1@y,r2@y" {
+	if len(got) != 2 || strings.Join(got[0].to, ",") != "r1@y,r2@y" || strings.Join(got[1].to, ",") != "r3@y" {
 		t.Errorf("sink got %+v", got)
 	}
 }

@@ -103,9 +103,15 @@ type ptx struct {
 	dotEnd      int64 // wire offset just past the final dot or LAST chunk
 	abort       string
 	sealed      bool
+	// A transaction for the recipients over the server's limit (see
+	// txn.rest) is a child: it reports into its parent, through pidx.
+	parent  *ptx
+	pidx    []int
+	kids    int  // children not yet merged
+	spawned bool // rest was looked at
 }
 
-func (t *ptx) final() bool { return !t.open && t.outstanding == 0 }
+func (t *ptx) final() bool { return !t.open && t.outstanding == 0 && t.kids == 0 }
 
 // envelopeRead: the replies to MAIL and every RCPT are in, so whether any
 // recipient was taken is known.
@@ -258,6 +264,8 @@ type engine struct {
 	report func(*Message, Result) error
 
 	q        []*ptx   // taken from next, not yet reported, in order
+	cont     []*ptx   // children to write before the next message
+	sub      []*ptx   // children written, not yet merged, oldest first
 	outq     []expect // registered with the reader, in order
 	pend     []expect // written (perhaps only buffered), not registered
 	prev     *ptx     // the last transaction put on the wire
@@ -308,22 +316,31 @@ func (s *Session) sendPipelined(ctx context.Context, next func() (*Message, erro
 	stop := context.AfterFunc(ctx, func() { e.rd.limit(grace, context.Cause(ctx)) })
 	defer stop()
 	var stopErr error // why no more messages were taken
+	eof := false
 	for !e.dying() && e.rerr == nil {
 		if err := ctx.Err(); err != nil {
 			stopErr = err
 			break
 		}
-		for !e.dying() && e.rerr == nil && len(e.q) >= e.window {
-			if !e.wait() {
+		if len(e.cont) > 0 {
+			// A message's recipients over the server's limit go before
+			// any new message.
+			c := e.cont[0]
+			e.cont = e.cont[1:]
+			e.sub = append(e.sub, c)
+			e.start(c)
+			continue
+		}
+		if eof || len(e.q) >= e.window {
+			if len(e.q) == 0 || !e.wait() {
 				break
 			}
-		}
-		if e.dying() || e.rerr != nil {
-			break
+			continue
 		}
 		m, err := next()
 		if errors.Is(err, io.EOF) {
-			break
+			eof = true
+			continue
 		}
 		if err != nil {
 			stopErr = fmt.Errorf("next message: %w", err)
@@ -333,26 +350,28 @@ func (s *Session) sendPipelined(ctx context.Context, next func() (*Message, erro
 			stopErr = errors.New("next message: nil message without error")
 			break
 		}
-		t := &ptx{txn: txn{s: s, m: m, res: Result{
-			Rcpts:       make([]Status, len(m.To)),
-			RcptReplies: make([]Reply, len(m.To)),
-		}}}
+		t := &ptx{txn: *s.newTxn(m)}
 		e.q = append(e.q, t)
-		rc, p, ok := t.prepare()
-		if !ok {
-			t.sealed = true
-			e.settle()
-			continue
-		}
-		t.open = true
-		if e.chunk {
-			e.sendChunked(t, rc, p)
-		} else {
-			e.sendData(t, rc, p)
-		}
-		e.settle()
+		e.start(t)
 	}
 	return e.end(ctx, stopErr)
+}
+
+// start sends one transaction: checks, then the commands and content.
+func (e *engine) start(t *ptx) {
+	rc, p, ok := t.prepare()
+	if !ok {
+		t.sealed = true
+		e.settle()
+		return
+	}
+	t.open = true
+	if e.chunk {
+		e.sendChunked(t, rc, p)
+	} else {
+		e.sendData(t, rc, p)
+	}
+	e.settle()
 }
 
 // end waits for every reply, reports what is left and says how Send ends.
@@ -379,24 +398,21 @@ func (e *engine) end(ctx context.Context, stopErr error) error {
 	}
 	if e.dead != nil {
 		for _, t := range e.q {
-			if t.sealed && t.final() {
-				continue
-			}
-			if !e.answered && t.dotEnd > 0 && !t.finalRead && s.dc.total() >= t.dotEnd && t.mayDeliver() {
-				t.res.Uncertain = true
-			}
-			if t.res.Uncertain {
-				// Whatever the replies said, the message may now be
-				// delivered to every recipient that was not refused.
-				for i, st := range t.res.Rcpts {
-					if st == Sent {
-						t.res.Rcpts[i] = Deferred
-					}
-				}
-			}
-			t.res.Reply = e.dead.Reply
-			t.open, t.outstanding, t.sealed = false, 0, true
+			e.judgeDead(t)
 		}
+		// Children last, each judged on its own before it joins its
+		// parent, newest first: a parent's confirmed recipients stay Sent
+		// whatever became of the rest.
+		kids := append(e.sub, e.cont...)
+		for _, c := range kids {
+			e.judgeDead(c)
+		}
+		for i := len(kids) - 1; i >= 0; i-- {
+			c := kids[i]
+			c.parent.merge(c.res, c.pidx)
+			c.parent.kids--
+		}
+		e.sub, e.cont = nil, nil
 	} else if e.prev != nil {
 		s.needRset = !e.prev.clean
 	}
@@ -416,15 +432,39 @@ func (e *engine) end(ctx context.Context, stopErr error) error {
 	return stopErr
 }
 
+// judgeDead fixes the outcome of a transaction the dead session left
+// unfinished.
+func (e *engine) judgeDead(t *ptx) {
+	if t.sealed && t.final() {
+		return
+	}
+	if !e.answered && t.dotEnd > 0 && !t.finalRead && e.s.dc.total() >= t.dotEnd && t.mayDeliver() {
+		t.res.Uncertain = true
+	}
+	if t.res.Uncertain {
+		// Whatever the replies said, the message may now be delivered to
+		// every recipient that was not refused.
+		for i, st := range t.res.Rcpts {
+			if st == Sent {
+				t.res.Rcpts[i] = Deferred
+			}
+		}
+	}
+	t.res.Reply = e.dead.Reply
+	t.markUnsent()
+	t.open, t.outstanding, t.sealed, t.spawned = false, 0, true, true
+}
+
 // settle reports, in order, every message whose outcome is final. Once
 // the session died, only end knows which outcomes stand.
 func (e *engine) settle() {
 	if e.dead != nil && !e.ended {
 		return
 	}
+	e.mergeSubs()
 	for len(e.q) > 0 && e.rerr == nil {
 		t := e.q[0]
-		if !t.final() {
+		if !t.final() || e.spawn(t) {
 			return
 		}
 		t.seal()
@@ -433,6 +473,37 @@ func (e *engine) settle() {
 		if err := e.report(t.m, t.res); err != nil {
 			e.rerr = err
 		}
+	}
+}
+
+// spawn queues a child for t's recipients over the server's limit, once
+// t's own replies are all in. It reports whether it did.
+func (e *engine) spawn(t *ptx) bool {
+	if t.spawned || e.ended || e.stopping() {
+		return false
+	}
+	t.spawned = true
+	sub, idx := t.rest()
+	if sub == nil {
+		return false
+	}
+	t.kids++
+	e.cont = append(e.cont, &ptx{txn: *e.s.newTxn(sub), parent: t, pidx: idx})
+	return true
+}
+
+// mergeSubs hands every final child's outcome to its parent, newest
+// first, so that a grandchild is in before its parent merges.
+func (e *engine) mergeSubs() {
+	for i := len(e.sub) - 1; i >= 0; i-- {
+		c := e.sub[i]
+		if !c.final() || e.spawn(c) {
+			continue
+		}
+		c.seal()
+		c.parent.merge(c.res, c.pidx)
+		c.parent.kids--
+		e.sub = append(e.sub[:i], e.sub[i+1:]...)
 	}
 }
 
@@ -639,6 +710,10 @@ func (e *engine) apply(r reply) {
 			t.accepted = append(t.accepted, x.i)
 		case fourOrFive:
 			t.lastRefusal = r
+			t.judged = true
+			if tooMany(r) {
+				t.over = append(t.over, x.i)
+			}
 			if r.class() == 5 && !tooMany(r) {
 				t.res.Rcpts[x.i] = Failed
 			}

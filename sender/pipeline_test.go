@@ -9,6 +9,7 @@ import (
 	"net"
 	"reflect"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -637,5 +638,61 @@ func TestRefusedHeadNoProtocolError(t *testing.T) {
 				t.Errorf("peer took %d messages, want 30", n)
 			}
 		})
+	}
+}
+
+// TestRecipientLimit: recipients past the server's limit (452 4.5.3) go
+// in new transactions of the same session, each exactly once, in both
+// pipelined modes and whatever the window; a refused one among them keeps
+// its own outcome.
+func TestRecipientLimit(t *testing.T) {
+	for _, m := range []struct {
+		name string
+		exts []string
+	}{
+		{"chunking", nil},
+		{"pipelining", []string{"PIPELINING", "8BITMIME", "SIZE 100000000"}},
+	} {
+		for _, window := range []int{1, 4, 32} {
+			t.Run(fmt.Sprintf("%s/window %d", m.name, window), func(t *testing.T) {
+				var rcpts []string
+				for i := range 7 {
+					rcpts = append(rcpts, fmt.Sprintf("r%d@y", i))
+				}
+				sp := &strictPeer{exts: m.exts, maxRcpts: 3, faults: map[string]string{"RCPT r4@y": "550 5.1.1 no such user"}}
+				addr, _ := runStrict(t, sp)
+				o := testOptions(addr)
+				o.MaxInflight = window
+				s, err := Dial(context.Background(), o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res, err := sendAll(t, s, []*Message{
+					msg("a@x", "many\n", rcpts...),
+					msg("b@x", "one\n", "q@y"),
+				})
+				if err != nil {
+					t.Fatalf("Send: %v", err)
+				}
+				if err := s.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+				if st := statuses(res[0]); st != "ssssfss" {
+					t.Errorf("a: %s %+v", st, res[0])
+				}
+				if res[0].RcptReplies[4].Code != 550 {
+					t.Errorf("a: r4's reply %+v", res[0].RcptReplies[4])
+				}
+				if st := statuses(res[1]); st != "s" {
+					t.Errorf("b: %s %+v", st, res[1])
+				}
+				got := sp.accepted()
+				sort.Strings(got)
+				want := []string{"a@x>r0@y,r1@y,r2@y", "a@x>r3@y,r5@y,r6@y", "b@x>q@y"}
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("peer took %q, want %q", got, want)
+				}
+			})
+		}
 	}
 }

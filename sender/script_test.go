@@ -755,7 +755,7 @@ func TestDialogue(t *testing.T) {
 				p.data(false)
 				p.send("250 ok")
 			},
-			st: []string{"d", "d", "s"}, codes: []int{0, 0, 250},
+			st: []string{"f", "f", "s"}, codes: []int{0, 0, 250},
 		},
 		{
 			name: "SMTPUTF8 offered",
@@ -789,11 +789,37 @@ func TestDialogue(t *testing.T) {
 				p.data(false)
 				p.send("250 ok")
 			},
-			st: []string{"d", "s"}, codes: []int{0, 250},
+			st: []string{"f", "s"}, codes: []int{0, 250},
 		},
 		{
 			name: "452 on the 3rd RCPT",
+			// RFC 5321 4.5.3.1.10: the rest go in a new transaction of
+			// the same session, as many rounds as the limit takes.
 			msgs: []*Message{msg("a@x", "hi\n", "r1@y", "r2@y", "r3@y", "r4@y", "r5@y")},
+			script: func(p *peer) {
+				p.greet()
+				for _, round := range [][]string{{"r1@y", "r2@y", "r3@y"}, {"r3@y", "r4@y", "r5@y"}, {"r5@y"}} {
+					p.expect("MAIL")
+					p.send("250 ok")
+					for i, to := range round {
+						p.expect("RCPT TO:<" + to + ">")
+						if i == 2 {
+							p.send("452 4.5.3 Too many recipients")
+							break
+						}
+						p.send("250 ok")
+					}
+					p.expect("DATA")
+					p.send("354 go")
+					p.data(false)
+					p.send("250 ok")
+				}
+			},
+			st: []string{"sssss"}, codes: []int{250},
+		},
+		{
+			name: "452 too many, and the rest refused: no endless rounds",
+			msgs: []*Message{msg("a@x", "hi\n", "r1@y", "r2@y", "r3@y")},
 			script: func(p *peer) {
 				p.greet()
 				p.expect("MAIL")
@@ -801,15 +827,19 @@ func TestDialogue(t *testing.T) {
 				p.expect("RCPT TO:<r1@y>")
 				p.send("250 ok")
 				p.expect("RCPT TO:<r2@y>")
-				p.send("250 ok")
-				p.expect("RCPT TO:<r3@y>")
 				p.send("452 4.5.3 Too many recipients")
 				p.expect("DATA")
 				p.send("354 go")
 				p.data(false)
 				p.send("250 ok")
+				p.expect("MAIL")
+				p.send("250 ok")
+				p.expect("RCPT TO:<r2@y>")
+				p.send("452 4.5.3 Too many recipients")
+				p.expect("RSET")
+				p.send("250 ok")
 			},
-			st: []string{"ssddd"}, codes: []int{250},
+			st: []string{"sdd"}, codes: []int{452},
 		},
 		{
 			name: "452 mailbox full does not stop the list",

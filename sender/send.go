@@ -75,6 +75,56 @@ type txn struct {
 	m        *Message
 	res      Result
 	accepted []int
+	judged   bool  // the server refused something of it (4xx or 5xx, not 421)
+	over     []int // recipients left out by the server's recipient limit
+}
+
+func (s *Session) newTxn(m *Message) *txn {
+	return &txn{s: s, m: m, res: Result{
+		Rcpts:       make([]Status, len(m.To)),
+		RcptReplies: make([]Reply, len(m.To)),
+	}}
+}
+
+// rest is the transaction for the recipients the server's recipient limit
+// left out (RFC 5321 4.5.3.1.10: 452, sent on in a new transaction), with
+// their indices in t's message; nil when there are none, or when this
+// transaction delivered to nobody, so that a server taking no recipient
+// at all is not asked again and again.
+func (t *txn) rest() (*Message, []int) {
+	if len(t.over) == 0 {
+		return nil, nil
+	}
+	sent := false
+	for _, st := range t.res.Rcpts {
+		sent = sent || st == Sent
+	}
+	if !sent {
+		return nil, nil
+	}
+	to := make([]string, len(t.over))
+	for j, i := range t.over {
+		to[j] = t.m.To[i]
+	}
+	m := *t.m
+	m.To = to
+	return &m, t.over
+}
+
+// merge takes in the outcome of the transaction rest made, idx mapping its
+// recipients to t's.
+func (t *txn) merge(c Result, idx []int) {
+	whole := true
+	for j, i := range idx {
+		t.res.Rcpts[i] = c.Rcpts[j]
+		t.res.RcptReplies[i] = c.RcptReplies[j]
+		whole = whole && c.Rcpts[j] == Sent
+	}
+	if !whole {
+		// The reply that explains the recipients not delivered.
+		t.res.Reply = c.Reply
+	}
+	t.res.Uncertain = t.res.Uncertain || c.Uncertain
 }
 
 // asError recovers the *Error the session helpers return.
@@ -89,11 +139,28 @@ func asError(op string, err error) *Error {
 // transact runs one message. A nil *Error means the session can take the
 // next message.
 func (s *Session) transact(m *Message) (Result, *Error) {
-	t := &txn{s: s, m: m, res: Result{
-		Rcpts:       make([]Status, len(m.To)),
-		RcptReplies: make([]Reply, len(m.To)),
-	}}
+	t := s.newTxn(m)
 	err := t.run()
+	// Each further round sends the recipients the one before left out;
+	// idx maps the current round's recipients to m's.
+	cur, idx := t, []int(nil)
+	for err == nil {
+		sub, sidx := cur.rest()
+		if sub == nil {
+			break
+		}
+		top := sidx
+		if idx != nil {
+			top = make([]int, len(sidx))
+			for j, i := range sidx {
+				top[j] = idx[i]
+			}
+		}
+		next := s.newTxn(sub)
+		err = next.run()
+		t.merge(next.res, top)
+		cur, idx = next, top
+	}
 	return t.res, err
 }
 
@@ -104,12 +171,41 @@ func (t *txn) local(format string, args ...any) *Error {
 	return nil
 }
 
+// refuseLocally ends the message before anything is sent, for good: the
+// server could never take it as it is (too big for its SIZE, an address
+// that needs SMTPUTF8 it lacks, 8-bit content it cannot carry). Every
+// recipient is Failed, as after a 5xx, so that the message is set aside
+// and its sender told instead of being deferred on every run forever.
+// The reason starts with the enhanced status code a server would give.
+func (t *txn) refuseLocally(format string, args ...any) {
+	for i := range t.res.Rcpts {
+		t.res.Rcpts[i] = Failed
+	}
+	t.res.Reply = Reply{Text: Sanitize(fmt.Sprintf(format, args...))}
+	t.res.Local = true
+}
+
 // ended records why the session died under this message. Recipients that
 // already got a 5xx keep it: it was the server's final word for them.
 func (t *txn) ended(err error) *Error {
 	e := asError("send", err)
 	t.res.Reply = e.Reply
+	t.markUnsent()
 	return e
+}
+
+// markUnsent sets Result.Unsent when the session ended with nothing said
+// about this message and nothing of it possibly delivered.
+func (t *txn) markUnsent() {
+	if t.res.Uncertain || t.judged {
+		return
+	}
+	for _, st := range t.res.Rcpts {
+		if st != Deferred {
+			return
+		}
+	}
+	t.res.Unsent = true
 }
 
 // unexpected handles a reply that has no meaning at this step: the
@@ -129,6 +225,7 @@ func (t *txn) refused(r reply, idx []int) *Error {
 
 // refuse applies a 4xx or 5xx to the recipients in idx.
 func (t *txn) refuse(r reply, idx []int) {
+	t.judged = true
 	st := Deferred
 	if r.class() == 5 {
 		st = Failed
@@ -212,7 +309,11 @@ func (t *txn) prepare() (rc io.ReadCloser, p params, ok bool) {
 		return nil, p, false
 	}
 	if _, ok := s.ext["SMTPUTF8"]; p.utf8 && !ok {
-		t.local("server does not offer SMTPUTF8, needed for a non-ASCII address")
+		t.refuseLocally("5.6.7 not sent: an address is not ASCII and the server does not offer SMTPUTF8 (RFC 6531)")
+		return nil, p, false
+	}
+	if _, ok := s.ext["8BITMIME"]; m.EightBit && !ok && s.o.EightBit == EightBitRefuse {
+		t.refuseLocally("5.6.3 not sent: the content is 8-bit, the server does not offer 8BITMIME and eight_bit is \"refuse\" (RFC 6152)")
 		return nil, p, false
 	}
 	var limit int64
@@ -224,7 +325,7 @@ func (t *txn) prepare() (rc io.ReadCloser, p params, ok bool) {
 			return nil, p, false
 		}
 		if limit > 0 && p.size > limit {
-			t.local("message size %d exceeds the server's SIZE limit %d", p.size, limit)
+			t.refuseLocally("5.3.4 not sent: message size %d exceeds the server's SIZE limit %d (RFC 1870)", p.size, limit)
 			return nil, p, false
 		}
 	}
@@ -285,13 +386,17 @@ func (t *txn) envelope(p params) (bool, *Error) {
 			t.accepted = append(t.accepted, i)
 			continue
 		case r.class() == 4 || r.class() == 5:
+			t.judged = true
 		default:
 			return false, t.unexpected("rcpt", r)
 		}
 		last = r
 		if tooMany(r) {
-			// The server's recipient limit: the rest stay Deferred for the
-			// next run, the accepted ones go now.
+			// The server's recipient limit: the accepted ones go now, the
+			// rest in a new transaction once this one is done.
+			for j := i; j < len(m.To); j++ {
+				t.over = append(t.over, j)
+			}
 			break
 		}
 		if r.class() == 5 {

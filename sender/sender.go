@@ -93,7 +93,24 @@ type Options struct {
 	// then misbehave.
 	NoPipelining bool
 	NoChunking   bool
+	// EightBit says what happens to 8-bit content (Message.EightBit) when
+	// the server does not offer 8BITMIME (RFC 6152): converted to 7-bit
+	// MIME (the zero value), or refused as a permanent failure.
+	EightBit EightBitPolicy
 }
+
+// EightBitPolicy is what to do with 8-bit content for a server without
+// 8BITMIME.
+type EightBitPolicy int
+
+const (
+	// EightBitConvert re-encodes 8-bit parts as quoted-printable, as
+	// Postfix does; a message whose header is 8-bit cannot be converted
+	// and is refused.
+	EightBitConvert EightBitPolicy = iota
+	// EightBitRefuse sets such a message aside as failed.
+	EightBitRefuse
+)
 
 // Message is one SMTP transaction to replay.
 type Message struct {
@@ -146,4 +163,13 @@ type Result struct {
 	// reply to it was read: the server may have accepted the message.
 	// Every recipient not refused at RCPT is then reported Deferred.
 	Uncertain bool
+	// Local is set when the message was refused here, without being
+	// offered: the server could never take it as it is (see Reply).
+	Local bool
+	// Unsent is set when the session ended (a 421, a lost connection)
+	// before the server said anything about this message and before it
+	// could have taken it: every recipient is Deferred, none was refused,
+	// the end of the content never left or was answered 421. Offering it
+	// again in a new session cannot deliver it twice.
+	Unsent bool
 }

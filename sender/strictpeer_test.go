@@ -31,9 +31,12 @@ import (
 type strictPeer struct {
 	exts   []string
 	faults map[string]string
-	split  bool          // write replies a few octets at a time
-	multi  bool          // every reply on two lines
-	delay  time.Duration // before each reply
+	split  bool // write replies a few octets at a time
+	// maxRcpts, when set, answers RCPTs past it in a transaction with
+	// 452 4.5.3, as Exim's recipients_max does.
+	maxRcpts int
+	multi    bool          // every reply on two lines
+	delay    time.Duration // before each reply
 	// hold: keep every reply until this many MAILs arrived and the client
 	// then went quiet, to measure how far it runs ahead.
 	hold int
@@ -287,6 +290,10 @@ func (s *strictPeer) serve(p *peer) {
 			to := addrArg(line)
 			if h, g := fault("RCPT " + to); h {
 				ok = g
+				break
+			}
+			if s.maxRcpts > 0 && len(rcpts) >= s.maxRcpts {
+				ok = reply("452 4.5.3 Too many recipients")
 				break
 			}
 			rcpts = append(rcpts, to)

@@ -118,6 +118,9 @@ func (s *session) deliver(ctx context.Context, hosts []string) error {
 			return conn, nil
 		},
 	}
+	if st.EightBit == "refuse" {
+		so.EightBit = sender.EightBitRefuse
+	}
 	sess, err := sender.Dial(ctx, so)
 	s.closed = used // the sender closes the connection from here on
 	if err != nil {
