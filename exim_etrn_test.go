@@ -34,55 +34,7 @@ func TestEximETRNRecipe(t *testing.T) {
 		t.Fatalf("writer spooled %d messages, want 3", len(want))
 	}
 
-	dir := r.mkdir(t, "recipe")
-	etc := filepath.Join(dir, "etc")
-	if err := os.Mkdir(etc, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	logFile := filepath.Join(dir, "etrnflush.log")
-	conf := fmt.Sprintf(`spool_dir = %q
-log = %q
-helo = "provider.example"
-timeout = "30s"
-
-[host.%q]
-route = %q
-spool = %q
-tls = "none"
-`, filepath.Join(dir, "spool-unused"), logFile, host, s.addr(), spoolPath)
-	files := map[string]string{
-		"etrnflush.toml": conf,
-		// As a client would send it: lsearch compares without case.
-		"hosts": host + "\n",
-	}
-	for name, text := range files {
-		if err := os.WriteFile(filepath.Join(etc, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	snippet, err := os.ReadFile(filepath.Join("examples", "exim-etrn.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{"/usr/local/sbin/etrnflush", "/etc/etrnflush/", "/etc/exim4/etrn-hosts"} {
-		if !strings.Contains(string(snippet), p) {
-			t.Fatalf("examples/exim-etrn.conf no longer mentions %s; update this test", p)
-		}
-	}
-	sn := strings.NewReplacer("/usr/local/sbin/etrnflush", etrnflushBin, "/etc/etrnflush/", etc+"/",
-		"/etc/exim4/etrn-hosts", filepath.Join(etc, "hosts")).Replace(string(snippet))
-	base, err := os.ReadFile(filepath.Join("testdata", "rig", "etrn-recipe.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(base), "\n#@SNIPPET@\n") {
-		t.Fatal("etrn-recipe.conf has no #@SNIPPET@ line")
-	}
-	full := strings.Replace(string(base), "\n#@SNIPPET@\n", "\n"+sn+"\n", 1)
-	if err := os.WriteFile(filepath.Join(r.dir, "etrn-recipe.conf"), []byte(full), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d := r.startDaemon(t, "etrn-recipe.conf", dir, "RECIPE_PORT", "-DRECIPE_DIR="+dir)
+	d, logFile := startRecipe(t, r, host, s.addr(), spoolPath)
 
 	// Refusals first: the ACL answers 458, and Exim then runs nothing.
 	before := snapTree(t, filepath.Dir(spoolPath))
@@ -115,13 +67,65 @@ tls = "none"
 	}
 	// Exim recorded the one command it ran, with the folded-by-lookup
 	// argument, and no other.
-	mainlog, err := os.ReadFile(filepath.Join(dir, "log", "mainlog"))
+	mainlog, err := os.ReadFile(filepath.Join(d.dir, "log", "mainlog"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := strings.Count(string(mainlog), "ETRN FILE.rt.example"); n < 1 {
 		t.Errorf("Exim's mainlog has no accepted ETRN:\n%s", mainlog)
 	}
+}
+
+// startRecipe starts an Exim ETRN server running the documented recipe,
+// examples/exim-etrn.conf, with its paths pointed at this test's state, the
+// built binary as smtp_etrn_command and a config that flushes host's spool
+// to route. It returns the daemon and etrnflush's log file.
+func startRecipe(t *testing.T, r *rig, host, route, spoolPath string) (*daemon, string) {
+	t.Helper()
+	dir := r.mkdir(t, "recipe")
+	etc := filepath.Join(dir, "etc")
+	if err := os.Mkdir(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logFile := filepath.Join(dir, "etrnflush.log")
+	conf := fmt.Sprintf(`spool_dir = %q
+log = %q
+helo = "provider.example"
+timeout = "60s"
+
+[host.%q]
+route = %q
+spool = %q
+tls = "none"
+`, filepath.Join(dir, "spool-unused"), logFile, host, route, spoolPath)
+	for name, text := range map[string]string{"etrnflush.toml": conf, "hosts": host + "\n"} {
+		if err := os.WriteFile(filepath.Join(etc, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snippet, err := os.ReadFile(filepath.Join("examples", "exim-etrn.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/usr/local/sbin/etrnflush", "/etc/etrnflush/", "/etc/exim4/etrn-hosts"} {
+		if !strings.Contains(string(snippet), p) {
+			t.Fatalf("examples/exim-etrn.conf no longer mentions %s; update this test", p)
+		}
+	}
+	sn := strings.NewReplacer("/usr/local/sbin/etrnflush", etrnflushBin, "/etc/etrnflush/", etc+"/",
+		"/etc/exim4/etrn-hosts", filepath.Join(etc, "hosts")).Replace(string(snippet))
+	base, err := os.ReadFile(filepath.Join("testdata", "rig", "etrn-recipe.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(base), "\n#@SNIPPET@\n") {
+		t.Fatal("etrn-recipe.conf has no #@SNIPPET@ line")
+	}
+	full := strings.Replace(string(base), "\n#@SNIPPET@\n", "\n"+sn+"\n", 1)
+	if err := os.WriteFile(filepath.Join(r.dir, "etrn-recipe.conf"), []byte(full), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return r.startDaemon(t, "etrn-recipe.conf", dir, "RECIPE_PORT", "-DRECIPE_DIR="+dir), logFile
 }
 
 // etrnReply sends one ETRN over a fresh SMTP session and returns Exim's

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -66,6 +68,49 @@ func TestSinkSwitches(t *testing.T) {
 	}
 }
 
+// TestSinkRefuses: with refuse set, RCPT answers 450 exactly for the
+// marked recipients, and a message keeps its other recipients.
+func TestSinkRefuses(t *testing.T) {
+	s, err := startSink(sinkOptions{pipelining: true, chunking: true, refuse: refuseMarker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.close() }() // counts are read before
+	c, err := smtp.Dial(s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }() // QUIT is not what is tested
+	if err := c.Mail("a@s.example", nil); err != nil {
+		t.Fatal(err)
+	}
+	err = c.Rcpt(refuseMarker+"1-0@h.example", nil)
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 450 {
+		t.Errorf("RCPT of a marked recipient: %v, want a 450", err)
+	}
+	if err := c.Rcpt("user1-1@h.example", nil); err != nil {
+		t.Errorf("RCPT of an unmarked recipient: %v", err)
+	}
+	wc, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(wc, "Subject: x\r\n\r\nbody\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := wc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if m, r, f := s.msgs.Load(), s.rcpts.Load(), s.refused.Load(); m != 1 || r != 1 || f != 1 {
+		t.Errorf("sink counted %d messages, %d recipients, %d refused; want 1 each", m, r, f)
+	}
+	spec := spoolSpec{n: 100, refuseEvery: 5}
+	if !spec.refused(0) || spec.refused(1) || spec.accepted() != 80 {
+		t.Errorf("spec %+v: refused(0) %v, refused(1) %v, accepted %d; want the head refused and 80 accepted", spec, spec.refused(0), spec.refused(1), spec.accepted())
+	}
+}
+
 func TestCapFilterRewrite(t *testing.T) {
 	c := &capFilter{hide: []string{"PIPELINING", "CHUNKING"}}
 	in := [][]byte{[]byte("250-sink Hello\r\n"), []byte("250-8BITMIME\r\n"), []byte("250-PIPELINING\r\n"), []byte("250 CHUNKING\r\n")}
@@ -74,7 +119,8 @@ func TestCapFilterRewrite(t *testing.T) {
 	}
 }
 
-// echoServer answers every line with one line, at once.
+// echoServer answers every line with one line, at once: 503 to a line
+// starting with BAD, 250 to any other.
 func echoServer(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -99,7 +145,11 @@ func echoServer(t *testing.T) string {
 					if err != nil {
 						return
 					}
-					if _, err := io.WriteString(c, "250 "+l); err != nil {
+					code := "250 "
+					if strings.HasPrefix(l, "BAD") {
+						code = "503 "
+					}
+					if _, err := io.WriteString(c, code+l); err != nil {
 						return
 					}
 				}
@@ -161,11 +211,19 @@ func TestProxyCountsRoundTrips(t *testing.T) {
 		t.Errorf("lock-step: counted MAIL %d DATA %d BDAT %d, want 1 each", st.mails, st.datas, st.bdats)
 	}
 
+	if st.badSeq != 0 {
+		t.Errorf("lock-step: %d out-of-sequence replies counted, want 0", st.badSeq)
+	}
+
 	// Streaming: 50 commands written without waiting, split mid-word,
-	// then all replies read.
+	// then all replies read; one in ten is refused as out of sequence.
 	c, br = dial()
 	var all strings.Builder
-	for range 50 {
+	for i := range 50 {
+		if i%10 == 9 {
+			all.WriteString("BAD\r\n")
+			continue
+		}
 		all.WriteString("MAIL FROM:<a@b>\r\n")
 	}
 	s := all.String()
@@ -187,8 +245,11 @@ func TestProxyCountsRoundTrips(t *testing.T) {
 	if d := st2.roundTrips - st.roundTrips; d != 1 {
 		t.Errorf("streaming: %d round trips counted, want 1 (the wait for the greeting)", d)
 	}
-	if d := st2.mails - st.mails; d != 50 {
-		t.Errorf("streaming: %d MAIL counted, want 50", d)
+	if d := st2.mails - st.mails; d != 45 {
+		t.Errorf("streaming: %d MAIL counted, want 45", d)
+	}
+	if d := st2.badSeq - st.badSeq; d != 5 {
+		t.Errorf("streaming: %d out-of-sequence replies counted, want 5", d)
 	}
 }
 
@@ -228,4 +289,115 @@ func TestGeneratedSpool(t *testing.T) {
 	if n != 20 {
 		t.Errorf("%d messages, want 20", n)
 	}
+}
+
+// TestTranscript: the rendered session holds, for every message of the
+// spool, MAIL, its RCPTs and one BDAT LAST whose count is exactly the
+// generated content with CRLF line ends and no stuffing (as a client must
+// send it); a spool written with CRLF line ends renders the same; and
+// replayed into the sink, every message and octet arrives.
+func TestTranscript(t *testing.T) {
+	dir := t.TempDir()
+	const host = "tr.example"
+	spec := spoolSpec{n: 4, size: 1500, rcpts: 2}
+	lfPath := filepath.Join(dir, "lf")
+	if _, err := writeSpool(lfPath, host, spec); err != nil {
+		t.Fatal(err)
+	}
+	// The same messages, written with Exim's use_crlf.
+	crlfPath := filepath.Join(dir, "crlf")
+	var crlf strings.Builder
+	w := bsmtp.NewWriter(&crlf)
+	for i := range spec.n {
+		env := bsmtp.Envelope{From: fmt.Sprintf("sender%d@isp.example", i%7)}
+		for r := range spec.rcpts {
+			env.To = append(env.To, fmt.Sprintf("user%d-%d@%s", i, r, host))
+		}
+		b, err := io.ReadAll(newBody(i, spec.size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Write(env, strings.NewReader(strings.ReplaceAll(string(b), "\n", "\r\n")), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(crlfPath, []byte(crlf.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	var want strings.Builder
+	want.WriteString("EHLO t.example\r\n")
+	var content int64
+	for i := range spec.n {
+		b, err := io.ReadAll(newBody(i, spec.size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "\n.") {
+			t.Fatalf("message %d has no line starting with a dot: stuffing is not exercised", i)
+		}
+		body := strings.ReplaceAll(string(b), "\n", "\r\n")
+		fmt.Fprintf(&want, "MAIL FROM:<sender%d@isp.example>\r\nRCPT TO:<user%d-0@%s>\r\nRCPT TO:<user%d-1@%s>\r\nBDAT %d LAST\r\n%s",
+			i%7, i, host, i, host, len(body), body)
+		content += int64(len(body))
+	}
+	want.WriteString("QUIT\r\n")
+
+	for _, path := range []string{lfPath, crlfPath} {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tf, err := os.Create(path + ".transcript")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := renderTranscript(tf, f, fi.Size(), "t.example")
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(tf.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != want.String() {
+			t.Errorf("%s: transcript differs from the expected session at octet %d", path, firstDiffAt(string(got), want.String()))
+		}
+		if st.msgs != spec.n || st.rcpts != spec.n*spec.rcpts || st.content != content || st.octets != int64(len(got)) {
+			t.Errorf("%s: stats %+v; want %d messages, %d recipients, %d content octets, %d in all", path, st, spec.n, spec.n*spec.rcpts, content, len(got))
+		}
+
+		s, err := startSink(sinkOptions{pipelining: true, chunking: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := replayTranscript(s.addr, tf, st); err != nil {
+			t.Errorf("%s: replay: %v", path, err)
+		}
+		if m, r, b := s.msgs.Load(), s.rcpts.Load(), s.bytes.Load(); m != int64(st.msgs) || r != int64(st.rcpts) || b != st.content {
+			t.Errorf("%s: sink took %d messages, %d recipients, %d octets; want %d, %d, %d", path, m, r, b, st.msgs, st.rcpts, st.content)
+		}
+		if err := s.close(); err != nil {
+			t.Error(err)
+		}
+		if err := tf.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func firstDiffAt(a, b string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }

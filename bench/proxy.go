@@ -37,6 +37,10 @@ type proxyStats struct {
 	mails      int   // MAIL FROM commands seen from the client
 	bdats      int   // BDAT commands
 	datas      int   // DATA commands
+	// badSeq counts 502 and 503 replies: commands the server had to
+	// refuse as out of sequence (a BDAT after every RCPT was refused).
+	// go-smtp forgives them; Exim counts them and drops the session.
+	badSeq int
 }
 
 func startProxy(target string, rtt time.Duration) (*proxy, error) {
@@ -88,6 +92,7 @@ type connState struct {
 	mu         sync.Mutex
 	lastC2S    time.Time // when the client's last chunk was read
 	tail       []byte    // end of the previous client chunk, for commands split across reads
+	replyTail  []byte    // the same for the server's chunks
 	sawS2C     bool      // a server chunk was delivered since the client's last chunk
 	closedOnce sync.Once
 }
@@ -163,6 +168,10 @@ func (p *proxy) account(cs *connState, b []byte, now time.Time, c2s bool) {
 	defer p.mu.Unlock()
 	if !c2s {
 		p.stats.s2c += int64(len(b))
+		cs.mu.Lock()
+		p.stats.badSeq += countSplit(cs.replyTail, b, replyBadSeq...)
+		cs.replyTail = nextTail(cs.replyTail, b)
+		cs.mu.Unlock()
 		return
 	}
 	p.stats.c2s += int64(len(b))
@@ -175,21 +184,40 @@ func (p *proxy) account(cs *connState, b []byte, now time.Time, c2s bool) {
 	}
 	cs.sawS2C = false
 	cs.lastC2S = now
-	// Commands start a line; the stream starts with one too. The tail of
-	// the previous chunk catches a command split across reads; what lies
-	// wholly inside it was counted then.
-	prev := cs.tail
-	if cs.tail == nil {
+	p.stats.mails += countSplit(cs.tail, b, cmdMail)
+	p.stats.bdats += countSplit(cs.tail, b, cmdBdat)
+	p.stats.datas += countSplit(cs.tail, b, cmdData)
+	cs.tail = nextTail(cs.tail, b)
+	cs.mu.Unlock()
+}
+
+var replyBadSeq = [][]byte{[]byte("\n502 "), []byte("\n503 ")}
+
+// countSplit counts the patterns in b, a chunk of a stream whose previous
+// chunk ended in tail (nil at the start). Commands and replies start a
+// line, and the stream starts with one too. The tail catches a pattern
+// split across reads; what lies wholly inside it was counted then.
+func countSplit(tail, b []byte, pats ...[]byte) int {
+	prev := tail
+	if prev == nil {
 		prev = []byte("\n")
 	}
 	scan := append(append([]byte(nil), prev...), b...)
-	count := func(cmd []byte) int { return bytes.Count(scan, cmd) - bytes.Count(prev, cmd) }
-	p.stats.mails += count(cmdMail)
-	p.stats.bdats += count(cmdBdat)
-	p.stats.datas += count(cmdData)
+	n := 0
+	for _, pat := range pats {
+		n += bytes.Count(scan, pat) - bytes.Count(prev, pat)
+	}
+	return n
+}
+
+// nextTail is the tail to keep after chunk b: longer than any pattern.
+func nextTail(tail, b []byte) []byte {
+	if tail == nil {
+		tail = []byte("\n")
+	}
+	scan := append(append([]byte(nil), tail...), b...)
 	keep := min(len(scan), 16)
-	cs.tail = append([]byte(nil), scan[len(scan)-keep:]...)
-	cs.mu.Unlock()
+	return append([]byte(nil), scan[len(scan)-keep:]...)
 }
 
 // rawCopy sends size octets from r over one loopback TCP connection to a

@@ -24,12 +24,19 @@ type sink struct {
 	srv  *smtp.Server
 	l    net.Listener
 
+	refuse string
+
 	msgs, rcpts atomic.Int64
 	bytes       atomic.Int64
+	refused     atomic.Int64
 }
 
 type sinkOptions struct {
 	pipelining, chunking bool
+	// refuse, when set, makes RCPT answer 450 for any recipient whose
+	// address contains it: greylisting, the refusal an ETRN flush meets
+	// most, and one that leaves the message at the head of the spool.
+	refuse string
 }
 
 func startSink(o sinkOptions) (*sink, error) {
@@ -37,7 +44,7 @@ func startSink(o sinkOptions) (*sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &sink{addr: l.Addr().String()}
+	s := &sink{addr: l.Addr().String(), refuse: o.refuse}
 	var hide []string
 	if !o.pipelining {
 		hide = append(hide, "PIPELINING")
@@ -68,8 +75,15 @@ type sinkSession struct {
 func (ss *sinkSession) Reset()                               { ss.rcpts = 0 }
 func (ss *sinkSession) Logout() error                        { return nil }
 func (ss *sinkSession) Mail(string, *smtp.MailOptions) error { return nil }
-func (ss *sinkSession) Rcpt(string, *smtp.RcptOptions) error { ss.rcpts++; return nil }
-func (ss *sinkSession) Data(r io.Reader) error               { return ss.take(r) }
+func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if ss.s.refuse != "" && strings.Contains(to, ss.s.refuse) {
+		ss.s.refused.Add(1)
+		return &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "greylisted, try again later (bench)"}
+	}
+	ss.rcpts++
+	return nil
+}
+func (ss *sinkSession) Data(r io.Reader) error { return ss.take(r) }
 func (ss *sinkSession) take(r io.Reader) error {
 	n, err := io.Copy(io.Discard, r)
 	if err != nil {

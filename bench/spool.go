@@ -12,11 +12,27 @@ import (
 // spoolSpec describes a generated BSMTP spool: n messages of about size
 // octets each, every one with its own Message-ID (so that no two are
 // copies, and coalescing cannot blur the counts), each to rcpts
-// recipients.
+// recipients. With refuseEvery k > 0, every k-th message (the first
+// among them, so that one heads the spool) goes to recipients whose
+// address holds refuseMarker.
 type spoolSpec struct {
-	n     int
-	size  int64
-	rcpts int
+	n           int
+	size        int64
+	rcpts       int
+	refuseEvery int
+}
+
+// refuseMarker is what the sink's refuse option looks for.
+const refuseMarker = "greylisted"
+
+func (s spoolSpec) refused(i int) bool { return s.refuseEvery > 0 && i%s.refuseEvery == 0 }
+
+// accepted is how many messages a sink refusing refuseMarker takes.
+func (s spoolSpec) accepted() int {
+	if s.refuseEvery <= 0 {
+		return s.n
+	}
+	return s.n - (s.n+s.refuseEvery-1)/s.refuseEvery
 }
 
 // writeSpool writes the spool the way Exim appends it (LF line ends,
@@ -31,8 +47,12 @@ func writeSpool(path, host string, s spoolSpec) (int64, error) {
 	w := bsmtp.NewWriter(bw)
 	for i := range s.n {
 		env := bsmtp.Envelope{From: fmt.Sprintf("sender%d@isp.example", i%7)}
+		local := "user"
+		if s.refused(i) {
+			local = refuseMarker
+		}
 		for r := range s.rcpts {
-			env.To = append(env.To, fmt.Sprintf("user%d-%d@%s", i, r, host))
+			env.To = append(env.To, fmt.Sprintf("%s%d-%d@%s", local, i, r, host))
 		}
 		if err := w.Write(env, newBody(i, s.size), false); err != nil {
 			_ = f.Close() // the write error is the one to report
