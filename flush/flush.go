@@ -351,6 +351,11 @@ func (r *run) dial(ctx context.Context) bool {
 			return false
 		}
 	}
+	if h := r.cfg.Sender.Helo; r.conns == 0 && !strings.Contains(strings.Trim(h, "[]"), ".") && !strings.Contains(h, ":") {
+		// RFC 5321 4.1.1.1 asks for a fully qualified name; many
+		// receivers refuse or score a bare one.
+		r.log.Warnf("host=%s helo=%s is not a fully qualified domain name; set helo in the configuration", r.cfg.Host, escape(h))
+	}
 	for _, d := range dests {
 		o := r.cfg.Sender
 		o.Addr = d
@@ -360,7 +365,7 @@ func (r *run) dial(ctx context.Context) bool {
 			continue
 		}
 		if terr := s.TLSFailed(); terr != nil {
-			r.log.Warnf("host=%s to=%s STARTTLS failed, sending in clear text (tls = may): %s", r.cfg.Host, d, Quote(terr.Error()))
+			r.log.Warnf("host=%s to=%s tls=none sending in clear text (tls = may): %s", r.cfg.Host, d, Quote(terr.Error()))
 		}
 		r.log.Debugf("host=%s connected to %s tls=%v", r.cfg.Host, d, s.TLS())
 		r.conns++

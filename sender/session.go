@@ -112,8 +112,8 @@ func Dial(ctx context.Context, o Options) (*Session, error) {
 	return s, nil
 }
 
-// TLSFailed is the handshake error when a TLSMay session fell back to
-// clear text, else nil.
+// TLSFailed says why a TLSMay session runs in clear text (no STARTTLS
+// offered, STARTTLS refused, a failed handshake), else nil.
 func (s *Session) TLSFailed() error { return s.tlsFailed }
 
 func dial(ctx context.Context, o Options) (*Session, error) {
@@ -182,6 +182,8 @@ func (s *Session) setup(ctx context.Context) error {
 	_, offered := s.ext["STARTTLS"]
 	switch {
 	case s.o.TLS == TLSNone:
+	case !offered && s.o.TLS == TLSMay:
+		s.tlsFailed = errors.New("the server does not offer STARTTLS")
 	case offered:
 		if err := s.startTLS(ctx); err != nil {
 			return err
@@ -268,7 +270,9 @@ func (s *Session) startTLS(ctx context.Context) error {
 	}
 	if r.code != 220 {
 		if s.o.TLS == TLSMay && r.code != 421 {
-			// Opportunistic: a refusal leaves a usable clear session.
+			// Opportunistic: a refusal leaves a usable clear session,
+			// but the admin is told.
+			s.tlsFailed = fmt.Errorf("STARTTLS refused: %d %s", r.code, r.Reply().Text)
 			return nil
 		}
 		return replyError("starttls", r)
