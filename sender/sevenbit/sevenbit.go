@@ -288,7 +288,7 @@ func (w *Writer) header(p []byte) []byte {
 	}
 	w.hdr = append(w.hdr, take...)
 	if i >= 0 {
-		w.eol = eolOf(take, w.eol)
+		w.eol = eolOf(w.hdr, w.eol)
 		w.headerLine(true)
 	}
 	return p[len(take):]
