@@ -651,10 +651,14 @@ func (w *Writer) mark(i int) {
 	}
 	w.plan.set(i)
 	for k := len(w.stack) - 1; k >= 0; k-- {
-		if w.plan.has(w.stack[k].index) {
-			return
+		j := w.stack[k].index
+		if j == i {
+			continue // a multipart's own preamble or epilogue
 		}
-		w.plan.set(w.stack[k].index)
+		if w.plan.has(j) {
+			return // and so are the ones around it
+		}
+		w.plan.set(j)
 	}
 	w.plan.set(0)
 }

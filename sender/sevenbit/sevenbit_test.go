@@ -164,7 +164,7 @@ var convertCases = []struct {
 	},
 	{
 		name: "delimiter look-alikes are content",
-		in: "Content-Type: multipart/mixed; boundary=b\n\n--b\n\n--bb\n--b-\n\xe9\n--b--x\n--b--\n",
+		in:   "Content-Type: multipart/mixed; boundary=b\n\n--b\n\n--bb\n--b-\n\xe9\n--b--x\n--b--\n",
 		want: "Content-Type: multipart/mixed; boundary=b\nMIME-Version: 1.0\n\n--b\nContent-Transfer-Encoding: quoted-printable\n\n" +
 			"=2D-bb\n=2D-b-\n=E9\n=2D-b--x\n--b--\n",
 	},
@@ -177,7 +177,7 @@ var convertCases = []struct {
 	},
 	{
 		name: "multipart/digest parts default to message/rfc822",
-		in: "Content-Type: multipart/digest; boundary=d\n\n--d\n\nSubject: one\n\n\xe9\n--d--\n",
+		in:   "Content-Type: multipart/digest; boundary=d\n\n--d\n\nSubject: one\n\n\xe9\n--d--\n",
 		want: "Content-Type: multipart/digest; boundary=d\nMIME-Version: 1.0\n\n--d\n\nSubject: one\nMIME-Version: 1.0\nContent-Transfer-Encoding: quoted-printable\n\n=E9\n--d--\n",
 	},
 	{
@@ -253,9 +253,9 @@ func TestConvert(t *testing.T) {
 // original content (and its SIZE) when nothing needs conversion.
 func TestConvertsFalse(t *testing.T) {
 	for in, want := range map[string]bool{
-		"Subject: a\n\nb\n": false,
-		"Content-Transfer-Encoding: 8bit\n\nb\n": false,
-		"Content-Type: multipart/mixed; boundary=b\n\n--b\n\n\xe9\n--b--\n": true,
+		"Subject: a\n\nb\n":                                                  false,
+		"Content-Transfer-Encoding: 8bit\n\nb\n":                             false,
+		"Content-Type: multipart/mixed; boundary=b\n\n--b\n\n\xe9\n--b--\n":  true,
 		"Content-Type: multipart/mixed; boundary=b\n\n--b\n\nx\n--b--\n\xe9": true,
 	} {
 		p, err := sevenbit.Scan(strings.NewReader(in))
