@@ -775,7 +775,8 @@ func (w *Writer) qpToken(c byte, enc bool) {
 		n = 3
 	}
 	if w.col+n > qpMax {
-		w.out.WriteString("=" + w.eol)
+		w.out.WriteByte('=')
+		w.out.WriteString(w.eol)
 		w.col = 0
 	}
 	if w.col == 0 && c == '-' {
