@@ -746,18 +746,34 @@ func (w *Writer) qp(s []byte, start, end bool) {
 		eol = eolOf(s, "\n")
 		content = s[:len(s)-len(eol)]
 	}
-	for _, c := range content {
+	for i := 0; i < len(content); {
+		c := content[i]
 		if w.pend != 0 {
 			w.qpToken(w.pend, false)
 			w.pend = 0
 		}
-		if c == ' ' || c == '\t' {
+		switch {
+		case c == ' ' || c == '\t':
 			// Encoded only if it ends the line (rule 3); that is not
 			// known until the next octet.
 			w.pend = c
-			continue
+			i++
+		case literal(c) && !(w.col == 0 && c == '-') && w.col < qpMax:
+			// Plain text goes in runs, not octet by octet.
+			j, lim := i+1, i+qpMax-w.col
+			if lim > len(content) {
+				lim = len(content)
+			}
+			for j < lim && literal(content[j]) {
+				j++
+			}
+			w.out.Write(content[i:j])
+			w.col += j - i
+			i = j
+		default:
+			w.qpToken(c, !literal(c))
+			i++
 		}
-		w.qpToken(c, c < ' ' || c > '~' || c == '=')
 	}
 	if end {
 		if w.pend != 0 {
@@ -768,6 +784,10 @@ func (w *Writer) qp(s []byte, start, end bool) {
 		w.col = 0
 	}
 }
+
+// literal is true of the octets RFC 2045 6.7 rule 2 lets stand for
+// themselves, but for white space, which the caller handles.
+func literal(c byte) bool { return c > ' ' && c <= '~' && c != '=' }
 
 func (w *Writer) qpToken(c byte, enc bool) {
 	n := 1
