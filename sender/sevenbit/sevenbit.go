@@ -20,7 +20,38 @@
 //
 // A sender that can reopen its content (etrnflush's spool can) should use
 // Scan: it learns that a message cannot be converted before MAIL FROM, and
-// 7-bit entities that merely claim 8bit stay byte-identical.
+// 7-bit entities that merely claim 8bit stay byte-identical. The converted
+// message is longer, so a SIZE= taken from the original understates it;
+// Postfix sends no SIZE= when it downgrades (smtp_proto.c), and the exact
+// size is what a Writer writes into a counter.
+//
+// Where this package departs from Postfix, and why:
+//
+//   - Postfix converts only what is labelled 8bit or binary and sends
+//     unlabelled 8-bit octets raw; with a Plan they are converted too, and
+//     without one they are refused, because a 7-bit server must not get
+//     them (RFC 6152).
+//   - Postfix sends 8-bit header text raw; here it is ErrHeader8Bit.
+//   - Postfix sends 8-bit preamble and epilogue text raw. MIME readers
+//     ignore both, so no label can apply there; here each 8-bit octet
+//     becomes "=XX" in place: 7-bit, still legible, and decoded by no one.
+//   - Postfix drops the Content-Transfer-Encoding field and writes a new
+//     one at the end of the header block; here it is replaced where it
+//     stands, so every other header octet stays as it was, and a converted
+//     message header without MIME-Version gets "MIME-Version: 1.0" (RFC
+//     2045 4), which Postfix does not add.
+//   - Postfix labels message/partial and message/external-body 7bit yet
+//     encodes their 8-bit body; RFC 2046 5.2.2 and 5.2.3 allow no encoding
+//     there, so here that is ErrUnconvertible.
+//   - Postfix takes any line that starts with "--boundary" as a delimiter;
+//     here, as in RFC 2046 5.1.1 and Go's mime/multipart, only white space
+//     may follow "--boundary" or "--boundary--".
+//   - Postfix counts nesting for multipart only; here message/rfc822
+//     levels count too, since each holds an open entity in memory.
+//
+// Line ends are kept: a line ending in CR LF or LF is written with the
+// same end, and lines the Writer makes (soft breaks, added fields) take
+// the end of the last line read.
 package sevenbit
 
 import (
