@@ -410,8 +410,9 @@ type entityType struct {
 func (w *Writer) classify() entityType {
 	var t entityType
 	ctype := ""
+	ctField := -1
 	var params map[string]string
-	for _, f := range w.fields {
+	for fi, f := range w.fields {
 		switch f.name {
 		case "content-type":
 			if ctype != "" {
@@ -423,7 +424,7 @@ func (w *Writer) classify() entityType {
 				mt, _, _ = strings.Cut(v, ";")
 				mt = strings.ToLower(strings.TrimSpace(mt))
 			}
-			ctype, params = mt, ps
+			ctype, params, ctField = mt, ps, fi
 			if ctype == "" {
 				ctype = "-" // present but empty: the default applies
 			}
@@ -452,6 +453,9 @@ func (w *Writer) classify() entityType {
 	switch {
 	case major == "multipart":
 		b := params["boundary"]
+		if b == "" {
+			b = looseBoundary(w.unfold(w.fields[ctField]))
+		}
 		if b == "" || len(b) > lineCap/2 {
 			t.kind = kindEncoded
 			break
@@ -469,6 +473,39 @@ func (w *Writer) classify() entityType {
 		t.kind = kindEncoded
 	}
 	return t
+}
+
+// looseBoundary finds a boundary parameter that mime.ParseMediaType
+// refused, such as the unquoted boundary=----=_Part_1 some mailers write,
+// or one followed by a stray word. MUAs read those, as does Postfix's
+// tokenizer, and so a message that holds one can still be converted.
+func looseBoundary(v string) string {
+	lv := strings.ToLower(v)
+	for i := 0; ; {
+		j := strings.Index(lv[i:], "boundary")
+		if j < 0 {
+			return ""
+		}
+		i += j + len("boundary")
+		if before := strings.TrimRight(v[:i-len("boundary")], " \t"); !strings.HasSuffix(before, ";") {
+			continue
+		}
+		rest := strings.TrimLeft(v[i:], " \t")
+		if !strings.HasPrefix(rest, "=") {
+			continue
+		}
+		rest = strings.TrimLeft(rest[1:], " \t")
+		if strings.HasPrefix(rest, `"`) {
+			if k := strings.IndexByte(rest[1:], '"'); k >= 0 {
+				return rest[1 : 1+k]
+			}
+			return ""
+		}
+		if k := strings.IndexAny(rest, "; \t"); k >= 0 {
+			rest = rest[:k]
+		}
+		return rest
+	}
 }
 
 // endHeader ends the header block at hdr[:end] (hdr[end:] is its empty

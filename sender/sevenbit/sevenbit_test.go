@@ -145,6 +145,11 @@ var convertCases = []struct {
 			"--a b:c  \nContent-Transfer-Encoding: quoted-printable\n\n=E9\n--a b:c--\n",
 	},
 	{
+		name: "boundary that mime.ParseMediaType refuses",
+		in:   "Content-Type: multipart/mixed; Boundary=----=_Part_1; stray\n\n------=_Part_1\n\n\xe9\n------=_Part_1--\n",
+		want: "Content-Type: multipart/mixed; Boundary=----=_Part_1; stray\nMIME-Version: 1.0\n\n------=_Part_1\nContent-Transfer-Encoding: quoted-printable\n\n=E9\n------=_Part_1--\n",
+	},
+	{
 		name: "8-bit preamble and epilogue",
 		in: "Content-Type: multipart/mixed; boundary=b\n\n" +
 			"pr\xe9\n--b\xe9\n--b\n\nx\n--b--\n\xff\n",
