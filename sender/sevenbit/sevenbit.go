@@ -90,13 +90,14 @@ var (
 const (
 	// MaxNesting is Postfix's default mime_nesting_limit.
 	MaxNesting = 100
-	// MaxHeader bounds the one header block held in memory at a time. It
-	// is ten times Postfix's header_size_limit (which is per field).
+	// MaxHeader bounds the one header block held in memory at a time:
+	// about ten times Postfix's header_size_limit, which is per field.
 	MaxHeader = 1 << 20
 	// lineCap bounds the part of a body line held to look for a boundary
-	// delimiter. A delimiter is "--", a boundary of at most 70 characters
-	// (RFC 2046 5.1.1) and optional "--" and white space; longer lines go
-	// through in pieces and are never taken for a delimiter.
+	// delimiter: "--", the boundary, an optional "--" and white space.
+	// RFC 2046 5.1.1 allows 70 characters of boundary; up to lineCap/2 is
+	// taken, as Postfix's mime_boundary_length_limit (2048) does. Longer
+	// lines go through in pieces and are never taken for a delimiter.
 	lineCap = 4096
 	// qpMax is the longest quoted-printable line before the soft break's
 	// "=", so that no encoded line exceeds the 76 characters of RFC 2045
