@@ -15,7 +15,8 @@
 //     an error (ErrUnlabeled8Bit) met in the middle of the stream.
 //   - Scan(r) first reads the content once and records which entities
 //     really hold 8-bit octets; NewWriter(w, plan) then converts exactly
-//     those, labels or not, and leaves every other octet alone. Every error
+//     those (and those labelled binary), labels or not, and leaves every
+//     other octet alone. Every error
 //     the conversion can meet is met by Scan, before anything was sent.
 //
 // A sender that can reopen its content (etrnflush's spool can) should use
@@ -105,8 +106,9 @@ const (
 	qpMax = 75
 )
 
-// Plan says which entities of one message hold 8-bit octets, by their
-// order of appearance. It is made by Scan and read by NewWriter.
+// Plan says which entities of one message must be converted, by their
+// order of appearance: those holding 8-bit octets or labelled binary, and
+// every entity around them. It is made by Scan and read by NewWriter.
 type Plan struct {
 	bits []uint64
 }
@@ -531,6 +533,13 @@ func (w *Writer) endHeader(end int, first []byte) {
 		if eight && (w.plan == nil || w.plan.has(idx)) {
 			newCTE = "7bit"
 		}
+	}
+	if w.scan && t.cte == "binary" && t.kind != kindEncoded {
+		// Binary content may break SMTP's line rules with 7-bit octets
+		// alone (RFC 3030 gives it BODY=BINARYMIME, which a server
+		// without 8BITMIME does not have), so it is converted whatever
+		// its octets, as Postfix converts it.
+		w.mark(idx)
 	}
 	changed := newCTE != "" || w.plan != nil && w.plan.has(idx)
 	addMIMEV := !w.scan && w.msgHead && !t.hasMIMEV && changed

@@ -74,6 +74,11 @@ var convertCases = []struct {
 		want: "MIME-Version: 1.0\nContent-Transfer-Encoding: 8bit\n\nab=c\n",
 	},
 	{
+		name: "binary label on 7-bit text converted with a plan too",
+		in:   "Content-Type: multipart/mixed; boundary=b\nContent-Transfer-Encoding: binary\n\n--b\nContent-Transfer-Encoding: binary\n\nab=c\n--b--\n",
+		want: "Content-Type: multipart/mixed; boundary=b\nContent-Transfer-Encoding: 7bit\nMIME-Version: 1.0\n\n--b\nContent-Transfer-Encoding: quoted-printable\n\nab=3Dc\n--b--\n",
+	},
+	{
 		name:    "8bit label on 7-bit text converted as Postfix does",
 		postfix: true,
 		in:      "MIME-Version: 1.0\nContent-Transfer-Encoding: 8bit\n\nab=c\n",
