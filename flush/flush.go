@@ -435,6 +435,10 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn st
 	if txn != "" {
 		extra += " coalesced=" + logID(txn)
 	}
+	if res.Converted {
+		// The server lacks 8BITMIME: what it got was re-encoded.
+		extra += " converted=7bit"
+	}
 	if len(failed) > 0 && why != reply {
 		// Recipients refused at RCPT have their own reply; the final
 		// reply alone would hide why they failed.

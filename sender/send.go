@@ -312,15 +312,28 @@ func (t *txn) prepare() (rc io.ReadCloser, p params, ok bool) {
 		t.refuseLocally("5.6.7 not sent: an address is not ASCII and the server does not offer SMTPUTF8 (RFC 6531)")
 		return nil, p, false
 	}
-	if _, ok := s.ext["8BITMIME"]; m.EightBit && !ok && s.o.EightBit == EightBitRefuse {
-		t.refuseLocally("5.6.3 not sent: the content is 8-bit, the server does not offer 8BITMIME and eight_bit is \"refuse\" (RFC 6152)")
-		return nil, p, false
+	open := m.Open
+	if _, ok := s.ext["8BITMIME"]; m.EightBit && !ok {
+		if s.o.EightBit == EightBitRefuse {
+			t.refuseLocally("5.6.3 not sent: the content is 8-bit, the server does not offer 8BITMIME and eight_bit is \"refuse\" (RFC 6152)")
+			return nil, p, false
+		}
+		var err error
+		open, t.res.Converted, err = sevenBit(m)
+		switch {
+		case err != nil && unconvertible(err):
+			t.refuseLocally("5.6.3 not sent: the server does not offer 8BITMIME (RFC 6152) and the 8-bit content cannot be converted to 7-bit MIME: %v", err)
+			return nil, p, false
+		case err != nil:
+			t.local("%v", err)
+			return nil, p, false
+		}
 	}
 	var limit int64
 	limit, p.sizeOffered = s.sizeLimit()
 	if p.sizeOffered {
 		var err error
-		if p.size, err = wireSize(m.Open, s.copyBuf()); err != nil {
+		if p.size, err = wireSize(open, s.copyBuf()); err != nil {
 			t.local("%v", err)
 			return nil, p, false
 		}
@@ -331,7 +344,7 @@ func (t *txn) prepare() (rc io.ReadCloser, p params, ok bool) {
 	}
 	// Opened before MAIL so that a missing file costs no round trip and
 	// leaves no transaction to abort.
-	rc, err := m.Open()
+	rc, err := open()
 	if err != nil {
 		t.local("open content: %v", err)
 		return nil, p, false

@@ -166,6 +166,9 @@ type Result struct {
 	// Local is set when the message was refused here, without being
 	// offered: the server could never take it as it is (see Reply).
 	Local bool
+	// Converted is set when 8-bit content was re-encoded as 7-bit MIME
+	// for a server without 8BITMIME.
+	Converted bool
 	// Unsent is set when the session ended (a 421, a lost connection)
 	// before the server said anything about this message and before it
 	// could have taken it: every recipient is Deferred, none was refused,
