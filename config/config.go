@@ -51,24 +51,24 @@ type Host struct {
 // Config is the whole file. Durations stay strings until validated so that
 // an error can name the key and line.
 type Config struct {
-	SpoolDir    string          `toml:"spool_dir"`
-	Format      string          `toml:"format"`
-	Helo        string          `toml:"helo"`
-	TLS         string          `toml:"tls"`
-	Timeout     string          `toml:"timeout"`
-	DataTimeout string          `toml:"data_timeout"`
-	Log         string          `toml:"log"`
-	MaxInflight int             `toml:"max_inflight"`
-	Pipelining  *bool           `toml:"pipelining"`
-	Chunking    *bool           `toml:"chunking"`
-	Coalesce    *bool           `toml:"coalesce"`
+	SpoolDir    string `toml:"spool_dir"`
+	Format      string `toml:"format"`
+	Helo        string `toml:"helo"`
+	TLS         string `toml:"tls"`
+	Timeout     string `toml:"timeout"`
+	DataTimeout string `toml:"data_timeout"`
+	Log         string `toml:"log"`
+	MaxInflight int    `toml:"max_inflight"`
+	Pipelining  *bool  `toml:"pipelining"`
+	Chunking    *bool  `toml:"chunking"`
+	Coalesce    *bool  `toml:"coalesce"`
 	// MaxConnections bounds the sessions one run opens: a server that
 	// ends a session after N messages (421) is dialled again.
 	MaxConnections int             `toml:"max_connections"`
 	EightBit       string          `toml:"eight_bit"`
 	Hosts          map[string]Host `toml:"host"`
-	Serve       Serve           `toml:"serve"`
-	Users       map[string]User `toml:"user"`
+	Serve          Serve           `toml:"serve"`
+	Users          map[string]User `toml:"user"`
 
 	MailstorePrefixLines int    `toml:"mailstore_prefix_lines"`
 	MailstoreSuffixLines int    `toml:"mailstore_suffix_lines"`

@@ -27,10 +27,10 @@ type Settings struct {
 	MailstoreSuffixLines int
 	MaildirEnvelope      string
 	DeliveredToPrefix    string
-	MaxInflight          int  // messages written and not yet answered
-	Pipelining           bool // use PIPELINING when offered
-	Chunking             bool // use CHUNKING when offered
-	Coalesce             bool // one transaction for identical copies of a message
+	MaxInflight          int    // messages written and not yet answered
+	Pipelining           bool   // use PIPELINING when offered
+	Chunking             bool   // use CHUNKING when offered
+	Coalesce             bool   // one transaction for identical copies of a message
 	MaxConnections       int    // sessions one run may open
 	EightBit             string // "convert" or "refuse"
 }
