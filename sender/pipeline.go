@@ -985,9 +985,13 @@ func (e *engine) sendChunked(t *ptx, rc io.ReadCloser, p params) {
 		_ = rc.Close() // abandoned: the outcome does not depend on it
 	}
 	e.close(t)
-	// Each message leaves as soon as it is written, so the server starts
-	// on it while the next is read.
-	e.flush()
+	// A message leaves once the buffer fills, or when the writer must
+	// wait (a full window, a large message's envelope, the end): small
+	// messages share a write instead of costing one each, and the
+	// next is read from the spool in microseconds anyway.
+	if e.s.bw.Available() < 4096 {
+		e.flush()
+	}
 }
 
 // writeChunk writes one BDAT chunk. For the last one, the end offset is
