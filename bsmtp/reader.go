@@ -57,7 +57,18 @@ type Message struct {
 	DataStart, DataEnd int64 // the stuffed data section: first byte after "DATA"EOL, up to (not incl.) the "." line
 	CRLF               bool  // the transaction's line ends are CRLF (Exim use_crlf)
 	Size               int64 // octets after unstuffing, line ends as in the file (what Unstuff yields)
+	Lines              int64 // data lines, all ending as the transaction's lines do
 	EightBit           bool  // data holds an octet >= 0x80
+}
+
+// WireSize is the message's size on the wire with CRLF line ends and no
+// dot-stuffing (RFC 1870's SIZE, and what BDAT carries): every line of an
+// LF transaction gains a CR.
+func (m *Message) WireSize() int64 {
+	if m.CRLF {
+		return m.Size
+	}
+	return m.Size + m.Lines
 }
 
 // Limits. They bound memory, and everything beyond them is damage, so an
@@ -263,6 +274,7 @@ func (r *Reader) Next() (Entry, error) {
 			return e, nil
 		}
 		m.Size += l.n
+		m.Lines++
 		if l.first == '.' {
 			m.Size--
 		}

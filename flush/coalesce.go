@@ -112,7 +112,7 @@ func (f *feeder) offer(group []*spool.Message) *sender.Message {
 			to = append(to, m.To...)
 		}
 	}
-	return &sender.Message{From: head.From, To: to, Size: head.Size, EightBit: head.EightBit, Open: head.Open}
+	return &sender.Message{From: head.From, To: to, Size: head.Size, WireSize: head.WireSize, EightBit: head.EightBit, Open: head.Open}
 }
 
 // grow adds the following spool messages that are copies of head. The

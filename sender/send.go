@@ -333,7 +333,11 @@ func (t *txn) prepare() (rc io.ReadCloser, p params, ok bool) {
 	limit, p.sizeOffered = s.sizeLimit()
 	if p.sizeOffered {
 		var err error
-		if p.size, err = wireSize(open, s.copyBuf()); err != nil {
+		p.size = m.WireSize
+		if p.size == 0 || t.res.Converted {
+			p.size, err = wireSize(open, s.copyBuf())
+		}
+		if err != nil {
 			t.local("%v", err)
 			return nil, p, false
 		}

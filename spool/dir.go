@@ -82,7 +82,7 @@ func (bsmtpDir) open(s *entrySpool, c candidate) (*unit, string, error) {
 		}
 		m := e.Msg
 		u.msgs = append(u.msgs, unitMsg{
-			env: m.Envelope, off: e.Start, stuffed: true, crlf: m.CRLF, size: m.Size, eight: m.EightBit,
+			env: m.Envelope, off: e.Start, stuffed: true, crlf: m.CRLF, size: m.Size, wire: m.WireSize(), eight: m.EightBit,
 			data: io.NewSectionReader(f, m.DataStart, m.DataEnd-m.DataStart),
 			st:   pendingStatus(len(m.To)),
 		})

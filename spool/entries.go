@@ -77,6 +77,7 @@ type unitMsg struct {
 	crlf    bool
 	noEOL   bool // plain data whose last line lacks a line end
 	size    int64
+	wire    int64 // size on the wire when known (spool.Message.WireSize)
 	eight   bool
 	st      []byte // per recipient; 'k' until a final answer
 }
@@ -156,7 +157,7 @@ func (s *entrySpool) Next() (*Message, error) {
 		if len(u.msgs) > 1 || um.stuffed {
 			id += "@" + strconv.FormatInt(um.off, 10)
 		}
-		m := &Message{ID: id, From: um.env.From, To: to, Size: um.size, EightBit: um.eight, Open: open, ref: ref}
+		m := &Message{ID: id, From: um.env.From, To: to, Size: um.size, WireSize: um.wire, EightBit: um.eight, Open: open, ref: ref}
 		u.out++
 		s.fifo = append(s.fifo, m)
 		return m, nil

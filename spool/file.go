@@ -400,7 +400,7 @@ func (w *workFile) message(e bsmtp.Entry, st string, idx []int) *Message {
 		to[i] = msg.To[j]
 	}
 	return &Message{
-		ID: w.id(e.Start), From: msg.From, To: to, Size: msg.Size, EightBit: msg.EightBit,
+		ID: w.id(e.Start), From: msg.From, To: to, Size: msg.Size, WireSize: msg.WireSize(), EightBit: msg.EightBit,
 		Open: func() (io.ReadCloser, error) {
 			return io.NopCloser(bsmtp.Unstuff(io.NewSectionReader(sec, 0, sec.Size()))), nil
 		},

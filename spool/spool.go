@@ -62,6 +62,9 @@ type Message struct {
 	From     string
 	To       []string
 	Size     int64
+	// WireSize is the size with CRLF line ends, not dot-stuffed (RFC
+	// 1870), when the parse already knows it; 0 when not.
+	WireSize int64
 	EightBit bool
 	Open     func() (io.ReadCloser, error) // content, unstuffed, line ends as stored
 
