@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
-	"sync"
 	"time"
 )
 
@@ -91,13 +89,10 @@ type ptx struct {
 	txn
 	open        bool // the writer may still send commands for it
 	outstanding int  // commands written and not yet answered
-	mail        int8 // 0 no reply yet, 1 accepted, -1 refused
 	rcptsRead   int
-	lastRefusal reply // the last 4xx/5xx to a RCPT
 	dataRead    bool  // DATA answered
 	data354     bool  // DATA answered 354
 	lone        bool  // a lone dot ended an unwanted 354: nothing delivered
-	failed      bool  // the server refused the content (DATA, a chunk)
 	finalRead   bool  // the dot or BDAT LAST was answered
 	clean       bool  // the transaction is known closed: no RSET needed
 	dotEnd      int64 // wire offset just past the final dot or LAST chunk
@@ -143,117 +138,6 @@ func (t *ptx) seal() {
 	}
 }
 
-// replyReader reads replies on its own goroutine, one per registered
-// command, so that a server writing replies never waits for the writer:
-// without it a long group (many RCPTs, chunks in flight) can fill both
-// directions' buffers and deadlock (RFC 2920 section 3.1). It reads only
-// replies that a written command asks for, each under that command's
-// timeout counted from when the reader starts waiting for it.
-type replyReader struct {
-	s     *Session
-	mu    sync.Mutex
-	cond  *sync.Cond
-	waits []time.Duration // one per registered command not yet answered
-	got   []reply         // read, not yet taken by the writer
-	err   error           // the read that ended the reader
-	stop  bool
-	grace time.Time // when non-zero, no read waits beyond it
-	ready chan struct{}
-	done  chan struct{}
-}
-
-func newReplyReader(s *Session) *replyReader {
-	r := &replyReader{s: s, ready: make(chan struct{}, 1), done: make(chan struct{})}
-	r.cond = sync.NewCond(&r.mu)
-	go r.run()
-	return r
-}
-
-func (r *replyReader) run() {
-	defer close(r.done)
-	for {
-		r.mu.Lock()
-		for len(r.waits) == 0 && !r.stop {
-			r.cond.Wait()
-		}
-		if len(r.waits) == 0 {
-			r.mu.Unlock()
-			return
-		}
-		until := time.Now().Add(r.waits[0])
-		if !r.grace.IsZero() && r.grace.Before(until) {
-			until = r.grace
-		}
-		// Under the lock, so that shutdown's shorter deadline is never
-		// overwritten by a longer one.
-		err := r.s.dc.setReadDeadlineAt(until)
-		r.mu.Unlock()
-		var rep reply
-		if err == nil {
-			rep, err = readReply(r.s.br)
-		}
-		r.mu.Lock()
-		if err != nil {
-			r.err = err
-		} else {
-			r.waits = r.waits[1:]
-			r.got = append(r.got, rep)
-		}
-		r.mu.Unlock()
-		select {
-		case r.ready <- struct{}{}:
-		default:
-		}
-		if err != nil || rep.code == 421 {
-			return
-		}
-	}
-}
-
-func (r *replyReader) add(x []expect, o Options) {
-	r.mu.Lock()
-	for _, e := range x {
-		r.waits = append(r.waits, e.wait(o))
-	}
-	r.cond.Signal()
-	r.mu.Unlock()
-}
-
-// limit makes every read end by the grace, and the connection stop
-// altogether then (a writer stuck in a write included): after a cancelled
-// context the replies already due are read, but not for long.
-func (r *replyReader) limit(grace time.Duration, cause error) {
-	at := time.Now().Add(grace)
-	r.mu.Lock()
-	if r.grace.IsZero() || at.Before(r.grace) {
-		r.grace = at
-	}
-	// An error only means the connection is gone, which the read sees.
-	_ = r.s.dc.setReadDeadlineAt(r.grace)
-	r.mu.Unlock()
-	time.AfterFunc(grace, func() { r.s.dc.cancel(cause) })
-}
-
-// shutdown ends the reader once the registered replies are read; with a
-// grace, a reader still waiting gives up by then.
-func (r *replyReader) shutdown(grace time.Duration) {
-	r.mu.Lock()
-	r.stop = true
-	if len(r.waits) > 0 {
-		// A read may be waiting under a longer deadline: cut it, now or
-		// after the grace. An error here only means the connection is
-		// gone, which the read sees too.
-		r.grace = time.Unix(1, 0)
-		if grace > 0 {
-			r.grace = time.Now().Add(grace)
-		}
-		_ = r.s.dc.setReadDeadlineAt(r.grace)
-	}
-	r.cond.Signal()
-	r.mu.Unlock()
-	<-r.done
-}
-
 // engine runs one Send over a pipelining server.
 type engine struct {
 	ctx    context.Context
@@ -283,11 +167,6 @@ type engine struct {
 	cbuf chunkBuf
 	src  *bufio.Reader
 }
-
-type chunkBuf struct{ b []byte }
-
-func (c *chunkBuf) Write(p []byte) (int, error) { c.b = append(c.b, p...); return len(p), nil }
-func (c *chunkBuf) WriteByte(b byte) error      { c.b = append(c.b, b); return nil }
 
 func (e *engine) dying() bool { return e.dead != nil || e.werr != nil }
 
@@ -674,128 +553,41 @@ func (e *engine) apply(r reply) {
 		e.fail(replyError(x.kind.op(), r), true)
 		return
 	}
-	fourOrFive := r.class() == 4 || r.class() == 5
 	switch x.kind {
 	case eRset:
 		if r.class() != 2 {
 			// The transaction may still be open; nothing more can be trusted.
 			e.fail(&Error{Op: "rset", Reply: r.Reply(), Err: fmt.Errorf("RSET refused: %d", r.code), Temporary: r.class() != 5}, false)
-			return
 		}
-	case eMail:
-		switch {
-		case r.code == 250:
-			t.mail = 1
-		case fourOrFive:
-			t.mail = -1
-			t.refuse(r, t.all())
-		default:
-			e.unexpected(x, r)
-			return
-		}
+		return
 	case eRcpt:
 		t.rcptsRead++
-		if t.mail < 0 {
-			// Answers to RCPTs after a refused MAIL are about the order of
-			// commands, not the recipients; only an acceptance is absurd.
-			if !fourOrFive {
-				e.unexpected(x, r)
-				return
-			}
-			break
-		}
-		t.res.RcptReplies[x.i] = r.Reply()
-		switch {
-		case r.code == 250 || r.code == 251:
-			t.accepted = append(t.accepted, x.i)
-		case fourOrFive:
-			t.lastRefusal = r
-			t.judged = true
-			if tooMany(r) {
-				t.over = append(t.over, x.i)
-			}
-			if r.class() == 5 && !tooMany(r) {
-				t.res.Rcpts[x.i] = Failed
-			}
-		default:
-			e.unexpected(x, r)
-			return
-		}
 	case eData:
 		t.dataRead = true
-		switch {
-		case r.code == 354:
-			t.data354 = true
-		case fourOrFive:
-			if t.mail > 0 && len(t.accepted) > 0 {
-				t.failed = true
-				t.refuse(r, t.accepted)
-			}
-		default:
-			e.unexpected(x, r)
-			return
-		}
+		t.data354 = r.code == 354
 	case eDot:
 		t.finalRead = true
 		if t.lone {
-			break // no content: whatever it says, nothing was delivered
-		}
-		switch {
-		case r.code == 250:
-			for _, i := range t.accepted {
-				t.res.Rcpts[i] = Sent
+			// No content: whatever it says, nothing was delivered.
+			if t.final() {
+				t.seal()
 			}
-		case fourOrFive:
-			t.refuse(r, t.accepted)
-		default:
-			// Not even another 2xx: only 250 says the message was taken.
-			t.res.Uncertain = true
-			e.unexpected(x, r)
 			return
 		}
-		t.res.Reply = r.Reply()
 	case eBdat:
-		if x.last {
-			t.finalRead = true
-		}
-		switch {
-		case fourOrFive:
-			// Expected after a refused MAIL or every RCPT refused; the
-			// first refusal of a chunk decides the transaction.
-			if t.mail > 0 && len(t.accepted) > 0 && !t.failed {
-				t.failed = true
-				t.refuse(r, t.accepted)
-			}
-		case r.code == 250:
-			if t.mail < 0 || len(t.accepted) == 0 {
-				break // a chunk with no recipient delivers nothing
-			}
-			if t.failed {
-				if x.last {
-					// A refused chunk, then an accepted end: which part
-					// of the message was taken cannot be known.
-					t.res.Uncertain = true
-					e.unexpected(x, r)
-					return
-				}
-				break
-			}
-			if x.last {
-				for _, i := range t.accepted {
-					t.res.Rcpts[i] = Sent
-				}
-				t.res.Reply = r.Reply()
-				t.clean = true
-			}
-		default:
-			if x.last {
-				t.res.Uncertain = true
-			}
-			e.unexpected(x, r)
-			return
-		}
+		t.finalRead = t.finalRead || x.last
 	}
-	if t != nil && t.final() {
+	if !t.judge(x.kind, x.i, x.last, r) {
+		e.unexpected(x, r)
+		return
+	}
+	if x.kind == eMail && t.mail < 0 {
+		t.clean = true // no transaction was opened
+	}
+	if x.kind == eBdat && x.last && r.code == 250 && t.mail > 0 && len(t.accepted) > 0 {
+		t.clean = true
+	}
+	if t.final() {
 		t.seal()
 	}
 }
@@ -921,140 +713,4 @@ func (e *engine) abortData(t *ptx, err error) {
 	s.done = true
 	e.close(t)
 	e.fail(fe, false)
-}
-
-// sendChunked runs one message over PIPELINING and CHUNKING: RSET, MAIL,
-// RCPT and the first BDAT chunk go without waiting for any reply. A
-// message that fits one chunk is one BDAT n LAST. The later chunks of a
-// larger message wait for its MAIL and RCPT replies: a server that took no
-// recipient answers the first BDAT of a transaction with a plain 503 but
-// counts every further one as a protocol error (Exim drops the session
-// after smtp_max_synprot_errors, 3), so a command it must refuse is never
-// sent twice in one transaction. Only the message and byte windows, and
-// that wait for large messages, make the writer wait.
-func (e *engine) sendChunked(t *ptx, rc io.ReadCloser, p params) {
-	e.beginTxn(t, p)
-	if e.src == nil {
-		e.src = bufio.NewReaderSize(nil, 4096)
-		e.cbuf.b = make([]byte, 0, chunkSize+2)
-	}
-	e.src.Reset(rc)
-	enc := &encoder{w: &e.cbuf}
-	closed := false
-	for first := true; !e.dying(); first = false {
-		chunk, last, err := e.fill(enc)
-		if err == nil && last {
-			closed = true
-			if cerr := rc.Close(); cerr != nil {
-				err = fmt.Errorf("close content: %w", cerr)
-			}
-		}
-		if err != nil {
-			// Nothing marks the end yet: the chunks sent are dropped with
-			// the RSET before the next MAIL, and the session goes on.
-			t.abort = err.Error()
-			break
-		}
-		if !first {
-			for !t.envelopeRead() && !e.dying() {
-				if !e.wait() {
-					break
-				}
-			}
-		}
-		e.poll()
-		if t.doomed() || e.stopping() {
-			// RFC 3030: no more chunks once one failed; none either when
-			// no recipient was taken or the caller stopped.
-			if t.abort == "" && e.stopping() {
-				t.abort = "stopped before the end of the content"
-			}
-			break
-		}
-		n := int64(len(chunk))
-		for e.bytes > 0 && e.bytes+n > maxInflightBytes && !e.dying() {
-			if !e.wait() {
-				break
-			}
-		}
-		if e.dying() || !e.writeChunk(t, chunk, last) || last {
-			break
-		}
-	}
-	if !closed {
-		_ = rc.Close() // abandoned: the outcome does not depend on it
-	}
-	e.close(t)
-	// A message leaves once the buffer fills, or when the writer must
-	// wait (a full window, a large message's envelope, the end): small
-	// messages share a write instead of costing one each, and the
-	// next is read from the spool in microseconds anyway.
-	if e.s.bw.Available() < 4096 {
-		e.flush()
-	}
-}
-
-// writeChunk writes one BDAT chunk. For the last one, the end offset is
-// noted before the write, as for the dot: a write that fails after the
-// last octet left still leaves the outcome open.
-func (e *engine) writeChunk(t *ptx, chunk []byte, last bool) bool {
-	bw := e.s.bw
-	cmd := "BDAT " + strconv.Itoa(len(chunk))
-	if last {
-		cmd += " LAST"
-		t.dotEnd = e.s.dc.total() + int64(bw.Buffered()) + int64(len(cmd)+2+len(chunk))
-	}
-	if _, err := bw.WriteString(cmd + "\r\n"); err != nil {
-		e.writeFailed("bdat", err)
-		return false
-	}
-	if _, err := bw.Write(chunk); err != nil {
-		e.writeFailed("bdat", err)
-		return false
-	}
-	n := int64(len(chunk))
-	e.bytes += n
-	e.s.stats.maxBytes = max(e.s.stats.maxBytes, e.bytes)
-	e.expect(expect{kind: eBdat, t: t, n: n, last: last})
-	return true
-}
-
-// fill assembles the next chunk: content with CRLF line ends, not
-// dot-stuffed (RFC 3030), at most chunkSize+2 octets. last is set when the
-// content ended.
-func (e *engine) fill(enc *encoder) (chunk []byte, last bool, err error) {
-	e.cbuf.b = e.cbuf.b[:0]
-	tmp := e.s.copyBuf()
-	for {
-		room := chunkSize - len(e.cbuf.b)
-		if room < 2 {
-			break
-		}
-		// Each octet read becomes at most two (LF to CRLF).
-		n, rerr := e.src.Read(tmp[:min(room/2, len(tmp))])
-		if n > 0 {
-			if _, err := enc.Write(tmp[:n]); err != nil {
-				return nil, false, err
-			}
-		}
-		if rerr == io.EOF {
-			return e.endChunk(enc)
-		}
-		if rerr != nil {
-			return nil, false, fmt.Errorf("read content: %w", rerr)
-		}
-	}
-	if _, err := e.src.Peek(1); err == io.EOF {
-		return e.endChunk(enc)
-	} else if err != nil {
-		return nil, false, fmt.Errorf("read content: %w", err)
-	}
-	return e.cbuf.b, false, nil
-}
-
-func (e *engine) endChunk(enc *encoder) ([]byte, bool, error) {
-	if err := enc.finish(); err != nil {
-		return nil, false, err
-	}
-	return e.cbuf.b, true, nil
 }

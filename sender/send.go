@@ -77,6 +77,115 @@ type txn struct {
 	accepted []int
 	judged   bool  // the server refused something of it (4xx or 5xx, not 421)
 	over     []int // recipients left out by the server's recipient limit
+
+	mail        int8  // 0 no reply yet, 1 accepted, -1 refused
+	lastRefusal reply // the last 4xx/5xx to a RCPT
+	failed      bool  // the server refused the content (DATA, a chunk)
+}
+
+// judge applies the reply to a command of the transaction (kind; for a
+// RCPT, recipient i; for a BDAT, whether it was the LAST) to the outcome.
+// It is the one place where a reply decides anything about a message, in
+// all three modes; the modes differ only in what they send next. It
+// reports false for a reply that has no meaning where it came (the
+// session is then out of step, and the caller ends it); a 421 never
+// reaches it.
+func (t *txn) judge(kind ekind, i int, last bool, r reply) bool {
+	fourOrFive := r.class() == 4 || r.class() == 5
+	switch kind {
+	case eMail:
+		switch {
+		case r.code == 250:
+			t.mail = 1
+		case fourOrFive:
+			t.mail = -1
+			t.refuse(r, t.all())
+		default:
+			return false
+		}
+	case eRcpt:
+		if t.mail < 0 {
+			// Answers to RCPTs pipelined after a refused MAIL are about
+			// the order of commands, not the recipients; only an
+			// acceptance is absurd.
+			return fourOrFive
+		}
+		t.res.RcptReplies[i] = r.Reply()
+		switch {
+		case r.code == 250 || r.code == 251:
+			t.accepted = append(t.accepted, i)
+		case fourOrFive:
+			t.lastRefusal = r
+			t.judged = true
+			if tooMany(r) {
+				// The server's recipient limit, not this mailbox: the
+				// recipient goes in a new transaction (see rest).
+				t.over = append(t.over, i)
+			} else if r.class() == 5 {
+				t.res.Rcpts[i] = Failed
+			}
+		default:
+			return false
+		}
+	case eData:
+		switch {
+		case r.code == 354:
+		case fourOrFive:
+			if t.mail > 0 && len(t.accepted) > 0 {
+				t.failed = true
+				t.refuse(r, t.accepted)
+			}
+		default:
+			return false
+		}
+	case eDot:
+		switch {
+		case r.code == 250:
+			for _, i := range t.accepted {
+				t.res.Rcpts[i] = Sent
+			}
+		case fourOrFive:
+			t.refuse(r, t.accepted)
+		default:
+			// Not even another 2xx: only 250 says the message was taken.
+			t.res.Uncertain = true
+			return false
+		}
+		t.res.Reply = r.Reply()
+	case eBdat:
+		switch {
+		case fourOrFive:
+			// Expected after a refused MAIL or every RCPT refused; the
+			// first refusal of a chunk decides the transaction.
+			if t.mail > 0 && len(t.accepted) > 0 && !t.failed {
+				t.failed = true
+				t.refuse(r, t.accepted)
+			}
+		case r.code == 250:
+			if t.mail < 0 || len(t.accepted) == 0 {
+				break // a chunk with no recipient delivers nothing
+			}
+			if t.failed {
+				if last {
+					// A refused chunk, then an accepted end: which part
+					// of the message was taken cannot be known.
+					t.res.Uncertain = true
+					return false
+				}
+				break
+			}
+			if last {
+				for _, i := range t.accepted {
+					t.res.Rcpts[i] = Sent
+				}
+				t.res.Reply = r.Reply()
+			}
+		default:
+			t.res.Uncertain = t.res.Uncertain || last
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Session) newTxn(m *Message) *txn {
@@ -215,12 +324,6 @@ func (t *txn) unexpected(op string, r reply) *Error {
 	e := &Error{Op: op, Reply: r.Reply(), Err: t.s.dead, Temporary: true}
 	t.res.Reply = e.Reply
 	return e
-}
-
-// refused applies a 4xx or 5xx to the recipients in idx, then RSETs.
-func (t *txn) refused(r reply, idx []int) *Error {
-	t.refuse(r, idx)
-	return t.rset()
 }
 
 // refuse applies a 4xx or 5xx to the recipients in idx.
@@ -380,15 +483,12 @@ func (t *txn) envelope(p params) (bool, *Error) {
 	if err != nil {
 		return false, t.ended(err)
 	}
-	switch {
-	case r.code == 250:
-	case r.class() == 4 || r.class() == 5:
-		return false, t.refused(r, t.all())
-	default:
+	if !t.judge(eMail, 0, false, r) {
 		return false, t.unexpected("mail", r)
 	}
-
-	var last reply
+	if t.mail < 0 {
+		return false, t.rset()
+	}
 	for i, to := range m.To {
 		r, err := s.cmd("rcpt", s.o.Timeout, "RCPT TO:<"+to+">")
 		if err != nil {
@@ -397,45 +497,33 @@ func (t *txn) envelope(p params) (bool, *Error) {
 			}
 			return false, t.ended(err)
 		}
-		t.res.RcptReplies[i] = r.Reply()
-		switch {
-		case r.code == 250 || r.code == 251:
-			t.accepted = append(t.accepted, i)
-			continue
-		case r.class() == 4 || r.class() == 5:
-			t.judged = true
-		default:
+		if !t.judge(eRcpt, i, false, r) {
 			return false, t.unexpected("rcpt", r)
 		}
-		last = r
 		if tooMany(r) {
-			// The server's recipient limit: the accepted ones go now, the
-			// rest in a new transaction once this one is done.
-			for j := i; j < len(m.To); j++ {
+			// The server's limit: the accepted ones go now, the rest (not
+			// offered yet) in a new transaction once this one is done.
+			for j := i + 1; j < len(m.To); j++ {
 				t.over = append(t.over, j)
 			}
 			break
 		}
-		if r.class() == 5 {
-			t.res.Rcpts[i] = Failed
-		}
 	}
 	if len(t.accepted) == 0 {
-		t.res.Reply = last.Reply()
+		t.res.Reply = t.lastRefusal.Reply()
 		return false, t.rset()
 	}
-
 	r, err = s.cmd("data", s.o.Timeout, "DATA")
 	if err != nil {
 		return false, t.ended(err)
 	}
-	switch {
-	case r.code == 354:
-		return true, nil
-	case r.class() == 4 || r.class() == 5:
-		return false, t.refused(r, t.accepted)
+	if !t.judge(eData, 0, false, r) {
+		return false, t.unexpected("data", r)
 	}
-	return false, t.unexpected("data", r)
+	if r.code == 354 {
+		return true, nil
+	}
+	return false, t.rset()
 }
 
 // tooMany tells the recipient-limit replies (RFC 5321 4.5.3.1.10: 452, or
@@ -539,22 +627,9 @@ func (t *txn) data(rc io.ReadCloser) *Error {
 		t.res.Uncertain = r.code != 421
 		return t.ended(err)
 	}
-	switch {
-	case r.code == 250:
-		for _, i := range t.accepted {
-			t.res.Rcpts[i] = Sent
-		}
-	case r.class() == 5:
-		for _, i := range t.accepted {
-			t.res.Rcpts[i] = Failed
-		}
-	case r.class() == 4:
-	default:
-		// Not even another 2xx: only 250 says the message was taken.
-		t.res.Uncertain = true
+	if !t.judge(eDot, 0, false, r) {
 		return t.unexpected("dot", r)
 	}
-	t.res.Reply = r.Reply()
 	return nil
 }
 

@@ -114,14 +114,14 @@ const (
 
 // Message is one SMTP transaction to replay.
 type Message struct {
-	From     string   // reverse path without brackets; "" is the null sender
-	To       []string // forward paths without brackets
-	Size     int64    // content size in octets, as stored
+	From string   // reverse path without brackets; "" is the null sender
+	To   []string // forward paths without brackets
+	Size int64    // content size in octets, as stored
 	// WireSize, when not 0, is the exact size on the wire (CRLF line
 	// ends, no dot-stuffing) for SIZE= (RFC 1870), known from the parse;
 	// when 0 the sender reads the content once to count it.
 	WireSize int64
-	EightBit bool     // content holds octets >= 0x80
+	EightBit bool // content holds octets >= 0x80
 	// Open returns the content, not dot-stuffed, with LF or CRLF line
 	// ends. The sender converts bare LF to CRLF and dot-stuffs.
 	Open func() (io.ReadCloser, error)

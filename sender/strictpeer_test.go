@@ -146,9 +146,8 @@ func (s *strictPeer) serve(p *peer) {
 		// As Exim: a refusal that a pipelining client could not have
 		// foreseen is not an error, anything else is (smtp_in.c: RCPT
 		// right after a refused MAIL, DATA or BDAT right after a RCPT).
-		prevVerb   string
-		rejMail    bool // the last MAIL was refused, and only RCPTs came since
-		noRcptBdat bool // a BDAT was refused for want of a recipient in this transaction
+		prevVerb string
+		rejMail  bool // the last MAIL was refused, and only RCPTs came since
 	)
 	// protoErr answers a command Exim counts as a protocol error, and
 	// drops the session past the limit, as Exim does.
@@ -167,7 +166,7 @@ func (s *strictPeer) serve(p *peer) {
 		return reply(text)
 	}
 	reset := func() {
-		from, inTxn, rcpts, chunkSeen, bdatBad, noRcptBdat = "", false, nil, false, false, false
+		from, inTxn, rcpts, chunkSeen, bdatBad = "", false, nil, false, false
 		body.Reset()
 	}
 	// fault answers a faulted step; handled false means no fault.
@@ -359,13 +358,13 @@ func (s *strictPeer) serve(p *peer) {
 			}
 			switch {
 			case !inTxn || len(rcpts) == 0:
-				// Exim: free only right after a RCPT, and only once.
-				if prev == "RCPT" && !noRcptBdat {
+				// Exim: free only right after a RCPT, so only once per
+				// transaction.
+				if prev == "RCPT" {
 					ok = reply("503 5.5.1 valid RCPT command must precede BDAT")
 				} else {
 					ok = protoErr(line, "503 5.5.1 valid RCPT command must precede BDAT")
 				}
-				noRcptBdat = true
 			case bdatBad:
 				ok = reply("503 5.5.1 previous chunk failed")
 			case !last && !chunkSeen && s.faults["CHUNK "+from] != "":
