@@ -614,3 +614,32 @@ func TestLogIDFromHostileName(t *testing.T) {
 		t.Errorf("the id is not escaped in its field:\n%s", logBuf)
 	}
 }
+
+// TestWarnings: the admin is told when tls = may ends in clear text (here
+// the server offers no STARTTLS) and when the HELO name is not fully
+// qualified; neither stops the mail.
+func TestWarnings(t *testing.T) {
+	be := &faultSink{}
+	addr := startFaultSink(t, be)
+	path := filepath.Join(t.TempDir(), "h.example")
+	writeSpool(t, path, []testMsg{{"a@s.example", []string{"a1@h.example"}}}, -1)
+	var logBuf bytes.Buffer
+	sum, err := Run(context.Background(), Config{
+		Host:   "h.example",
+		Spool:  spool.Options{Path: path},
+		Sender: sender.Options{Helo: "shortname", TLS: sender.TLSMay, Timeout: 5 * time.Second},
+		Dests:  []string{addr},
+		Log:    NewWriterLogger(&logBuf, false),
+	})
+	if err != nil || sum.Sent != 1 {
+		t.Fatalf("Run: %v %+v\n%s", err, sum, &logBuf)
+	}
+	for _, want := range []string{
+		"warning: host=h.example helo=shortname is not a fully qualified domain name; set helo in the configuration",
+		"warning: host=h.example to=" + addr + " tls=none sending in clear text (tls = may): \"the server does not offer STARTTLS\"",
+	} {
+		if !strings.Contains(logBuf.String(), want) {
+			t.Errorf("no line %q in the log:\n%s", want, &logBuf)
+		}
+	}
+}
