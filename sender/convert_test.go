@@ -2,7 +2,6 @@ package sender
 
 import (
 	"bytes"
-	"context"
 	"strings"
 	"testing"
 )
@@ -24,29 +23,16 @@ func TestEightBitWithout8BITMIME(t *testing.T) {
 	for _, m := range []struct {
 		name string
 		exts []string
-		o    func(*Options)
 	}{
-		{"chunking", []string{"PIPELINING", "CHUNKING", "SIZE 100000000"}, nil},
-		{"pipelining", []string{"PIPELINING", "SIZE 100000000"}, nil},
-		{"lock-step", []string{"SIZE 100000000"}, nil},
+		{"chunking", []string{"PIPELINING", "CHUNKING", "SIZE 100000000"}},
+		{"pipelining", []string{"PIPELINING", "SIZE 100000000"}},
+		{"lock-step", []string{"SIZE 100000000"}},
 	} {
 		t.Run(m.name, func(t *testing.T) {
 			for _, policy := range []EightBitPolicy{EightBitConvert, EightBitRefuse} {
 				sp := &strictPeer{exts: m.exts}
-				addr, _ := runStrict(t, sp)
-				o := testOptions(addr)
-				o.EightBit = policy
-				s, err := Dial(context.Background(), o)
-				if err != nil {
-					t.Fatal(err)
-				}
-				res, err := sendAll(t, s, []*Message{mk("a@x", body8), mk("b@x", eight), mk("c@x", plain)})
-				if err != nil {
-					t.Fatalf("Send: %v", err)
-				}
-				if err := s.Close(); err != nil {
-					t.Errorf("Close: %v", err)
-				}
+				res := sendVia(t, sp, func(o *Options) { o.EightBit = policy },
+					[]*Message{mk("a@x", body8), mk("b@x", eight), mk("c@x", plain)})
 				// b's header is 8-bit: it can never be made 7-bit.
 				if st := statuses(res[1]); st != "f" || !res[1].Local || !strings.HasPrefix(res[1].Reply.Text, "5.6.3") {
 					t.Errorf("policy %d, 8-bit header: %s %+v", policy, st, res[1])

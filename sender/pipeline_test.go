@@ -621,18 +621,7 @@ func TestRefusedHeadNoProtocolError(t *testing.T) {
 				want = append(want, pwant{"s", 250})
 			}
 			sp := &strictPeer{exts: m.exts, faults: faults}
-			addr, _ := runStrict(t, sp)
-			s, err := Dial(context.Background(), testOptions(addr))
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := sendAll(t, s, msgs)
-			if err != nil {
-				t.Fatalf("Send: %v", err)
-			}
-			if err := s.Close(); err != nil {
-				t.Errorf("Close: %v", err)
-			}
+			res := sendVia(t, sp, nil, msgs)
 			checkResults(t, res, want)
 			if n := len(sp.accepted()); n != 30 {
 				t.Errorf("peer took %d messages, want 30", n)
@@ -660,23 +649,10 @@ func TestRecipientLimit(t *testing.T) {
 					rcpts = append(rcpts, fmt.Sprintf("r%d@y", i))
 				}
 				sp := &strictPeer{exts: m.exts, maxRcpts: 3, faults: map[string]string{"RCPT r4@y": "550 5.1.1 no such user"}}
-				addr, _ := runStrict(t, sp)
-				o := testOptions(addr)
-				o.MaxInflight = window
-				s, err := Dial(context.Background(), o)
-				if err != nil {
-					t.Fatal(err)
-				}
-				res, err := sendAll(t, s, []*Message{
+				res := sendVia(t, sp, func(o *Options) { o.MaxInflight = window }, []*Message{
 					msg("a@x", "many\n", rcpts...),
 					msg("b@x", "one\n", "q@y"),
 				})
-				if err != nil {
-					t.Fatalf("Send: %v", err)
-				}
-				if err := s.Close(); err != nil {
-					t.Errorf("Close: %v", err)
-				}
 				if st := statuses(res[0]); st != "ssssfss" {
 					t.Errorf("a: %s %+v", st, res[0])
 				}
@@ -695,4 +671,27 @@ func TestRecipientLimit(t *testing.T) {
 			})
 		}
 	}
+}
+
+// sendVia sends msgs in one Send to the strict peer sp, with options
+// tuned by opt (nil: the test defaults), and closes the session.
+func sendVia(t *testing.T, sp *strictPeer, opt func(*Options), msgs []*Message) []Result {
+	t.Helper()
+	addr, _ := runStrict(t, sp)
+	o := testOptions(addr)
+	if opt != nil {
+		opt(&o)
+	}
+	s, err := Dial(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := sendAll(t, s, msgs)
+	if err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	return res
 }
