@@ -58,10 +58,10 @@ type Event struct {
 // Message is one transaction to replay. To holds only the recipients that
 // still need a final answer.
 type Message struct {
-	ID       string // stable within one version of its file, grep-able
-	From     string
-	To       []string
-	Size     int64
+	ID   string // stable within one version of its file, grep-able
+	From string
+	To   []string
+	Size int64
 	// WireSize is the size with CRLF line ends, not dot-stuffed (RFC
 	// 1870), when the parse already knows it; 0 when not.
 	WireSize int64
