@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,6 +26,7 @@ import (
 
 	"etrnflush/config"
 	"etrnflush/flush"
+	"etrnflush/internal/owner"
 	"etrnflush/sender"
 	"etrnflush/serve"
 	"etrnflush/spool"
@@ -37,6 +39,7 @@ const (
 	exDataErr  = 65
 	exIOErr    = 74
 	exTempFail = 75
+	exNoPerm   = 77
 	exConfig   = 78
 )
 
@@ -115,6 +118,8 @@ func exitCode(err error) int {
 		return exConfig
 	case errors.Is(err, spool.ErrLocked):
 		return exTempFail
+	case errors.Is(err, owner.ErrUnsafe):
+		return exNoPerm
 	case errors.As(err, &se):
 		return exIOErr
 	}
@@ -371,6 +376,17 @@ func checkConfigAction(c *cli.Context) error {
 	return nil
 }
 
+// becomeOwner switches a root run to the owner of the spool directory
+// (see package owner). A directory that does not exist holds nothing to
+// send, and the flush says so without creating anything.
+func becomeOwner(dir string) (owner.Switch, error) {
+	sw, err := owner.Become(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return sw, nil
+	}
+	return sw, err
+}
+
 func flushAction(c *cli.Context) error {
 	host, err := hostArg(c, false)
 	if err != nil {
@@ -389,6 +405,13 @@ func flushAction(c *cli.Context) error {
 	}
 	// Under Exim the umask is 0: never let spool copies become readable.
 	unix.Umask(0o077)
+	// Before any file is opened for writing (the log included): run as
+	// root, act as the spool directory's owner, so that the next run as
+	// that user can use everything this one leaves.
+	sw, err := becomeOwner(filepath.Dir(s.Spool))
+	if err != nil {
+		return err
+	}
 
 	logDest := s.Log
 	if logDest == "" {
@@ -410,6 +433,9 @@ func flushAction(c *cli.Context) error {
 			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: close log: %v\n", cerr)
 		}
 	}()
+	if sw.Changed {
+		log.Debugf("host=%s running as %s", host, sw)
+	}
 
 	so := sender.Options{
 		Helo:         s.Helo,
