@@ -243,7 +243,7 @@ func TestManPageEtrnflush8(t *testing.T) {
 		}
 	}
 	// Exit codes, both ways: these are what a calling MTA acts on.
-	codes := []int{exOK, exUsage, exDataErr, exIOErr, exTempFail, exConfig}
+	codes := []int{exOK, exUsage, exDataErr, exIOErr, exTempFail, exNoPerm, exConfig}
 	for _, c := range codes {
 		if !exitDocumented[c] {
 			t.Errorf("%s: exit status %d is not in EXIT STATUS", page, c)
