@@ -797,3 +797,105 @@ func TestSmtpSinkFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestSmtpSinkMessageLimit: smtp-sink -M 5 exits once it has read the
+// fifth message's dot, before it answers it (smtp-sink(1): "Terminate
+// after receiving count messages"). So the first four are sent, the fifth
+// is uncertain (and in the dumps), the process is gone: the reconnect
+// etrnflush makes for the rest is refused, and they are kept. A second run
+// into a new sink sends what was kept, the fifth again: the one duplicate
+// etrnflush(8) allows, nothing lost.
+func TestSmtpSinkMessageLimit(t *testing.T) {
+	const host = "sink.example"
+	msgs := sinkMessages("limit", host, 12)
+	s := startSmtpSink(t, "-M", "5")
+	spool := sinkSpool(t, host, msgs)
+	r := flushToSink(t, s, spool, host)
+	first := s.dumped(t)
+	checkSinkRun(t, msgs, r, first, sinkExpect{code: 75, sent: 4, uncertain: 1, deferred: 7, uncertainDumped: true})
+	if !strings.Contains(r.stderr, "reconnecting for what is left: session 2") {
+		t.Errorf("no reconnect after the sink ended the session")
+	}
+	if st := r.status[msgs[4].To[0]]; st != "uncertain" {
+		t.Errorf("the fifth message: status=%q, want uncertain", st)
+	}
+
+	s2 := startSmtpSink(t)
+	var rest []envMsg
+	for _, m := range msgs {
+		if _, ok := r.kept[m.To[0]]; ok {
+			rest = append(rest, m)
+		}
+	}
+	r2 := flushToSink(t, s2, spool, host)
+	second := s2.dumped(t)
+	checkSinkRun(t, rest, r2, second, sinkExpect{sent: 8})
+	times := map[string]int{}
+	for _, d := range append(first, second...) {
+		_, to, err := d.envelope()
+		if err == nil && len(to) > 0 {
+			times[to[0]]++
+		}
+	}
+	for i, m := range msgs {
+		want := 1
+		if i == 4 {
+			want = 2
+		}
+		if times[m.To[0]] != want {
+			t.Errorf("%s: dumped %d times over both runs, want %d", m, times[m.To[0]], want)
+		}
+	}
+}
+
+// TestSmtpSinkSMTPUTF8: smtp-sink never offers SMTPUTF8 (nor SIZE). A
+// message with a non-ASCII sender, or a non-ASCII recipient, can never go
+// to it: failed at once with 5.6.7, into the failed folder, exit 0; the
+// others are sent (with no SIZE= on MAIL).
+func TestSmtpSinkSMTPUTF8(t *testing.T) {
+	const host = "sink.example"
+	msgs := sinkMessages("utf8", host, 4)
+	msgs[1].From = "j\xc3\xbcrgen@sender.example"
+	msgs[2].To = []string{"u2@" + host, "fran\xc3\xa7oise@" + host}
+	s := startSmtpSink(t)
+	spool := sinkSpool(t, host, msgs)
+	r := flushToSink(t, s, spool, host)
+	checkSinkRun(t, msgs, r, s.dumped(t), sinkExpect{sent: 2, failed: 2, why: "5.6.7"})
+}
+
+// TestSmtpSinkEightBit: smtp-sink -8 does not offer 8BITMIME. With the
+// default eight_bit = "convert", 8-bit bodies arrive as quoted-printable
+// that decodes to the original, 7-bit messages unchanged, and a message
+// whose header holds 8-bit octets (cannot be converted) fails with 5.6.3.
+// With eight_bit = "refuse" every 8-bit message fails with 5.6.3.
+func TestSmtpSinkEightBit(t *testing.T) {
+	const host = "sink.example"
+	for _, mode := range []string{"convert", "refuse"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			msgs := sinkMessages("8bit-"+mode, host, 4)
+			hdr := envMsg{From: "alice@sender.example", To: []string{"u9@" + host},
+				Data: []byte("From: alice@sender.example\nSubject: Gr\xc3\xbc\xc3\x9fe\nMessage-ID: <8bit-hdr@test.example>\n\nbody\n")}
+			msgs = append(msgs, hdr)
+			conf := filepath.Join(t.TempDir(), "etrnflush.toml")
+			if err := os.WriteFile(conf, []byte("log = \"stderr\"\neight_bit = \""+mode+"\"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			s := startSmtpSink(t, "-8")
+			spool := sinkSpool(t, host, msgs)
+			r := flushToSink(t, s, spool, host, "-c", conf)
+			want := sinkExpect{sent: 4, failed: 1, why: "5.6.3", converted: true}
+			if mode == "refuse" {
+				want = sinkExpect{sent: 2, failed: 3, why: "5.6.3", converted: true}
+			}
+			checkSinkRun(t, msgs, r, s.dumped(t), want)
+			for _, m := range msgs {
+				l := r.lines[m.To[0]]
+				conv := strings.Contains(l, "converted=7bit")
+				if wantConv := mode == "convert" && r.status[m.To[0]] == "sent" && isEightBit(m.Data); conv != wantConv {
+					t.Errorf("%s: converted=7bit in its log line: %v, want %v: %s", m, conv, wantConv, l)
+				}
+			}
+		})
+	}
+}
