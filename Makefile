@@ -1,6 +1,7 @@
 # etrnflush: build, test, check, install.
-# `make test` is what CI runs (.ci/run installs Exim first, for the
-# real-MTA tests; without Exim they skip with a one-line message).
+# `make test` is what CI runs (.ci/run installs Exim and unpacks Postfix's
+# smtp-sink first, for the real-MTA tests; without them they skip with a
+# one-line message).
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
