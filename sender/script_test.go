@@ -29,6 +29,17 @@ type peer struct {
 	c       net.Conn
 	br      *bufio.Reader
 	release chan struct{} // closed by the test once the client is done
+	// patience bounds each read (default 5 s); the memory tests, which
+	// check allocation and not speed, wait longer for a -race build on a
+	// loaded machine to count and stream 64 MiB.
+	patience time.Duration
+}
+
+func (p *peer) deadline() time.Time {
+	if p.patience > 0 {
+		return time.Now().Add(p.patience)
+	}
+	return time.Now().Add(5 * time.Second)
 }
 
 func (p *peer) send(lines ...string) {
@@ -43,7 +54,7 @@ func (p *peer) send(lines ...string) {
 // expect reads one command line and checks it starts with prefix.
 func (p *peer) expect(prefix string) string {
 	p.t.Helper()
-	if err := p.c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+	if err := p.c.SetReadDeadline(p.deadline()); err != nil {
 		p.t.Errorf("peer deadline: %v", err)
 	}
 	l, err := p.br.ReadString('\n')
@@ -60,7 +71,7 @@ func (p *peer) expect(prefix string) string {
 // expectEOF checks the client closed without sending anything more.
 func (p *peer) expectEOF() {
 	p.t.Helper()
-	if err := p.c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+	if err := p.c.SetReadDeadline(p.deadline()); err != nil {
 		p.t.Errorf("peer deadline: %v", err)
 	}
 	if l, err := p.br.ReadString('\n'); err == nil || l != "" {
@@ -75,7 +86,7 @@ func (p *peer) data(keep bool) (wire []byte, n int64, ok bool) {
 	var buf bytes.Buffer
 	bol := true
 	for {
-		if err := p.c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		if err := p.c.SetReadDeadline(p.deadline()); err != nil {
 			p.t.Errorf("peer deadline: %v", err)
 		}
 		l, err := p.br.ReadSlice('\n')
@@ -1000,6 +1011,7 @@ func TestContextCancelDuringDot(t *testing.T) {
 func TestBodyMemoryFlat(t *testing.T) {
 	const size = 64 << 20
 	addr, _ := runPeer(t, func(p *peer) {
+		p.patience = 2 * time.Minute
 		p.greet("SIZE")
 		p.envelope(1)
 		if _, n, ok := p.data(false); !ok || n < size {
@@ -1009,7 +1021,9 @@ func TestBodyMemoryFlat(t *testing.T) {
 		p.expect("QUIT")
 		p.send("221 bye")
 	})
-	sendFlat(t, testOptions(addr), size)
+	o := testOptions(addr)
+	o.Timeout, o.DataTimeout = 2*time.Minute, 2*time.Minute
+	sendFlat(t, o, size)
 }
 
 // sendFlat sends one message of size octets over a session dialled with o
