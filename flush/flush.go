@@ -101,8 +101,9 @@ type run struct {
 	sum  Summary
 	sess *sender.Session
 	dead bool // the connection failed in this run: do not redial for another pass
-	// conns counts the sessions dialled in this run; progress what they
-	// achieved: outcomes settled, messages set aside for one retry.
+	// conns counts the sessions dialled in this run; progress the
+	// outcomes they settled. A session that settled nothing (a server
+	// that hangs up at every MAIL) is not followed by another.
 	conns, progress int
 	retried         map[string]bool // spool ids offered again after a session ended
 }
@@ -245,7 +246,6 @@ func (r *run) pass(ctx context.Context) (err error) {
 				r.retried = map[string]bool{}
 			}
 			r.retried[group[0].ID] = true
-			r.progress++
 			f.retry = append(f.retry, group)
 			return nil
 		}
