@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/syslog"
 	"net"
 	"os"
 	"os/signal"
@@ -137,8 +138,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return code
 		}
 		fmt.Fprintf(stderr, "etrnflush: error: %s\n", oneLine(err.Error()))
+		var le loggedError
+		if !errors.As(err, &le) && !isTerminal(os.Stderr) {
+			// Under Exim and inetd standard error goes nowhere: a fatal
+			// error that is in no log yet goes to syslog too.
+			alertSyslog(oneLine(err.Error()))
+		}
 	}
 	return code
+}
+
+// alertSyslog writes a fatal error to syslog at mail.err. If syslog is not
+// there either, nothing more can be done.
+func alertSyslog(msg string) {
+	w, err := syslog.New(syslog.LOG_MAIL|syslog.LOG_ERR, "etrnflush")
+	if err != nil {
+		return
+	}
+	_ = w.Err("error: " + msg)
+	_ = w.Close()
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
@@ -376,6 +394,43 @@ func checkConfigAction(c *cli.Context) error {
 	return nil
 }
 
+// openLog opens the log the settings name. Nothing may fail silently
+// where nobody reads standard error (under Exim and inetd): a log file
+// that cannot be opened falls back to syslog, syslog to standard error,
+// each with a warning in the log that is used. A dry run writes no file:
+// it logs to standard error unless syslog is asked for.
+func openLog(c *cli.Context, dest string, dryRun bool) *flush.Logger {
+	verbose := c.Bool("verbose")
+	if dest == "" {
+		dest = "syslog"
+		if isTerminal(os.Stderr) {
+			dest = "stderr"
+		}
+	}
+	if dryRun && dest != "syslog" {
+		dest = "stderr"
+	}
+	log, err := flush.NewLogger(dest, verbose)
+	if err == nil {
+		return log
+	}
+	if dest != "syslog" && dest != "stderr" {
+		if sys, serr := flush.NewLogger("syslog", verbose); serr == nil {
+			sys.Warnf("cannot use the log file: %v; logging to syslog", err)
+			return sys
+		}
+	}
+	// No syslog socket (a container): stderr beats losing the log.
+	log = flush.NewWriterLogger(c.App.ErrWriter, verbose)
+	log.Warnf("%v; logging to standard error", err)
+	return log
+}
+
+// loggedError is an error the run's log already holds.
+type loggedError struct{ error }
+
+func (e loggedError) Unwrap() error { return e.error }
+
 // becomeOwner switches a root run to the owner of the spool directory
 // (see package owner). A directory that does not exist holds nothing to
 // send, and the flush says so without creating anything.
@@ -413,21 +468,8 @@ func flushAction(c *cli.Context) error {
 		return err
 	}
 
-	logDest := s.Log
-	if logDest == "" {
-		logDest = "syslog"
-		if isTerminal(os.Stderr) {
-			logDest = "stderr"
-		}
-	}
-	log, err := flush.NewLogger(logDest, c.Bool("verbose"))
-	if err != nil && logDest == "syslog" {
-		// No syslog socket (a container): stderr beats losing the log.
-		log = flush.NewWriterLogger(c.App.ErrWriter, c.Bool("verbose"))
-		log.Warnf("syslog unavailable (%v); logging to stderr", err)
-	} else if err != nil {
-		return &exitError{exConfig, err}
-	}
+	dryRun := flagCtx(c, "dry-run").Bool("dry-run")
+	log := openLog(c, s.Log, dryRun)
 	defer func() {
 		if cerr := log.Close(); cerr != nil {
 			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: close log: %v\n", cerr)
@@ -463,7 +505,6 @@ func flushAction(c *cli.Context) error {
 	if so.TLSName == "" {
 		so.TLSName = host
 	}
-	dryRun := flagCtx(c, "dry-run").Bool("dry-run")
 	if !dryRun {
 		if so.Helo == "" {
 			if so.Helo, err = fqdn(); err != nil {
@@ -499,7 +540,7 @@ func flushAction(c *cli.Context) error {
 	defer stop()
 	sum, err := flush.Run(ctx, fc)
 	if err != nil {
-		return err // flush.Run has logged it
+		return loggedError{err} // flush.Run has logged it
 	}
 	if dryRun {
 		fmt.Fprintf(c.App.Writer, "summary host=%s layout=%s would_send=%d would_quarantine=%d bytes=%d\n",

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -37,7 +38,9 @@ func NewLogger(dest string, verbose bool) (*Logger, error) {
 		}
 		l.sys, l.closer = w, w
 	default:
-		f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		// Never through a symbolic link: the log's directory may be
+		// writable by a less trusted user.
+		f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o640)
 		if err != nil {
 			return nil, fmt.Errorf("open log file: %w", err)
 		}
