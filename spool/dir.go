@@ -66,8 +66,20 @@ func (bsmtpDir) open(s *entrySpool, c candidate) (*unit, string, error) {
 			_ = f.Close() // read-only
 			return nil, "", fmt.Errorf("read %s: %w", p, err)
 		}
-		if e.Msg == nil {
-			damage = append(damage, fmt.Sprintf("line %d: %s", e.Line, e.Damage))
+		reason := ""
+		switch {
+		case e.Inner != nil:
+			// Exim writes these files whole under a temp.* name, so this
+			// is no torn append of Exim's; the file goes to quarantine
+			// whole rather than being cut on a guess.
+			reason = fmt.Sprintf("line %d: a BSMTP envelope (MAIL FROM, RCPT TO and DATA lines) at line %d inside the entry", e.Line, e.Inner.Line)
+		case e.Msg == nil:
+			reason = fmt.Sprintf("line %d: %s", e.Line, e.Damage)
+		case e.Msg.HeaderProblem != "":
+			reason = fmt.Sprintf("line %d: header block is not RFC 5322 header lines (%s)", e.Line, e.Msg.HeaderProblem)
+		}
+		if reason != "" {
+			damage = append(damage, reason)
 			if len(damage) == maxDamageReasons {
 				// The file goes to quarantine whole; the rest is not read.
 				damage = append(damage, "(not read further)")

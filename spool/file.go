@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -357,6 +358,34 @@ func (w *workFile) next() (*Message, error) {
 			w.parsed, w.lastLn = resume, ln
 			continue
 		}
+		if e.Inner != nil && !has {
+			// A torn append, most likely: never send the fragment, nor
+			// anything of the next delivery as part of it. The fragment
+			// goes to quarantine and reading resumes at the envelope,
+			// where a whole transaction is an ordinary message.
+			what := "the data of the message for " + addrList(e)
+			if e.Msg == nil {
+				what = "a damaged region (" + e.Damage + ")"
+			}
+			why := fmt.Sprintf("line %d: torn append: %s holds a BSMTP envelope (MAIL FROM, RCPT TO and DATA lines) at line %d; "+
+				"the part before it is quarantined and the envelope is read as the start of a message of its own "+
+				"(this copy runs on to the end of the entry, octet %d)", e.Line, what, e.Inner.Line, e.End)
+			if err := w.quarantineRegion(e.Start, e.Inner.Off, e.End, why); err != nil {
+				return nil, err
+			}
+			w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, e.Inner.Off, 1<<62), e.Inner.Off, e.Inner.Line)
+			w.parsed, w.lastLn = e.Inner.Off, e.Inner.Line
+			continue
+		}
+		if e.Msg != nil && e.Msg.HeaderProblem != "" && !has {
+			why := fmt.Sprintf("line %d: message for %s: its header block is not RFC 5322 header lines (%s): "+
+				"not written by Exim as one message", e.Line, addrList(e), e.Msg.HeaderProblem)
+			if err := w.quarantineRegion(e.Start, e.End, e.End, why); err != nil {
+				return nil, err
+			}
+			w.parsed, w.lastLn = e.End, 0
+			continue
+		}
 		if e.Msg == nil {
 			if e.Incomplete {
 				grew, err := w.growFrom(e)
@@ -489,26 +518,52 @@ func countLines(r io.ReaderAt, n int64) (int, error) {
 // quarantine copies a damaged region aside; its q record follows once the
 // messages before it are settled.
 func (w *workFile) quarantine(e bsmtp.Entry) error {
-	id := w.id(e.Start)
 	why := fmt.Sprintf("line %d: %s", e.Line, e.Damage)
 	if e.Incomplete {
 		why += " (incomplete, did not grow under the lock)"
 	}
+	return w.quarantineRegion(e.Start, e.End, e.End, why)
+}
+
+// quarantineRegion quarantines [start,end) of the file: the copy holds
+// [start,copyEnd), which may run on past end so that the admin sees all a
+// decision was made on.
+func (w *workFile) quarantineRegion(start, end, copyEnd int64, why string) error {
+	id := w.id(start)
 	if w.s.o.DryRun {
-		w.s.o.Report(Event{Kind: "quarantine", ID: id, Reason: "would quarantine: " + why, Size: e.End - e.Start})
+		w.s.o.Report(Event{Kind: "quarantine", ID: id, Reason: "would quarantine: " + why, Size: end - start})
 		return nil
 	}
 	err := writeCopy(quarantineDir(w.s.d, w.s.base), id, func(wr io.Writer) error {
-		_, err := io.Copy(wr, io.NewSectionReader(w.f, e.Start, e.End-e.Start))
+		_, err := io.Copy(wr, io.NewSectionReader(w.f, start, copyEnd-start))
 		return err
 	}, why)
 	if err != nil {
 		return fmt.Errorf("quarantine %s: %w", id, err)
 	}
-	w.s.o.Report(Event{Kind: "quarantine", ID: id, Reason: why, Size: e.End - e.Start})
-	w.s.fifo = append(w.s.fifo, &item{w: w, off: e.Start, end: e.End})
+	w.s.o.Report(Event{Kind: "quarantine", ID: id, Reason: why, Size: end - start})
+	w.s.fifo = append(w.s.fifo, &item{w: w, off: start, end: end})
 	w.out++
 	return w.s.drain()
+}
+
+// addrList names the recipients of a message entry for a reason.
+func addrList(e bsmtp.Entry) string {
+	if e.Msg == nil {
+		return "-"
+	}
+	var b strings.Builder
+	for i, a := range e.Msg.To {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if i == 3 {
+			fmt.Fprintf(&b, "and %d more", len(e.Msg.To)-3)
+			break
+		}
+		b.WriteString("<" + a + ">")
+	}
+	return b.String()
 }
 
 func (w *workFile) record(r record, newSeg bool) error {
