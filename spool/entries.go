@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"etrnflush/bsmtp"
 )
 
@@ -359,12 +357,12 @@ func listDir(dir string, o Options, fn func(name string, mtime int64) error) err
 // symlink. nil, nil: it is gone. errNotRegular: it is there but not a
 // regular file.
 func openEntryFile(p string) (*os.File, os.FileInfo, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	f, err := openRegular(p, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, nil
 	}
-	if errors.Is(err, unix.ELOOP) {
-		return nil, nil, errNotRegular
+	if errors.Is(err, errNotRegular) {
+		return nil, nil, err
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("open %s: %w", p, err)
@@ -374,14 +372,8 @@ func openEntryFile(p string) (*os.File, os.FileInfo, error) {
 		_ = f.Close() // read-only
 		return nil, nil, fmt.Errorf("fstat %s: %w", p, err)
 	}
-	if !fi.Mode().IsRegular() {
-		_ = f.Close() // read-only
-		return nil, nil, errNotRegular
-	}
 	return f, fi, nil
 }
-
-var errNotRegular = errors.New("not a regular file")
 
 // moveInto renames src into qd as name, if src still exists.
 func moveInto(src, qd, name string) error {

@@ -118,6 +118,14 @@ func (s *fileSpool) Next() (*Message, error) {
 			continue
 		}
 		m, err := w.next()
+		if errors.Is(err, errNotRegular) && w.state == wUnopened {
+			// The work file or its journal is a symlink, a FIFO or
+			// the like: not ours to read, and no reason to keep the
+			// other batches from going out.
+			w.state = wFinished
+			s.o.Report(Event{Kind: "notice", ID: filepath.Base(w.path), Reason: "skipped: " + err.Error()})
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -136,7 +144,14 @@ func (s *fileSpool) Next() (*Message, error) {
 
 // claimPath takes Exim's file, or in a dry run reads it where it is.
 func (s *fileSpool) claimPath() error {
-	if _, err := os.Lstat(s.o.Path); errors.Is(err, os.ErrNotExist) {
+	fi, err := os.Lstat(s.o.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err == nil && !fi.Mode().IsRegular() {
+		// Open let this through because earlier work files are left:
+		// those went out; this is not Exim's file.
+		s.o.Report(Event{Kind: "notice", ID: s.base, Reason: "skipped: " + s.o.Path + " is " + typeName(fi.Mode()) + ", not Exim's spool file"})
 		return nil
 	}
 	if s.o.DryRun {
@@ -252,7 +267,7 @@ func (w *workFile) open() error {
 	if w.s.o.DryRun {
 		flag = os.O_RDONLY
 	}
-	f, err := os.OpenFile(w.path, flag|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	f, err := openRegular(w.path, flag, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", w.path, err)
 	}
@@ -260,10 +275,6 @@ func (w *workFile) open() error {
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		_ = f.Close() // report the fstat error
 		return fmt.Errorf("fstat %s: %w", w.path, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		_ = f.Close() // report the type error
-		return fmt.Errorf("%s is not a regular file", w.path)
 	}
 	ready := func() {
 		w.f = f

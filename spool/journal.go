@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"etrnflush/bsmtp"
 )
 
@@ -69,7 +67,7 @@ type record struct {
 // usable journal for the work file (dev, ino): none, or a stale one.
 func loadJournal(path string, dev, ino uint64) (j *journal, stale bool, err error) {
 	j = &journal{path: path, dev: dev, ino: ino}
-	f, err := os.Open(path)
+	f, err := openRegular(path, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return j, false, nil
 	}
@@ -252,7 +250,7 @@ func (j *journal) openForWalk() (*os.File, error) {
 	if !j.exists || len(j.segs) == 0 {
 		return nil, nil
 	}
-	f, err := os.Open(j.path)
+	f, err := openRegular(j.path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("journal %s: %w", j.path, err)
 	}
@@ -277,7 +275,7 @@ func (j *journal) appendRecords(recs []record, newSegment bool) error {
 		j.exists, j.valid = true, int64(len(hdr))
 	}
 	if j.f == nil {
-		f, err := os.OpenFile(j.path, os.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		f, err := openRegular(j.path, os.O_WRONLY, 0)
 		if err != nil {
 			return fmt.Errorf("journal %s: %w", j.path, err)
 		}

@@ -232,8 +232,12 @@ func Open(o Options) (Spool, error) {
 			o.Report(Event{Kind: "layout", ID: b, Reason: s.Layout() + " (detected)"})
 		}
 		return s, nil
+	case len(works) > 0 || len(journals) > 0:
+		// Something planted where Exim's file goes; the batches earlier
+		// runs claimed are still ours to send (claimPath passes it by).
+		return newFileSpool(o, d, b, works, journals, false)
 	default:
-		return nil, &LayoutError{Path: o.Path, Found: "unknown", Reason: "neither a regular file nor a directory (" + fi.Mode().Type().String() + ")"}
+		return nil, &LayoutError{Path: o.Path, Found: "unknown", Reason: "neither a regular file nor a directory: it is " + typeName(fi.Mode())}
 	}
 }
 
