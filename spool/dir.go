@@ -54,7 +54,7 @@ func (bsmtpDir) open(s *entrySpool, c candidate) (*unit, string, error) {
 		}
 		return nil, "", err
 	}
-	u := &unit{name: p, f: f, size: fi.Size(), idBase: c.name + "." + genTag(fi.ModTime())}
+	u := &unit{name: p, f: f, size: fi.Size(), idBase: c.name + "." + genTag(fi.ModTime(), inoOf(fi))}
 	rd := bsmtp.NewReader(io.NewSectionReader(f, 0, fi.Size()))
 	var damage []string
 	for {
@@ -120,7 +120,7 @@ func (bsmtpDir) rewrite(_ *entrySpool, u *unit) error {
 	// kept message moves to the offset of a settled one. With the same
 	// date, its refusal in a later run would replace the settled
 	// message's failed copy.
-	return writeAtomic(filepath.Dir(u.name), u.name, 0o600, fi.ModTime().Add(time.Nanosecond), func(w io.Writer) error {
+	return writeAtomic(filepath.Dir(u.name), u.name, 0o600, fi.ModTime().Add(time.Nanosecond), false, func(w io.Writer) error {
 		bw := bsmtp.NewWriter(w)
 		for _, um := range u.msgs {
 			env := bsmtp.Envelope{From: um.env.From, To: um.pendingTo()}
@@ -143,7 +143,7 @@ func (bsmtpDir) remove(s *entrySpool, u *unit) error {
 }
 
 func (bsmtpDir) quarantine(s *entrySpool, u *unit, qd, id string) error {
-	if err := os.Rename(u.name, filepath.Join(qd, id+".bsmtp")); err != nil {
+	if _, err := moveNoReplace(u.name, filepath.Join(qd, id+".bsmtp")); err != nil {
 		return err
 	}
 	return syncDir(s.o.Path)

@@ -176,7 +176,15 @@ func (s *entrySpool) openUnit(c candidate) (*unit, error) {
 			_ = u.f.Close() // read-only; nothing to lose
 			u.f = nil
 		}
-		return nil, s.quarantineUnit(u, damage)
+		if err := s.quarantineUnit(u, damage); err != nil {
+			// One entry that cannot be moved (a full quarantine file
+			// system, a FIFO across file systems, permissions) must not
+			// keep the others from going out: it stays where it is, is
+			// never sent, and the next run tries again.
+			s.o.Report(Event{Kind: "notice", ID: privName(u.idBase),
+				Reason: "skipped: damaged (" + damage + ") but could not be quarantined, left in place: " + err.Error()})
+		}
+		return nil, nil
 	}
 	return u, nil
 }
@@ -194,20 +202,31 @@ func (s *entrySpool) quarantineUnit(u *unit, why string) error {
 	if err := mkdirPrivate(qd); err != nil {
 		return err
 	}
-	err := WriteFileAtomic(filepath.Join(qd, id+".why"), 0o600, func(w io.Writer) error {
-		_, err := io.WriteString(w, oneLine(why))
-		return err
+	var stem string
+	err := placeCopy(qd, id, quarantineExts, func(st string) error {
+		stem = st
+		whyPath := filepath.Join(qd, st+".why")
+		err := writeFileNew(whyPath, 0o600, func(w io.Writer) error {
+			_, err := io.WriteString(w, oneLine(why))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if err := s.kind.quarantine(s, u, qd, st); err != nil {
+			// A reason without its entry would only mislead.
+			_ = os.Remove(whyPath) // best effort; the move error is the one to report
+			return err
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("quarantine %s: %w", id, err)
-	}
-	if err := s.kind.quarantine(s, u, qd, id); err != nil {
 		return fmt.Errorf("quarantine %s: %w", id, err)
 	}
 	if err := syncDir(qd); err != nil {
 		return err
 	}
-	s.o.Report(Event{Kind: "quarantine", ID: id, Reason: why, Size: u.size})
+	s.o.Report(Event{Kind: "quarantine", ID: stem, Reason: why, Size: u.size})
 	return nil
 }
 
@@ -375,11 +394,13 @@ func openEntryFile(p string) (*os.File, os.FileInfo, error) {
 	return f, fi, nil
 }
 
-// moveInto renames src into qd as name, if src still exists.
+// moveInto moves src into qd as name, if src still exists, never
+// replacing a file there and copying when qd is on another file system
+// (see moveNoReplace).
 func moveInto(src, qd, name string) error {
-	err := os.Rename(src, filepath.Join(qd, name))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
+	_, err := moveNoReplace(src, filepath.Join(qd, name))
+	return err
 }
+
+// quarantineExts are the names an entry's quarantine copy may take.
+var quarantineExts = []string{".why", ".bsmtp", ".env", ".msg", ".eml"}

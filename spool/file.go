@@ -284,11 +284,11 @@ func (w *workFile) open() error {
 	}
 	mtime := time.Unix(st.Mtim.Unix())
 	if w.inPlace {
-		w.idBase = filepath.Base(w.path) + "." + genTag(mtime)
+		w.idBase = filepath.Base(w.path) + "." + genTag(mtime, st.Ino)
 		ready()
 		return nil
 	}
-	w.idBase = fmt.Sprintf("%020d.%s", w.nanos, genTag(mtime))
+	w.idBase = fmt.Sprintf("%020d.%s", w.nanos, genTag(mtime, st.Ino))
 	jp := w.journalPath()
 	jr, stale, err := loadJournal(jp, uint64(st.Dev), st.Ino)
 	if err != nil {

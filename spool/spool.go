@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"etrnflush/bsmtp"
@@ -330,13 +331,24 @@ func ownWorkTemp(prefix, name string) bool {
 }
 
 // genTag distinguishes versions of a file whose name stays the same across
-// rewrites, so that ids (and the quarantine and failed names built from
-// them) of different versions never collide. A rewrite that keeps the date
-// for the oldest-first order must still move it on (see bsmtpDir.rewrite);
-// a mailstore or maildir entry holds one message, whose failed copies are
-// told apart by their recipients.
-func genTag(mtime time.Time) string {
-	return strconv.FormatInt(mtime.UnixNano(), 36)
+// rewrites, so that the ids of different versions rarely collide: its date
+// and its inode number. Neither is enough alone: a file system with
+// 1-second timestamps (ext4 with 128-octet inodes, ext3, some NFS) gives
+// two rewrites in one second the same date, and a freed inode number is
+// handed out again. Together they still may collide, so nothing relies on
+// an id being unique: the failed and quarantine copies named after it are
+// never overwritten (see placeCopy).
+// It is a variable so that a test can make every tag collide.
+var genTag = func(mtime time.Time, ino uint64) string {
+	return strconv.FormatInt(mtime.UnixNano(), 36) + "i" + strconv.FormatUint(ino, 36)
+}
+
+// inoOf is the inode number of a file from its FileInfo (0 if unknown).
+func inoOf(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
 }
 
 type noneSpool struct{}
@@ -399,8 +411,10 @@ func writeFailed(d, base, id string, r *msgRef, failed []string, reason string) 
 	env := bsmtp.Envelope{From: r.env.From, To: failed}
 	// A message's id does not change while it waits in a work file, and
 	// a later run may refuse other recipients of it: name each copy after
-	// its recipients too, so that no copy replaces another. The same
-	// refusal after a crash rewrites the same copy, not a second one.
+	// its recipients too. Should the name still be taken (an id that
+	// collides, or the same refusal again after a crash), the copy gets a
+	// suffix: a second copy is harmless, a replaced one may be the only
+	// copy of a refused message.
 	sum := sha256.Sum256([]byte(strings.Join(failed, "\n")))
 	id += "-" + hex.EncodeToString(sum[:4])
 	err := writeCopy(failedDir(d, base), id, func(w io.Writer) error {
@@ -415,20 +429,57 @@ func writeFailed(d, base, id string, r *msgRef, failed []string, reason string) 
 	return nil
 }
 
-// writeCopy stores a BSMTP copy and its reason under dir/id.{bsmtp,why}.
-// The names depend only on id, so a redo after a crash overwrites.
+// writeCopy stores a BSMTP copy and its reason under dir/STEM.{bsmtp,why},
+// STEM being id or, if that is taken, id with a suffix (see placeCopy):
+// no copy ever replaces another.
 func writeCopy(dir, id string, body func(io.Writer) error, why string) error {
-	id = privName(id) // an id from a long spool file name must still fit
 	if err := mkdirPrivate(dir); err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(filepath.Join(dir, id+".bsmtp"), 0o600, body); err != nil {
+	return placeCopy(dir, id, []string{".bsmtp", ".why"}, func(stem string) error {
+		if err := writeFileNew(filepath.Join(dir, stem+".bsmtp"), 0o600, body); err != nil {
+			return err
+		}
+		return writeFileNew(filepath.Join(dir, stem+".why"), 0o600, func(w io.Writer) error {
+			_, err := io.WriteString(w, oneLine(why))
+			return err
+		})
+	})
+}
+
+// maxCopySuffix bounds the suffixes tried for one copy's name.
+const maxCopySuffix = 1000
+
+// placeCopy calls write with the first stem of id, id~1, id~2, ... for
+// which no file with any of exts exists in dir, and again with the next
+// one if write finds its first name taken after all (os.ErrExist from a
+// no-replace write or move): the names are claimed by the writes
+// themselves, never by the look, so nothing is overwritten even if the
+// look was wrong. Only the host lock's holder writes in these folders.
+func placeCopy(dir, id string, exts []string, write func(stem string) error) error {
+	id = privName(id) // an id from a long spool file name must still fit
+	for n := 0; n < maxCopySuffix; n++ {
+		stem := id
+		if n > 0 {
+			stem = id + "~" + strconv.Itoa(n)
+		}
+		taken := false
+		for _, ext := range exts {
+			if _, err := os.Lstat(filepath.Join(dir, stem+ext)); !errors.Is(err, os.ErrNotExist) {
+				taken = true
+				break
+			}
+		}
+		if taken {
+			continue
+		}
+		err := write(stem)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
 		return err
 	}
-	return WriteFileAtomic(filepath.Join(dir, id+".why"), 0o600, func(w io.Writer) error {
-		_, err := io.WriteString(w, oneLine(why))
-		return err
-	})
+	return fmt.Errorf("%s: %d copies named %s already", dir, maxCopySuffix, id)
 }
 
 // statusesAfter merges this run's outcome into the stored statuses and
