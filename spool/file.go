@@ -57,7 +57,8 @@ type workFile struct {
 	jr      *journal
 	wk      *walker
 	wkFile  *os.File
-	out     int // fifo items of this file: messages not settled, q records not written
+	out     int   // fifo items of this file: messages not settled, q records not written
+	owed    int64 // journal octets reserved for them (see journal.reserve)
 }
 
 type item struct {
@@ -65,6 +66,7 @@ type item struct {
 	m   *Message // nil: a quarantined region whose q record is due
 	off int64
 	end int64
+	rl  int64 // journal octets owed for its record
 }
 
 func newFileSpool(o Options, d, b string, works, journals []int64, hasPath bool) (*fileSpool, error) {
@@ -130,7 +132,17 @@ func (s *fileSpool) Next() (*Message, error) {
 			return nil, err
 		}
 		if m != nil {
-			s.fifo = append(s.fifo, &item{w: w, m: m, off: m.ref.off})
+			rl := recordLen(m.ref.off, len(m.ref.env.To))
+			if !s.o.DryRun {
+				if err := w.jr.reserve(w.owed + rl); err != nil {
+					// Not handed out: it stays pending, and nothing
+					// is sent that could not be recorded.
+					w.out--
+					return nil, err
+				}
+			}
+			w.owed += rl
+			s.fifo = append(s.fifo, &item{w: w, m: m, off: m.ref.off, rl: rl})
 			return m, nil
 		}
 		if err := s.drain(); err != nil {
@@ -183,6 +195,7 @@ func (s *fileSpool) drain() error {
 		}
 		s.fifo = s.fifo[1:]
 		it.w.out--
+		it.w.owed -= it.rl
 		if err := it.w.maybeFinish(); err != nil {
 			return err
 		}
@@ -212,6 +225,7 @@ func (s *fileSpool) Settle(m *Message, out []Outcome, reason string) error {
 	// Whatever happens below, the message is no longer in flight: without
 	// a record it counts as fully pending.
 	r.settled = true
+	w.owed -= s.fifo[0].rl
 	s.fifo = s.fifo[1:]
 	w.out--
 	if s.o.DryRun {
@@ -545,6 +559,12 @@ func (w *workFile) quarantineRegion(start, end, copyEnd int64, why string) error
 		w.s.o.Report(Event{Kind: "quarantine", ID: id, Reason: "would quarantine: " + why, Size: end - start})
 		return nil
 	}
+	// The q record must fit too: without it the next run would
+	// quarantine the region again.
+	rl := int64(2*len(strconv.FormatInt(end, 10)) + 3 + len("run\n"))
+	if err := w.jr.reserve(w.owed + rl); err != nil {
+		return fmt.Errorf("quarantine %s: %w", id, err)
+	}
 	err := writeCopy(quarantineDir(w.s.d, w.s.base), id, func(wr io.Writer) error {
 		_, err := io.Copy(wr, io.NewSectionReader(w.f, start, copyEnd-start))
 		return err
@@ -553,7 +573,8 @@ func (w *workFile) quarantineRegion(start, end, copyEnd int64, why string) error
 		return fmt.Errorf("quarantine %s: %w", id, err)
 	}
 	w.s.o.Report(Event{Kind: "quarantine", ID: id, Reason: why, Size: end - start})
-	w.s.fifo = append(w.s.fifo, &item{w: w, off: start, end: end})
+	w.owed += rl
+	w.s.fifo = append(w.s.fifo, &item{w: w, off: start, end: end, rl: rl})
 	w.out++
 	return w.s.drain()
 }
@@ -620,8 +641,19 @@ func (w *workFile) finish(closing bool) (err error) {
 	// between the walk and the rename or unlink.
 	w.state = wFinished
 	defer func() { err = errors.Join(err, w.closeFiles()) }()
-	if w.jr == nil || !w.jr.records {
+	if w.jr == nil {
 		return nil
+	}
+	if !w.jr.records {
+		// Created only to reserve room for records that never came:
+		// it says nothing, and its preallocated blocks are freed.
+		if !w.jr.exists {
+			return nil
+		}
+		if err := w.jr.close(); err != nil {
+			return err
+		}
+		return removeIfExists(w.jr.path)
 	}
 	if err := w.jr.reload(); err != nil {
 		return err
