@@ -1,0 +1,332 @@
+package main
+
+// End-to-end tests of the spool's integrity on an admin's bad day: torn
+// appends (by hand and by a real Exim killed mid-write), a full disk, a
+// file system with 1-second timestamps, a spool on its own file system and
+// FIFOs or symlinks planted where spool files are read. Each logs one
+// "figures:" line (runs, kills, faults, messages, lost, duplicated) for the
+// issue note.
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// tornMsg makes a message whose every line names its recipient, so that
+// text delivered to anybody else shows.
+func tornMsg(who string, bodyLines, headerFill int) envMsg {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "From: <s@sender.example>\nSubject: for %s\nMessage-ID: <%s@torn.example>\n", who, who)
+	for i := range headerFill {
+		fmt.Fprintf(&b, "X-Fill-%d: %s-header %s\n", i, who, strings.Repeat("h", 300))
+	}
+	b.WriteString("\n")
+	for i := range bodyLines {
+		fmt.Fprintf(&b, "%s-text line %d %s\n", who, i, strings.Repeat("t", 60))
+	}
+	return envMsg{From: "s@sender.example", To: []string{who + "@torn.example"}, Data: b.Bytes()}
+}
+
+// checkTorn checks what a flush delivered against want (each exactly
+// once): no message holds an envelope line, and every message carries only
+// its own recipient's text. It returns lost and duplicated counts.
+func checkTorn(t *testing.T, got []envMsg, want []envMsg) (lost, dup int) {
+	t.Helper()
+	seen := map[string]int{}
+	for _, m := range got {
+		for _, l := range bytes.Split(m.Data, []byte("\n")) {
+			if bytes.Contains(l, []byte("MAIL FROM:")) || bytes.HasPrefix(l, []byte("RCPT TO:")) || string(l) == "DATA" {
+				t.Errorf("delivered to %v with an envelope line: %q", m.To, l)
+			}
+		}
+		if len(m.To) != 1 {
+			t.Errorf("delivered to %v: more than one recipient", m.To)
+			continue
+		}
+		who := strings.TrimSuffix(m.To[0], "@torn.example")
+		for _, other := range want {
+			o := strings.TrimSuffix(other.To[0], "@torn.example")
+			if o != who && (bytes.Contains(m.Data, []byte(o+"-text")) || bytes.Contains(m.Data, []byte(o+"-header"))) {
+				t.Errorf("%s received %s's text", who, o)
+			}
+		}
+		seen[m.To[0]]++
+	}
+	for _, w := range want {
+		switch n := seen[w.To[0]]; {
+		case n == 0:
+			lost++
+			t.Errorf("%s's message was not delivered", w.To[0])
+		case n > 1:
+			dup += n - 1
+			t.Errorf("%s's message was delivered %d times", w.To[0], n)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d messages delivered, want %d", len(got), len(want))
+	}
+	return lost, dup
+}
+
+func integrityArgs(path, host string, rec *recorder, extra ...string) []string {
+	args := []string{"flush", "--spool", path, "--to", rec.addr, "--tls", "none", "--helo", "test.example", "--timeout", "20s"}
+	return append(append(args, extra...), host)
+}
+
+// Torn appends written by hand: a message cut in its headers, in its
+// body and inside its envelope lines, with the next delivery appended
+// right after the fragment. The fragment is quarantined (exit 65), the
+// complete messages around it arrive once, to their own recipients.
+func TestIntegrityTornAppendByHand(t *testing.T) {
+	victim := eximBSMTP([]envMsg{tornMsg("victim", 40, 3)})
+	cut := func(sub string, plus int) int { return bytes.Index(victim, []byte(sub)) + plus }
+	cuts := []struct {
+		name string
+		at   int
+	}{
+		{"in the headers", cut("X-Fill-1", 4)},
+		{"in the body", cut("victim-text line 20", 9)},
+		{"at a body line end", cut("victim-text line 21", 0)},
+		{"inside the MAIL line", 14},
+		{"inside the RCPT line", cut("RCPT TO:<vic", 12)},
+		{"after the envelope lines", cut("DATA", 0)},
+	}
+	var runs, msgs, lost, dup int
+	for _, c := range cuts {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			const host = "torn.example"
+			path := filepath.Join(dir, host)
+			before, after, last := tornMsg("alice", 30, 0), tornMsg("bob", 30, 0), tornMsg("carol", 5, 0)
+			var file bytes.Buffer
+			file.Write(eximBSMTP([]envMsg{before}))
+			file.Write(victim[:c.at])
+			file.Write(eximBSMTP([]envMsg{after, last}))
+			if err := os.WriteFile(path, file.Bytes(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			rec := newRecorder(t)
+			_, stderr, code := runEtrnflush(t, integrityArgs(path, host, rec)...)
+			runs++
+			if code != 65 {
+				t.Errorf("exit %d, want 65 (quarantined); stderr:\n%s", code, stderr)
+			}
+			if !strings.Contains(stderr, "status=quarantined") || !strings.Contains(stderr, "BSMTP envelope") {
+				t.Errorf("no quarantine line naming the envelope found; stderr:\n%s", stderr)
+			}
+			l, d := checkTorn(t, rec.messages(), []envMsg{before, after, last})
+			msgs += 3
+			lost += l
+			dup += d
+			q := privateFiles(t, dir, host)["quarantine"]
+			if len(q) != 2 {
+				t.Fatalf("quarantine holds %v, want the fragment and its reason", q)
+			}
+			for _, f := range q {
+				if strings.HasSuffix(f, ".bsmtp") {
+					b, err := os.ReadFile(f)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.HasPrefix(b, victim[:c.at]) {
+						t.Errorf("quarantine copy does not begin with the fragment")
+					}
+				}
+			}
+			// A second run finds nothing more to send.
+			_, stderr, code = runEtrnflush(t, integrityArgs(path, host, rec)...)
+			runs++
+			if code != 0 || len(rec.messages()) != 3 {
+				t.Errorf("second run: exit %d, %d delivered in all; stderr:\n%s", code, len(rec.messages()), stderr)
+			}
+		})
+	}
+	t.Logf("figures: torn appends by hand: runs=%d kills=0 faults=%d (torn fragments) messages=%d lost=%d duplicated=%d", runs, len(cuts), msgs, lost, dup)
+}
+
+// needStrace returns strace, or skips (fails under CI, whose .ci/run
+// installs it).
+func needStrace(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("strace")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("strace not installed: .ci/run installs it")
+		}
+		t.Skip("strace not installed: apt-get install strace")
+	}
+	return p
+}
+
+// A real Exim whose delivery is killed mid-write: strace slows each write
+// to the spool file (delay_exit), and the whole process group is killed
+// once the file holds the wanted part of the message. The lock file Exim
+// leaves is removed as lockfile_timeout would; Exim then appends the next
+// message after the fragment, and redelivers the killed one after that.
+func TestIntegrityTornAppendEximKilled(t *testing.T) {
+	r := newRig(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: strace cannot trace the setuid Exim otherwise")
+	}
+	strace := needStrace(t)
+	const host = "file.rt.example"
+	mk := func(who string, body, fill int) envMsg {
+		m := tornMsg(who, body, fill)
+		m.To = []string{who + "@" + host}
+		return m
+	}
+	envLen := func(m envMsg) int64 {
+		return int64(len("MAIL FROM:<"+m.From+">\n") + len("RCPT TO:<"+m.To[0]+">\n") + len("DATA\n"))
+	}
+	cuts := []struct {
+		name   string
+		fill   int                       // header lines of 300 octets: 40 put the first 8 KiB write inside the headers
+		octets func(victim envMsg) int64 // kill once the file holds this much of the victim
+	}{
+		{"inside the envelope lines", 0, func(v envMsg) int64 { return int64(len("MAIL FROM:<" + v.From + ">\n")) }},
+		{"in the headers", 40, func(v envMsg) int64 { return envLen(v) + 1 }},
+		{"in the body", 0, func(v envMsg) int64 { return envLen(v) + 2*8189 }},
+	}
+	var runs, kills, msgs, lost, dup int
+	for _, c := range cuts {
+		t.Run(c.name, func(t *testing.T) {
+			w := r.newWriter(t)
+			path := w.filePath(host)
+			alice, victim, carol, dave := mk("alice", 20, 0), mk("victim", 2000, c.fill), mk("carol", 20, 0), mk("dave", 20, 0)
+			if err := w.inject(alice.From, alice.To, alice.Data); err != nil {
+				t.Fatal(err)
+			}
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			base := fi.Size()
+			want := base + c.octets(victim)
+			args := []string{"-f", "-qq", "-P", path, "-e", "trace=write", "-e", "inject=write:delay_exit=300000",
+				w.r.exim, "-C", filepath.Join(w.r.dir, "writer.conf"), "-DWRITER_DIR=" + w.dir}
+			args = append(args, w.r.userDefines()...)
+			args = append(args, "-odi", "-oi", "-f", victim.From)
+			args = append(args, victim.To...)
+			cmd := exec.Command(strace, args...)
+			cmd.Stdin = bytes.NewReader(victim.Data)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				fi, err := os.Stat(path)
+				if err == nil && fi.Size() >= want {
+					break
+				}
+				if time.Now().After(deadline) {
+					_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+					_ = cmd.Wait()
+					t.Fatalf("the file did not grow to %d octets in 60s\n%s%s", want, out.String(), eximLogs(w.dir))
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			// Exim's delivery process is in a session of its own: kill
+			// the writer itself first, then strace and the rest.
+			writers := holders(t, path)
+			if len(writers) == 0 {
+				t.Fatal("no process holds the spool file open")
+			}
+			for _, pid := range writers {
+				if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // may be gone already
+			_ = cmd.Wait()                                      // killed: its status says so
+			kills++
+			time.Sleep(100 * time.Millisecond) // let the kernel reap the group
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			frag := b[base:]
+			if bytes.HasSuffix(frag, []byte("\n.\n")) || len(frag) == 0 {
+				t.Fatalf("the kill came too late: %d octets of the victim, complete", len(frag))
+			}
+			t.Logf("killed Exim with %d octets of the victim's %d in the file", len(frag), len(eximBSMTP([]envMsg{victim})))
+			if !clearStaleEximLock(t, path, "the killed delivery") {
+				t.Errorf("the killed delivery left no lock file")
+			}
+			// The next delivery goes right after the fragment; then the
+			// killed one is delivered again, whole.
+			if err := w.inject(carol.From, carol.To, carol.Data); err != nil {
+				t.Fatal(err)
+			}
+			w.flushQueue(t)
+			if err := w.inject(dave.From, dave.To, dave.Data); err != nil {
+				t.Fatal(err)
+			}
+			rec := newRecorder(t)
+			_, stderr, code := runEtrnflush(t, integrityArgs(path, host, rec)...)
+			runs++
+			if code != 65 {
+				t.Errorf("exit %d, want 65 (the fragment quarantined); stderr:\n%s", code, stderr)
+			}
+			l, d := checkTorn(t, rec.messages(), []envMsg{alice, carol, victim, dave})
+			msgs += 4
+			lost += l
+			dup += d
+			q := privateFiles(t, filepath.Dir(path), host)["quarantine"]
+			if len(q) != 2 {
+				t.Errorf("quarantine holds %v, want the fragment and its reason", q)
+			}
+			assertSpoolEmpty(t, path)
+		})
+	}
+	t.Logf("figures: torn appends by a killed Exim: runs=%d kills=%d faults=%d (torn fragments) messages=%d lost=%d duplicated=%d", runs, kills, kills, msgs, lost, dup)
+}
+
+// assertSpoolEmpty checks that no mail is left to send: the spool file is
+// gone or empty and no work file or journal is left.
+func assertSpoolEmpty(t *testing.T, path string) {
+	t.Helper()
+	if fi, err := os.Stat(path); err == nil && fi.Size() != 0 {
+		t.Errorf("spool file %s holds %d octets", path, fi.Size())
+	}
+	pf := privateFiles(t, filepath.Dir(path), filepath.Base(path))
+	for _, kind := range []string{"work", "journal", "tmp"} {
+		if len(pf[kind]) > 0 {
+			t.Errorf("left behind (%s): %v", kind, pf[kind])
+		}
+	}
+}
+
+var _ = unix.Mount
+
+// holders lists the processes that have path open.
+func holders(t *testing.T, path string) []int {
+	t.Helper()
+	fds, err := filepath.Glob("/proc/[0-9]*/fd/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	var pids []int
+	for _, fd := range fds {
+		if target, err := os.Readlink(fd); err == nil && target == path {
+			var pid int
+			if _, err := fmt.Sscanf(strings.TrimPrefix(fd, "/proc/"), "%d/", &pid); err == nil && !seen[pid] {
+				seen[pid] = true
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
