@@ -670,7 +670,8 @@ func (w *workFile) finish(closing bool) (err error) {
 			return err
 		}
 	case err != nil:
-		return fmt.Errorf("compact %s: %w", w.path, err)
+		// The journal keeps every outcome: the next run resumes from it.
+		return diskFull(fmt.Errorf("compact %s: %w", w.path, err))
 	}
 	// A crash before this leaves a journal for an inode that no longer
 	// exists under the name: it is recognised as stale and removed.

@@ -338,7 +338,7 @@ const reserveSlack = 64 << 10
 // run would send them again, and again on every run after.
 func (j *journal) reserve(need int64) error {
 	if err := j.open(); err != nil {
-		return diskFull(err)
+		return diskFull(fmt.Errorf("no room to record outcomes, so nothing more is sent: %w", err))
 	}
 	if j.noAlloc || j.reserved-j.valid >= need {
 		return nil
@@ -352,16 +352,17 @@ func (j *journal) reserve(need int64) error {
 		j.noAlloc = true
 		return nil
 	case err != nil:
-		return diskFull(fmt.Errorf("journal %s: reserve %d octets: %w", j.path, n, err))
+		return diskFull(fmt.Errorf("no room to record outcomes, so nothing more is sent: journal %s: reserve %d octets: %w", j.path, n, err))
 	}
 	j.reserved = j.valid + n
 	return nil
 }
 
-// diskFull says in words what ENOSPC and EDQUOT mean for a run.
+// diskFull puts "disk full" in front of an ENOSPC or EDQUOT error, so
+// that the admin need not dig for it at the end of a long line.
 func diskFull(err error) error {
 	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-		return fmt.Errorf("disk full: no room to record what is sent, so nothing more is sent: %w", err)
+		return fmt.Errorf("disk full: %w", err)
 	}
 	return err
 }

@@ -397,7 +397,7 @@ func applyOutcomes(d, base string, m *Message, out []Outcome, reason string) (st
 		return nil, false, err
 	}
 	if err := writeFailed(d, base, m.ID, m.ref, failed, reason); err != nil {
-		return nil, false, fmt.Errorf("settle %s: %w", m.ID, err)
+		return nil, false, diskFull(fmt.Errorf("settle %s: %w", m.ID, err))
 	}
 	return st, changed, nil
 }
