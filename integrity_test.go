@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"golang.org/x/sys/unix"
 )
 
@@ -308,7 +309,162 @@ func assertSpoolEmpty(t *testing.T, path string) {
 	}
 }
 
-var _ = unix.Mount
+// mountTmpfs mounts a tmpfs of size at dir, or skips the test with one
+// line saying why.
+func mountTmpfs(t *testing.T, dir, size string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0755"); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+}
+
+// leaveFree fills the file system of dir so that about free octets (whole
+// pages) stay free: a gap file is written, the rest filled, the gap
+// removed.
+func leaveFree(t *testing.T, dir string, free int) {
+	t.Helper()
+	filler, gap := filepath.Join(dir, "filler"), filepath.Join(dir, "gap")
+	for _, p := range []string{filler, gap} {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	if free > 0 {
+		if err := os.WriteFile(gap, make([]byte, free), 0o600); err != nil {
+			t.Fatalf("gap of %d: %v", free, err)
+		}
+	}
+	f, err := os.OpenFile(filler, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	for {
+		if _, err := f.Write(buf[:1]); err != nil {
+			break
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(gap); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+}
+
+// A full disk, run after run: a spool file of 20 messages on a 2 MB
+// tmpfs, two of them deferred by the server every time, and the flush
+// triggered with no room, one page, a little more than the reservation
+// needs and so on. A run that cannot reserve room for its records sends
+// nothing and exits 74 saying the disk is full; over all runs no message
+// is sent more than one window more than once, none is lost, and the
+// deferred ones stay in the spool as they were.
+func TestIntegrityFullDisk(t *testing.T) {
+	fs := filepath.Join(t.TempDir(), "fs")
+	mountTmpfs(t, fs, "2m")
+	const host = "torn.example"
+	const window = 4
+	path := filepath.Join(fs, host)
+	var want []envMsg
+	for i := range 20 {
+		want = append(want, tornMsg(fmt.Sprintf("m%02d", i), 30, 0))
+	}
+	deferred := map[string]bool{"m03@torn.example": true, "m11@torn.example": true}
+	if err := os.WriteFile(path, eximBSMTP(want), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rec := newPolicyRecorder(t, func(to string, _ int) *smtp.SMTPError {
+		if deferred[to] {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+		}
+		return nil
+	})
+	args := integrityArgs(path, host, rec, "--max-inflight", fmt.Sprint(window))
+	// Octets left free before each run.
+	frees := []int{0, 0, 4096, 16 << 10, 0, 72 << 10, 0, 80 << 10, 96 << 10, 0}
+	var faults int
+	for i, free := range frees {
+		leaveFree(t, fs, free)
+		before := len(rec.messages())
+		_, stderr, code := runEtrnflush(t, args...)
+		sent := len(rec.messages()) - before
+		t.Logf("run %d with %d octets free: exit %d, %d delivered", i+1, free, code, sent)
+		switch code {
+		case 74:
+			faults++
+			if !strings.Contains(stderr, "disk full") {
+				t.Errorf("run %d: exit 74 without saying the disk is full; stderr:\n%s", i+1, stderr)
+			}
+		case 75:
+		default:
+			t.Errorf("run %d: exit %d; stderr:\n%s", i+1, code, stderr)
+		}
+	}
+	if faults < 5 {
+		t.Errorf("only %d runs met a full disk, want at least 5", faults)
+	}
+	leaveFree(t, fs, 1<<20)
+	_, stderr, code := runEtrnflush(t, args...)
+	if code != 75 {
+		t.Errorf("last run with room: exit %d, want 75 (two deferred); stderr:\n%s", code, stderr)
+	}
+	got := rec.messages()
+	count := map[string]int{}
+	for _, m := range got {
+		count[m.key()]++
+	}
+	lost, dup := 0, 0
+	for _, m := range want {
+		n := count[m.key()]
+		switch {
+		case deferred[m.To[0]]:
+			if n != 0 {
+				t.Errorf("%s was refused with 451 but delivered", m.To[0])
+			}
+		case n == 0:
+			lost++
+			t.Errorf("%s never delivered", m.To[0])
+		case n > 1:
+			dup += n - 1
+		}
+	}
+	if dup > window {
+		t.Errorf("%d duplicate deliveries over all runs, want at most one window (%d)", dup, window)
+	}
+	// The deferred messages are still in the spool, as they were.
+	var left []envMsg
+	for _, w := range privateFiles(t, fs, host)["work"] {
+		left = append(left, parseBSMTPFile(t, w)...)
+	}
+	if _, err := os.Stat(path); err == nil {
+		left = append(left, parseBSMTPFile(t, path)...)
+	}
+	var wantLeft []envMsg
+	for _, m := range want {
+		if deferred[m.To[0]] {
+			wantLeft = append(wantLeft, m)
+		}
+	}
+	sameMessages(t, "left in the spool", wantLeft, left)
+	t.Logf("figures: full disk: runs=%d kills=0 faults=%d (runs exiting 74) messages=%d lost=%d duplicated=%d (window %d)",
+		len(frees)+1, faults, len(want), lost, dup, window)
+}
 
 // holders lists the processes that have path open.
 func holders(t *testing.T, path string) []int {
