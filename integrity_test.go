@@ -486,3 +486,123 @@ func holders(t *testing.T, path string) []int {
 	}
 	return pids
 }
+
+// mountOldExt4 mounts a fresh ext4 image with 128-octet inodes (1-second
+// timestamps, like ext3 and some NFS) at dir, or skips the test with one
+// line saying why.
+func mountOldExt4(t *testing.T, dir string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to loop-mount an ext4 image with 1-second timestamps")
+	}
+	mkfs, err := exec.LookPath("mkfs.ext4")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mkfs.ext4 not installed: .ci/run installs e2fsprogs")
+		}
+		t.Skip("mkfs.ext4 not installed: apt-get install e2fsprogs")
+	}
+	img := filepath.Join(t.TempDir(), "old.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(mkfs, "-q", "-F", "-I", "128", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot loop-mount an image here: %v: %s", err, bytes.TrimSpace(out))
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v\n%s", dir, err, out)
+		}
+	})
+	probe := filepath.Join(dir, "probe")
+	if err := os.WriteFile(probe, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.ModTime().Nanosecond() != 0 {
+		t.Fatalf("the image keeps nanoseconds (%v): not the file system this test needs", fi.ModTime())
+	}
+	if err := os.Remove(probe); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// On a file system with 1-second timestamps, two messages for the same
+// recipient refused within one second, one run after the other (the
+// first run's rewrite keeps the date, so the second message may take the
+// first one's id): both failed copies are kept. Five tries per layout.
+func TestIntegrityOneSecondTimestamps(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "old")
+	mountOldExt4(t, root)
+	const host = "torn.example"
+	const tries = 5
+	runs, faults, lost := 0, 0, 0
+	for _, layout := range []string{"bsmtp-dir", "bsmtp-file"} {
+		for try := range tries {
+			dir := filepath.Join(root, fmt.Sprintf("%s-%d", layout, try))
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, host)
+			first, second := tornMsg("first", 3, 0), tornMsg("second", 3, 0)
+			first.To, second.To = []string{"x@torn.example"}, []string{"x@torn.example"}
+			content := eximBSMTP([]envMsg{first, second})
+			if layout == "bsmtp-dir" {
+				if err := os.Mkdir(path, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(path, "q1"), content, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.WriteFile(path, content, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// 550 for the first offer (the first message), 451 for the
+			// second, 550 again in the next run.
+			rec := newPolicyRecorder(t, func(_ string, attempt int) *smtp.SMTPError {
+				if attempt == 2 {
+					return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "later"}
+				}
+				return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+			})
+			args := integrityArgs(path, host, rec, "--format", "bsmtp")
+			start := time.Now()
+			for _, want := range []int{75, 0} {
+				_, stderr, code := runEtrnflush(t, args...)
+				runs++
+				if code != want {
+					t.Errorf("%s try %d: exit %d, want %d; stderr:\n%s", layout, try, code, want, stderr)
+				}
+			}
+			faults += 2 // two refusals
+			if time.Since(start) < time.Second {
+				t.Logf("%s try %d: both runs within %v", layout, try, time.Since(start).Round(time.Millisecond))
+			}
+			var copies []envMsg
+			for _, f := range privateFiles(t, dir, host)["failed"] {
+				if strings.HasSuffix(f, ".bsmtp") {
+					copies = append(copies, parseBSMTPFile(t, f)...)
+				}
+			}
+			if len(copies) != 2 {
+				lost += 2 - len(copies)
+				t.Errorf("%s try %d: %d failed copies, want 2 (%v)", layout, try, len(copies), privateFiles(t, dir, host)["failed"])
+				continue
+			}
+			sameMessages(t, layout+" failed copies", []envMsg{first, second}, copies)
+		}
+	}
+	t.Logf("figures: 1-second timestamps (ext4 -I 128): runs=%d kills=0 faults=%d (5xx refusals) messages=%d lost=%d duplicated=0", runs, faults, 2*2*tries, lost)
+}
