@@ -606,3 +606,68 @@ func TestIntegrityOneSecondTimestamps(t *testing.T) {
 	}
 	t.Logf("figures: 1-second timestamps (ext4 -I 128): runs=%d kills=0 faults=%d (5xx refusals) messages=%d lost=%d duplicated=0", runs, faults, 2*2*tries, lost)
 }
+
+// A spool directory that is a file system of its own, holding a damaged
+// entry: the quarantine folder beside it is on another, so the move is a
+// copy. The damaged entry is quarantined, the others are delivered.
+func TestIntegritySpoolOnItsOwnFileSystem(t *testing.T) {
+	const host = "torn.example"
+	var runs, msgs, lost int
+	for _, layout := range []string{"bsmtp", "mailstore", "maildir"} {
+		t.Run(layout, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, host)
+			mountTmpfs(t, path, "4m")
+			good := []envMsg{tornMsg("alice", 5, 0), tornMsg("bob", 5, 0)}
+			write := func(name, content string) {
+				t.Helper()
+				p := filepath.Join(path, name)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			switch layout {
+			case "bsmtp":
+				write("q0bad", "MAIL FROM:<a@b>\nBOGUS\n.\n")
+				for i, m := range good {
+					write(fmt.Sprintf("q%d", i+1), string(eximBSMTP([]envMsg{m})))
+				}
+			case "mailstore":
+				write("a0.env", "")
+				write("a0.msg", "Subject: bad\n\nx\n")
+				for i, m := range good {
+					write(fmt.Sprintf("b%d.env", i), m.From+"\n"+m.To[0]+"\n")
+					write(fmt.Sprintf("b%d.msg", i), string(m.Data))
+				}
+			case "maildir":
+				write("tmp/.keep", "")
+				write("cur/.keep", "")
+				write("new/0bad", "Received: by x\n\nno envelope\n")
+				for i, m := range good {
+					write(fmt.Sprintf("new/%dok", i+1), "Return-path: <"+m.From+">\nEnvelope-to: "+m.To[0]+"\n"+string(m.Data))
+				}
+			}
+			rec := newRecorder(t)
+			_, stderr, code := runEtrnflush(t, integrityArgs(path, host, rec, "--format", layout)...)
+			runs++
+			msgs += len(good)
+			if code != 65 {
+				t.Errorf("exit %d, want 65; stderr:\n%s", code, stderr)
+			}
+			got := rec.messages()
+			if len(got) != len(good) {
+				lost += len(good) - len(got)
+				t.Errorf("%d delivered, want %d; stderr:\n%s", len(got), len(good), stderr)
+			}
+			sameMessages(t, "delivered", good, got)
+			q := privateFiles(t, dir, host)["quarantine"]
+			if len(q) < 2 {
+				t.Errorf("quarantine holds %v, want the damaged entry and its reason", q)
+			}
+		})
+	}
+	t.Logf("figures: spool on its own tmpfs: runs=%d kills=0 faults=%d (damaged entries, EXDEV moves) messages=%d lost=%d duplicated=0", runs, runs, msgs, lost)
+}
