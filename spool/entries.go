@@ -356,7 +356,7 @@ func listDir(dir string, o Options, fn func(name string, mtime int64) error) err
 				return fmt.Errorf("spool %s: %w", dir, ierr)
 			}
 			if !fi.Mode().IsRegular() {
-				o.Report(Event{Kind: "notice", ID: n, Reason: "skipped: not a regular file (" + fi.Mode().Type().String() + ") in " + dir})
+				o.Report(Event{Kind: "notice", ID: n, Reason: "skipped: " + filepath.Join(dir, n) + " is " + typeName(fi.Mode()) + ", not a regular file"})
 				continue
 			}
 			if err := fn(n, fi.ModTime().UnixNano()); err != nil {
