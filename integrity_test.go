@@ -671,3 +671,149 @@ func TestIntegritySpoolOnItsOwnFileSystem(t *testing.T) {
 	}
 	t.Logf("figures: spool on its own tmpfs: runs=%d kills=0 faults=%d (damaged entries, EXDEV moves) messages=%d lost=%d duplicated=0", runs, runs, msgs, lost)
 }
+
+// A FIFO and a symlink planted where each spool file is read: the run
+// never hangs (runEtrnflush fails a run that takes longer than its
+// timeout; a FIFO opened for reading would wait forever), says what it
+// refused, and delivers the rest where there is a rest to deliver.
+func TestIntegrityPlantedFIFOAndSymlink(t *testing.T) {
+	const host = "torn.example"
+	workName := func(n int) string { return fmt.Sprintf(".etrnflush-%s.%020d.work", host, n) }
+	journalName := func(n int) string { return fmt.Sprintf(".etrnflush-%s.%020d.journal", host, n) }
+	type setup struct {
+		name   string
+		format string
+		// prepare writes the spool and returns the planted path and the
+		// messages that must still be delivered.
+		prepare  func(t *testing.T, dir, path string) (plant string, rest []envMsg)
+		codes    []int  // acceptable exit codes
+		mentions string // what stderr must say besides the kind of file
+	}
+	msg := func(who string) envMsg { return tornMsg(who, 3, 0) }
+	writeBSMTP := func(t *testing.T, p string, ms ...envMsg) {
+		t.Helper()
+		if err := os.WriteFile(p, eximBSMTP(ms), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setups := []setup{
+		{"journal", "bsmtp", func(t *testing.T, dir, path string) (string, []envMsg) {
+			writeBSMTP(t, filepath.Join(dir, workName(2)), msg("skipped"))
+			writeBSMTP(t, filepath.Join(dir, workName(1)), msg("alice"))
+			writeBSMTP(t, path, msg("bob"))
+			return filepath.Join(dir, journalName(2)), []envMsg{msg("alice"), msg("bob")}
+		}, []int{0}, "skipped"},
+		{"work file", "bsmtp", func(t *testing.T, dir, path string) (string, []envMsg) {
+			writeBSMTP(t, filepath.Join(dir, workName(1)), msg("alice"))
+			writeBSMTP(t, path, msg("bob"))
+			return filepath.Join(dir, workName(2)), []envMsg{msg("alice"), msg("bob")}
+		}, []int{0}, "skipped"},
+		{"Exim's file", "bsmtp", func(t *testing.T, dir, path string) (string, []envMsg) {
+			writeBSMTP(t, filepath.Join(dir, workName(1)), msg("alice"))
+			return path, []envMsg{msg("alice")}
+		}, []int{0}, "skipped"},
+		{"Exim's lock file", "bsmtp", func(t *testing.T, dir, path string) (string, []envMsg) {
+			writeBSMTP(t, filepath.Join(dir, workName(1)), msg("alice"))
+			writeBSMTP(t, path, msg("bob"))
+			return path + ".lock", []envMsg{msg("alice")}
+		}, []int{74}, "lock file"},
+		{"host lock", "bsmtp", func(t *testing.T, dir, path string) (string, []envMsg) {
+			writeBSMTP(t, path, msg("bob"))
+			return filepath.Join(dir, ".etrnflush-"+host+".lock"), nil
+		}, []int{74}, "host lock"},
+		{"request flag", "bsmtp", func(t *testing.T, dir, path string) (string, []envMsg) {
+			writeBSMTP(t, path, msg("bob"))
+			return filepath.Join(dir, ".etrnflush-"+host+".again"), []envMsg{msg("bob")}
+		}, []int{0}, ""},
+		{"BSMTP directory entry", "bsmtp", func(t *testing.T, dir, path string) (string, []envMsg) {
+			if err := os.Mkdir(path, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			writeBSMTP(t, filepath.Join(path, "q2"), msg("bob"))
+			return filepath.Join(path, "q1"), []envMsg{msg("bob")}
+		}, []int{0}, "skipped"},
+		{"mailstore .msg", "mailstore", func(t *testing.T, dir, path string) (string, []envMsg) {
+			if err := os.Mkdir(path, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			b := msg("bob")
+			for n, c := range map[string]string{"a.env": "s@sender.example\nx@torn.example\n", "b.env": b.From + "\n" + b.To[0] + "\n", "b.msg": string(b.Data)} {
+				if err := os.WriteFile(filepath.Join(path, n), []byte(c), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return filepath.Join(path, "a.msg"), []envMsg{b}
+		}, []int{65}, ".msg is not a regular file"},
+		{"maildir entry", "maildir", func(t *testing.T, dir, path string) (string, []envMsg) {
+			b := msg("bob")
+			for _, sub := range []string{"new", "cur", "tmp"} {
+				if err := os.MkdirAll(filepath.Join(path, sub), 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.WriteFile(filepath.Join(path, "new", "2"), []byte("Return-path: <"+b.From+">\nEnvelope-to: "+b.To[0]+"\n"+string(b.Data)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(path, "new", "1"), []envMsg{b}
+		}, []int{0}, "skipped"},
+	}
+	var runs, faults, msgs, lost int
+	// Lower case in the test names: the temporary directories carry them,
+	// and stderr must not say "FIFO" just because a path does.
+	for _, kind := range []string{"fifo", "symlink"} {
+		for _, s := range setups {
+			t.Run(kind+" as "+s.name, func(t *testing.T) {
+				dir := t.TempDir()
+				path := filepath.Join(dir, host)
+				plant, rest := s.prepare(t, dir, path)
+				target := filepath.Join(t.TempDir(), "elsewhere")
+				secret := eximBSMTP([]envMsg{msg("stolen")})
+				if err := os.WriteFile(target, secret, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if kind == "fifo" {
+					if err := unix.Mkfifo(plant, 0o600); err != nil {
+						t.Fatal(err)
+					}
+				} else if err := os.Symlink(target, plant); err != nil {
+					t.Fatal(err)
+				}
+				faults++
+				rec := newRecorder(t)
+				start := time.Now()
+				_, stderr, code := runEtrnflush(t, integrityArgs(path, host, rec, "--format", s.format)...)
+				runs++
+				if d := time.Since(start); d > 20*time.Second {
+					t.Errorf("took %v", d)
+				}
+				ok := false
+				for _, c := range s.codes {
+					ok = ok || c == code
+				}
+				if !ok {
+					t.Errorf("exit %d, want one of %v; stderr:\n%s", code, s.codes, stderr)
+				}
+				what := map[string]string{"fifo": "FIFO", "symlink": "symbolic link"}[kind]
+				if s.name == "request flag" {
+					what = "" // removed as a stale request: nothing to refuse
+				}
+				if s.name == "mailstore .msg" || (s.name == "Exim's lock file" && kind == "symlink") {
+					what = "" // the reason names the file, not its kind
+				}
+				if !strings.Contains(stderr, what) || !strings.Contains(stderr, s.mentions) {
+					t.Errorf("stderr does not say %q and %q:\n%s", what, s.mentions, stderr)
+				}
+				got := rec.messages()
+				msgs += len(rest)
+				if len(got) != len(rest) {
+					lost += max(0, len(rest)-len(got))
+				}
+				sameMessages(t, "delivered", rest, got)
+				if b, err := os.ReadFile(target); err != nil || !bytes.Equal(b, secret) {
+					t.Errorf("the symlink's target was touched: %v", err)
+				}
+			})
+		}
+	}
+	t.Logf("figures: planted FIFOs and symlinks: runs=%d kills=0 faults=%d (planted files) messages=%d lost=%d duplicated=0", runs, faults, msgs, lost)
+}
