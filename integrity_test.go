@@ -817,3 +817,90 @@ func TestIntegrityPlantedFIFOAndSymlink(t *testing.T) {
 	}
 	t.Logf("figures: planted FIFOs and symlinks: runs=%d kills=0 faults=%d (planted files) messages=%d lost=%d duplicated=0", runs, faults, msgs, lost)
 }
+
+// A kill inside the claim: etrnflush has taken Exim's lock file and waits
+// for the fcntl lock (held here, as by an Exim transport writing), and is
+// SIGKILLed. Exim's lock file stays: nothing removes it until it is older
+// than lockfile_timeout (30 minutes by default), when Exim or etrnflush
+// deletes it as stale. Until then the next run gives up after its wait
+// and exits 75, and the mail stays in the file; nothing is lost.
+func TestIntegrityKillInsideClaim(t *testing.T) {
+	const host = "torn.example"
+	dir := t.TempDir()
+	path := filepath.Join(dir, host)
+	want := []envMsg{tornMsg("alice", 5, 0), tornMsg("bob", 5, 0)}
+	content := eximBSMTP(want)
+	if err := os.WriteFile(path, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := f.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	lk := unix.Flock_t{Type: unix.F_WRLCK}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk); err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder(t)
+	args := integrityArgs(path, host, rec)
+	cmd := exec.Command(etrnflushBin, args...)
+	cmd.Env = childEnv()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Lstat(path + ".lock"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatal("etrnflush never took Exim's lock file")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait() // killed
+	lk.Type = unix.F_UNLCK
+	if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path + ".lock"); err != nil {
+		t.Fatalf("Exim's lock file is gone after the kill: %v", err)
+	}
+	if b, err := os.ReadFile(path); err != nil || !bytes.Equal(b, content) {
+		t.Fatalf("the spool file changed under the kill: %v", err)
+	}
+	// The stale lock is still fresh: the next run waits for it (about
+	// 30 s) and leaves everything where it is.
+	start := time.Now()
+	_, stderr, code := runEtrnflush(t, args...)
+	if code != 75 || !strings.Contains(stderr, "lock") {
+		t.Errorf("run with the lock file left: exit %d, want 75 naming the lock; stderr:\n%s", code, stderr)
+	}
+	t.Logf("the next run gave up after %v", time.Since(start).Round(time.Second))
+	if len(rec.messages()) != 0 {
+		t.Errorf("%d messages sent under a lock file", len(rec.messages()))
+	}
+	// After lockfile_timeout Exim (or etrnflush) deletes it as stale;
+	// this test cannot wait 30 minutes, so it does what the rule does.
+	if !clearStaleEximLock(t, path, "the kill inside the claim") {
+		t.Fatal("no lock file to clear")
+	}
+	_, stderr, code = runEtrnflush(t, args...)
+	if code != 0 {
+		t.Errorf("run after the lock went stale: exit %d; stderr:\n%s", code, stderr)
+	}
+	got := rec.messages()
+	sameMessages(t, "delivered", want, got)
+	t.Logf("figures: kill inside the claim: runs=3 kills=1 faults=1 (lock file left) messages=%d lost=%d duplicated=%d",
+		len(want), max(0, len(want)-len(got)), max(0, len(got)-len(want)))
+}
