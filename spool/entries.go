@@ -203,10 +203,12 @@ func (s *entrySpool) quarantineUnit(u *unit, why string) error {
 		return err
 	}
 	var stem string
-	err := placeCopy(qd, id, quarantineExts, func(st string) error {
+	err := placeCopy(qd, id, func(st string) error {
 		stem = st
+		// The reason first: a crash before the move leaves it, and the
+		// redo finds it with the same text and uses the same name.
 		whyPath := filepath.Join(qd, st+".why")
-		err := writeFileNew(whyPath, 0o600, func(w io.Writer) error {
+		created, err := writeOrSame(whyPath, func(w io.Writer) error {
 			_, err := io.WriteString(w, oneLine(why))
 			return err
 		})
@@ -214,8 +216,10 @@ func (s *entrySpool) quarantineUnit(u *unit, why string) error {
 			return err
 		}
 		if err := s.kind.quarantine(s, u, qd, st); err != nil {
-			// A reason without its entry would only mislead.
-			_ = os.Remove(whyPath) // best effort; the move error is the one to report
+			if created {
+				// A reason without its entry would only mislead.
+				_ = os.Remove(whyPath) // best effort; the move error is the one to report
+			}
 			return err
 		}
 		return nil
@@ -401,6 +405,3 @@ func moveInto(src, qd, name string) error {
 	_, err := moveNoReplace(src, filepath.Join(qd, name))
 	return err
 }
-
-// quarantineExts are the names an entry's quarantine copy may take.
-var quarantineExts = []string{".why", ".bsmtp", ".env", ".msg", ".eml"}

@@ -70,3 +70,25 @@ func TestWriteCopyNeverOverwrites(t *testing.T) {
 		}
 	}
 }
+
+// The same copy written again (a redo after a crash between the copy and
+// the record) is recognised and not written twice; a copy whose reason
+// went missing in the crash gets it back.
+func TestWriteCopyRedoIsOneCopy(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "failed")
+	body := func(w io.Writer) error { _, err := io.WriteString(w, "the message"); return err }
+	if err := writeCopy(dir, "id@0", body, "550 no"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "id@0.why")); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := writeCopy(dir, "id@0", body, "550 no"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := names(t, dir), []string{"id@0.bsmtp", "id@0.why"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("names %v, want %v", got, want)
+	}
+}

@@ -13,6 +13,7 @@
 package spool
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -430,48 +431,38 @@ func writeFailed(d, base, id string, r *msgRef, failed []string, reason string) 
 }
 
 // writeCopy stores a BSMTP copy and its reason under dir/STEM.{bsmtp,why},
-// STEM being id or, if that is taken, id with a suffix (see placeCopy):
-// no copy ever replaces another.
+// STEM being id or, if that name holds another copy, id with a suffix
+// (see placeCopy): no copy ever replaces another. The same copy written
+// again (a redo after a crash between the copy and the record that makes
+// it unnecessary) is recognised by its content and not written twice.
 func writeCopy(dir, id string, body func(io.Writer) error, why string) error {
 	if err := mkdirPrivate(dir); err != nil {
 		return err
 	}
-	return placeCopy(dir, id, []string{".bsmtp", ".why"}, func(stem string) error {
-		if err := writeFileNew(filepath.Join(dir, stem+".bsmtp"), 0o600, body); err != nil {
+	reason := func(w io.Writer) error {
+		_, err := io.WriteString(w, oneLine(why))
+		return err
+	}
+	return placeCopy(dir, id, func(stem string) error {
+		if _, err := writeOrSame(filepath.Join(dir, stem+".bsmtp"), body); err != nil {
 			return err
 		}
-		return writeFileNew(filepath.Join(dir, stem+".why"), 0o600, func(w io.Writer) error {
-			_, err := io.WriteString(w, oneLine(why))
-			return err
-		})
+		_, err := writeOrSame(filepath.Join(dir, stem+".why"), reason)
+		return err
 	})
 }
 
 // maxCopySuffix bounds the suffixes tried for one copy's name.
 const maxCopySuffix = 1000
 
-// placeCopy calls write with the first stem of id, id~1, id~2, ... for
-// which no file with any of exts exists in dir, and again with the next
-// one if write finds its first name taken after all (os.ErrExist from a
-// no-replace write or move): the names are claimed by the writes
-// themselves, never by the look, so nothing is overwritten even if the
-// look was wrong. Only the host lock's holder writes in these folders.
-func placeCopy(dir, id string, exts []string, write func(stem string) error) error {
+// placeCopy calls write with the stems id, id~1, id~2, ... until it does
+// not fail with os.ErrExist (the name holds something else).
+func placeCopy(dir, id string, write func(stem string) error) error {
 	id = privName(id) // an id from a long spool file name must still fit
 	for n := 0; n < maxCopySuffix; n++ {
 		stem := id
 		if n > 0 {
 			stem = id + "~" + strconv.Itoa(n)
-		}
-		taken := false
-		for _, ext := range exts {
-			if _, err := os.Lstat(filepath.Join(dir, stem+ext)); !errors.Is(err, os.ErrNotExist) {
-				taken = true
-				break
-			}
-		}
-		if taken {
-			continue
 		}
 		err := write(stem)
 		if errors.Is(err, os.ErrExist) {
@@ -480,6 +471,51 @@ func placeCopy(dir, id string, exts []string, write func(stem string) error) err
 		return err
 	}
 	return fmt.Errorf("%s: %d copies named %s already", dir, maxCopySuffix, id)
+}
+
+// writeOrSame writes path through writeFileNew unless it exists. An
+// existing file with exactly the content produce makes is taken as this
+// very write, done before (created is false); anything else there is
+// os.ErrExist and is left alone.
+func writeOrSame(path string, produce func(io.Writer) error) (created bool, err error) {
+	err = writeFileNew(path, 0o600, produce)
+	if !errors.Is(err, os.ErrExist) {
+		return err == nil, err
+	}
+	same, serr := sameContent(path, produce)
+	if serr != nil {
+		return false, serr
+	}
+	if !same {
+		return false, err
+	}
+	return false, nil
+}
+
+// sameContent reports whether the regular file at path holds exactly
+// what produce writes, comparing digests so that neither is held in
+// memory.
+func sameContent(path string, produce func(io.Writer) error) (bool, error) {
+	f, err := openRegular(path, os.O_RDONLY, 0)
+	if errors.Is(err, errNotRegular) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	have := sha256.New()
+	_, err = io.Copy(have, f)
+	if cerr := f.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	want := sha256.New()
+	if err := produce(want); err != nil {
+		return false, err
+	}
+	return bytes.Equal(have.Sum(nil), want.Sum(nil)), nil
 }
 
 // statusesAfter merges this run's outcome into the stored statuses and
