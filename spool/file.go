@@ -383,7 +383,7 @@ func (w *workFile) next() (*Message, error) {
 			w.parsed, w.lastLn = resume, ln
 			continue
 		}
-		if e.Inner != nil && !has {
+		if e.Inner != nil && e.Inner.Off > e.Start && !has {
 			// A torn append, most likely: never send the fragment, nor
 			// anything of the next delivery as part of it. The fragment
 			// goes to quarantine and reading resumes at the envelope,
