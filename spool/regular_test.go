@@ -41,7 +41,15 @@ func plant(t *testing.T, kind, p string) {
 
 // A FIFO or a symlink where a work file, its journal or Exim's file is
 // read is passed by with a notice naming it; the other batches go out.
+// The same holds for a dry run, which is also how serve counts the
+// messages of an ETRN reply.
 func TestNonRegularFileLayout(t *testing.T) {
+	for _, dry := range []bool{false, true} {
+		t.Run(map[bool]string{false: "flush", true: "dry run"}[dry], func(t *testing.T) { testNonRegularFileLayout(t, dry) })
+	}
+}
+
+func testNonRegularFileLayout(t *testing.T, dry bool) {
 	ms := mkmsgs(3)
 	work := func(n int) string { return fmt.Sprintf(".etrnflush-h.example.%020d.work", n) }
 	journal := func(n int) string { return fmt.Sprintf(".etrnflush-h.example.%020d.journal", n) }
@@ -68,7 +76,7 @@ func TestNonRegularFileLayout(t *testing.T) {
 				}
 				ev := &events{}
 				var gs []got
-				noHang(t, func() { gs = drainAll(t, open(t, p, ev, false), all(Sent)) })
+				noHang(t, func() { gs = drainAll(t, open(t, p, ev, dry), all(Sent)) })
 				var from []string
 				for _, g := range gs {
 					from = append(from, g.from)
