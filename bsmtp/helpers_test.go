@@ -50,6 +50,12 @@ func checkEntries(t testing.TB, input []byte, es []Entry) {
 			t.Fatalf("entry %d is Incomplete but not last", i)
 		}
 		pos = e.End
+		if e.Inner != nil && (e.Inner.Off <= e.Start || e.Inner.Off >= e.End) {
+			t.Fatalf("entry %d: Inner at %d outside (%d,%d)", i, e.Inner.Off, e.Start, e.End)
+		}
+		if e.Inner != nil && e.Inner.Line != 1+bytes.Count(input[:e.Inner.Off], []byte("\n")) {
+			t.Fatalf("entry %d: Inner.Line %d wrong", i, e.Inner.Line)
+		}
 		if e.Msg == nil {
 			if e.Damage == "" {
 				t.Fatalf("entry %d: neither message nor damage", i)

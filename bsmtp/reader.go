@@ -44,6 +44,21 @@ type Entry struct {
 	// terminating "." line, or ends in a line without a line end: a partial
 	// write or a truncated tail, which may still be completed by its writer.
 	Incomplete bool
+	// Inner, when set, is where a whole BSMTP envelope (a "MAIL FROM:"
+	// command, one or more "RCPT TO:" lines and a "DATA" line) begins
+	// inside the entry: in a message's data section, or in the lines a
+	// damaged entry runs over. That is what a torn append looks like (a
+	// writer killed mid-message, and the next delivery appended after the
+	// fragment), but also what a message quoting an envelope looks like;
+	// the reader cannot tell them apart and leaves the decision to the
+	// caller, who may read on from Inner.Off with NewReaderAt.
+	Inner *Inner
+}
+
+// Inner locates an envelope found inside an entry.
+type Inner struct {
+	Off  int64 // offset of the "MAIL FROM:" text; inside a line if the fragment before it ended without a line end
+	Line int   // number of the line it is on
 }
 
 // Message is a well-formed transaction.
@@ -59,6 +74,13 @@ type Message struct {
 	Size               int64 // octets after unstuffing, line ends as in the file (what Unstuff yields)
 	Lines              int64 // data lines, all ending as the transaction's lines do
 	EightBit           bool  // data holds an octet >= 0x80
+	// HeaderProblem is "" when the data begins with RFC 5322 header
+	// lines (a field name of printable ASCII without spaces, optional
+	// blanks and a colon, or a folded continuation of such a field) up to
+	// the first empty line or the end of the data; else it names the
+	// first line that is not one. Exim always writes such a header block,
+	// so anything else was not written as one message by Exim.
+	HeaderProblem string
 }
 
 // WireSize is the message's size on the wire with CRLF line ends and no
@@ -120,6 +142,11 @@ type Reader struct {
 	line int   // number of the line that starts at off
 	err  error // sticky: io.EOF or the read error that stopped the reader
 	cmd  []byte
+	tail []byte // the last tailSize octets of the data line just read, line end included
+	head []byte // the first headSize octets of it
+	// Where the command line in cmd starts, so that a damaged one can be
+	// scanned for an envelope.
+	cmdStart int64
 }
 
 // NewReader returns a Reader for input that starts at offset 0, line 1.
@@ -136,6 +163,8 @@ func NewReaderAt(r io.Reader, base int64, line int) *Reader {
 		off:  base,
 		line: line,
 		cmd:  make([]byte, 0, maxCommand+2),
+		tail: make([]byte, 0, tailSize),
+		head: make([]byte, 0, headSize),
 	}
 }
 
@@ -168,11 +197,11 @@ func (r *Reader) Next() (Entry, error) {
 			return r.incomplete(e, lineNo, "last line has no line end"), nil
 		}
 		if why := c.problem(); why != "" {
-			return r.damage(e, lineNo, c.isDot, why)
+			return r.damage(e, lineNo, c.isDot, why, nil)
 		}
 		if isSessionCommand(c.text) {
 			if len(m.Skipped) == maxSkipped {
-				return r.damage(e, lineNo, false, fmt.Sprintf("more than %d session commands before MAIL", maxSkipped))
+				return r.damage(e, lineNo, false, fmt.Sprintf("more than %d session commands before MAIL", maxSkipped), nil)
 			}
 			m.Skipped = append(m.Skipped, string(c.text))
 			continue
@@ -187,10 +216,10 @@ func (r *Reader) Next() (Entry, error) {
 			case why == "":
 				why = "unknown line between transactions: " + quote(c.text)
 			}
-			return r.damage(e, lineNo, c.isDot, why)
+			return r.damage(e, lineNo, c.isDot, why, nil)
 		}
 		if why != "" {
-			return r.damage(e, lineNo, c.isDot, why)
+			return r.damage(e, lineNo, c.isDot, why, nil)
 		}
 		m.From = addr
 		m.CRLF = c.eol == eolCRLF
@@ -215,14 +244,14 @@ func (r *Reader) Next() (Entry, error) {
 			return r.incomplete(e, lineNo, "last line has no line end"), nil
 		}
 		if c.eol != style {
-			return r.damage(e, lineNo, c.isDot, fmt.Sprintf("%s line end in a transaction whose MAIL line ends in %s", c.eol, style))
+			return r.damage(e, lineNo, c.isDot, fmt.Sprintf("%s line end in a transaction whose MAIL line ends in %s", c.eol, style), nil)
 		}
 		if why := c.problem(); why != "" {
-			return r.damage(e, lineNo, c.isDot, why)
+			return r.damage(e, lineNo, c.isDot, why, nil)
 		}
 		if bytes.EqualFold(c.text, []byte("DATA")) {
 			if len(m.To) == 0 {
-				return r.damage(e, lineNo, false, "DATA without RCPT")
+				return r.damage(e, lineNo, false, "DATA without RCPT", nil)
 			}
 			break
 		}
@@ -236,24 +265,36 @@ func (r *Reader) Next() (Entry, error) {
 			case why == "":
 				why = "unknown line inside a transaction: " + quote(c.text)
 			}
-			return r.damage(e, lineNo, c.isDot, why)
+			return r.damage(e, lineNo, c.isDot, why, nil)
 		}
 		if why != "" {
-			return r.damage(e, lineNo, c.isDot, why)
+			return r.damage(e, lineNo, c.isDot, why, nil)
 		}
 		if len(m.To) == MaxRecipients {
-			return r.damage(e, lineNo, false, fmt.Sprintf("more than %d recipients", MaxRecipients))
+			return r.damage(e, lineNo, false, fmt.Sprintf("more than %d recipients", MaxRecipients), nil)
 		}
 		m.To = append(m.To, addr)
 	}
 
-	// The data section, one line at a time; nothing of it is kept.
+	// The data section, one line at a time; nothing of it is kept but
+	// what the envelope scan and the header check need of each line.
 	m.DataStart = r.off
+	var sc envScan
+	var hdr headerCheck
 	for {
 		lineStart, lineNo := r.off, r.line
 		l, err := r.readDataLine()
 		if err != nil {
 			return Entry{}, err
+		}
+		if !l.isDot && l.n > 0 && l.eol != eolNone {
+			sc.line(r.tail, l.n, lineStart, lineNo)
+			if e.Inner == nil {
+				e.Inner = sc.found
+			}
+			if p := hdr.line(r.head, lineNo); p != "" {
+				m.HeaderProblem = p
+			}
 		}
 		switch {
 		case l.n == 0:
@@ -261,12 +302,12 @@ func (r *Reader) Next() (Entry, error) {
 		case l.eol == eolNone:
 			return r.incomplete(e, lineNo, "last line has no line end"), nil
 		case l.eol != style && l.isDot:
-			return r.damage(e, lineNo, true, fmt.Sprintf("ambiguous terminator: \".\" line ending in %s in a transaction whose MAIL line ends in %s", l.eol, style))
+			return r.damage(e, lineNo, true, fmt.Sprintf("ambiguous terminator: \".\" line ending in %s in a transaction whose MAIL line ends in %s", l.eol, style), &sc)
 		case l.eol != style:
 			// Exim never writes a CR into an LF file, nor a bare LF
 			// into a CRLF one, so this is not Exim's output and reading
 			// it either way would be a guess.
-			return r.damage(e, lineNo, false, fmt.Sprintf("data line ending in %s in a transaction whose MAIL line ends in %s", l.eol, style))
+			return r.damage(e, lineNo, false, fmt.Sprintf("data line ending in %s in a transaction whose MAIL line ends in %s", l.eol, style), &sc)
 		case l.isDot:
 			m.DataEnd = lineStart
 			e.End = r.off
@@ -296,12 +337,31 @@ func (r *Reader) incomplete(e Entry, lineNo int, why string) Entry {
 // damage ends e after the offending line if that line is itself a "." line,
 // or else at the next "." line, the only point where a reader can be sure to
 // be back between transactions.
-func (r *Reader) damage(e Entry, lineNo int, atDot bool, why string) (Entry, error) {
+//
+// The lines skipped are scanned for an envelope (see Entry.Inner), the
+// offending command line included: a torn append may end inside an
+// envelope line, and the next delivery's MAIL command then continues that
+// very line.
+//
+// sc is the scan of the data lines so far when the damage is in the data
+// section; nil when it is in a command line, which r.cmd then holds.
+func (r *Reader) damage(e Entry, lineNo int, atDot bool, why string, sc *envScan) (Entry, error) {
 	e.Damage = "line " + strconv.Itoa(lineNo) + ": " + why
 	if !atDot {
-		found, err := r.skipToDot()
+		if sc == nil {
+			sc = &envScan{}
+			if n := r.off - r.cmdStart; int64(len(r.cmd)) == n {
+				// The whole line is in r.cmd (a longer one holds no
+				// command this scan could use).
+				sc.line(r.cmd, n, r.cmdStart, lineNo)
+			}
+		}
+		found, inner, err := r.skipToDot(sc)
 		if err != nil {
 			return Entry{}, err
+		}
+		if e.Inner == nil {
+			e.Inner = inner
 		}
 		if !found {
 			e.Incomplete = true
@@ -310,6 +370,99 @@ func (r *Reader) damage(e Entry, lineNo int, atDot bool, why string) (Entry, err
 	}
 	e.End = r.off
 	return e, nil
+}
+
+// trimEOL cuts a line end off b.
+func trimEOL(b []byte) []byte {
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	return bytes.TrimSuffix(b, []byte("\r"))
+}
+
+// envScan looks, line by line, for a whole envelope: a "MAIL FROM:"
+// command at the end of a line (at its start, or after the fragment of a
+// line a killed writer left), then one or more "RCPT TO:" lines and a
+// "DATA" line, each a line of its own.
+type envScan struct {
+	cand  *Inner // where the MAIL command of the envelope being followed starts
+	rcpts int
+	found *Inner // the first whole envelope
+}
+
+// line feeds one line: tail is its last octets with the line end, n its
+// full length, start its offset.
+func (sc *envScan) line(tail []byte, n int64, start int64, lineNo int) {
+	if sc.found != nil {
+		return
+	}
+	whole := int64(len(tail)) == n
+	text := trimEOL(tail)
+	if sc.cand != nil {
+		if whole {
+			if _, ok, why := parsePath(text, "RCPT TO:", false); ok && why == "" {
+				sc.rcpts++
+				return
+			}
+			if bytes.EqualFold(text, []byte("DATA")) && sc.rcpts > 0 {
+				sc.found = sc.cand
+				return
+			}
+		}
+		sc.cand = nil
+	}
+	i := bytes.LastIndex(text, []byte("MAIL FROM:"))
+	if i < 0 && whole && hasPrefixFold(text, "MAIL FROM:") {
+		i = 0
+	}
+	if i < 0 {
+		return
+	}
+	if _, ok, why := parsePath(text[i:], "MAIL FROM:", true); ok && why == "" {
+		sc.cand = &Inner{Off: start + n - int64(len(tail)) + int64(i), Line: lineNo}
+		sc.rcpts = 0
+	}
+}
+
+// headerCheck follows the header block of a data section.
+type headerCheck struct {
+	done   bool // past the empty line, or a problem was found
+	fields int
+}
+
+// line checks one data line (first octets in head) and returns a problem,
+// once.
+func (h *headerCheck) line(head []byte, lineNo int) string {
+	if h.done {
+		return ""
+	}
+	t := trimEOL(head)
+	if len(t) > 0 && t[0] == '.' {
+		t = t[1:] // dot-stuffed
+	}
+	switch {
+	case len(t) == 0 && len(head) > 0 && (head[0] == '\n' || head[0] == '\r'):
+		h.done = true // the empty line: the body follows
+		return ""
+	case len(t) > 0 && (t[0] == ' ' || t[0] == '\t'):
+		if h.fields > 0 {
+			return ""
+		}
+		h.done = true
+		return "line " + strconv.Itoa(lineNo) + ": the data begins with a folded line, not a header field: " + quote(t)
+	}
+	i := 0
+	for i < len(t) && t[i] > ' ' && t[i] < 0x7f && t[i] != ':' {
+		i++
+	}
+	j := i
+	for j < len(t) && (t[j] == ' ' || t[j] == '\t') {
+		j++
+	}
+	if i > 0 && j < len(t) && t[j] == ':' {
+		h.fields++
+		return ""
+	}
+	h.done = true
+	return "line " + strconv.Itoa(lineNo) + ": not a header line in the header block: " + quote(t)
 }
 
 // chunk is ReadSlice that keeps the offset and line count. A read error
@@ -329,23 +482,24 @@ func (r *Reader) chunk() ([]byte, error) {
 }
 
 // skipToDot consumes lines up to and including the next line that is
-// exactly "." with either line end. It reports false at the end of input.
-func (r *Reader) skipToDot() (bool, error) {
-	atStart := true
+// exactly "." with either line end. It reports false at the end of input,
+// and the first envelope sc finds on the way.
+func (r *Reader) skipToDot(sc *envScan) (bool, *Inner, error) {
 	for {
-		b, err := r.chunk()
+		lineStart, lineNo := r.off, r.line
+		l, err := r.readDataLine()
 		switch {
-		case err == nil:
-			if atStart && (string(b) == ".\n" || string(b) == ".\r\n") {
-				return true, nil
-			}
-			atStart = true
-		case err == io.EOF:
-			return false, nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			atStart = false
-		default:
-			return false, err
+		case err != nil:
+			return false, sc.found, err
+		case l.n == 0:
+			return false, sc.found, nil
+		case l.isDot:
+			return true, sc.found, nil
+		case l.eol == eolNone:
+			return false, sc.found, nil
+		}
+		if sc.found == nil {
+			sc.line(r.tail, l.n, lineStart, lineNo)
 		}
 	}
 }
@@ -374,6 +528,7 @@ func (c command) problem() string {
 // comes back with eol == eolNone.
 func (r *Reader) readCommand() (command, error) {
 	r.cmd = r.cmd[:0]
+	r.cmdStart = r.off
 	var c command
 	var n int64
 	var last byte // last octet of the previous chunk
@@ -432,15 +587,28 @@ type dataLine struct {
 	isDot bool // exactly "." and a line end
 }
 
-// readDataLine reads one line of any length without keeping it.
+// tailSize is how much of the end of each data line the reader keeps:
+// enough for any command line it would accept, and its line end.
+const tailSize = maxCommand + 2
+
+// headSize is how much of the start of each data line the reader keeps
+// for the header check: a field name longer than this is not one.
+const headSize = 1024
+
+// readDataLine reads one line of any length, keeping only its last
+// tailSize octets in r.tail (with the line end).
 func (r *Reader) readDataLine() (dataLine, error) {
 	var l dataLine
 	var last byte
+	r.tail = r.tail[:0]
+	r.head = r.head[:0]
 	for {
 		b, err := r.chunk()
 		if l.n == 0 && len(b) > 0 {
 			l.first = b[0]
+			r.head = append(r.head, b[:min(len(b), headSize)]...)
 		}
+		r.keepTail(b)
 		if !l.eight && has8(b) {
 			l.eight = true
 		}
@@ -469,6 +637,18 @@ func (r *Reader) readDataLine() (dataLine, error) {
 			return l, err
 		}
 	}
+}
+
+// keepTail appends b to r.tail, keeping the last tailSize octets.
+func (r *Reader) keepTail(b []byte) {
+	if len(b) >= tailSize {
+		r.tail = append(r.tail[:0], b[len(b)-tailSize:]...)
+		return
+	}
+	if over := len(r.tail) + len(b) - tailSize; over > 0 {
+		r.tail = append(r.tail[:0], r.tail[over:]...)
+	}
+	r.tail = append(r.tail, b...)
 }
 
 // has8 reports whether b holds an octet >= 0x80, eight octets at a time.

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // tempFile is the part of *os.File that WriteFileAtomic uses; tests swap in
@@ -83,14 +85,22 @@ func removeTemp(dir, name string, report func(Event)) error {
 // new file gets exactly perm (the umask is 0 when Exim runs us). On any
 // error the temporary file is removed and path is left untouched.
 func WriteFileAtomic(path string, perm os.FileMode, write func(io.Writer) error) error {
-	return writeAtomic(filepath.Dir(path), path, perm, time.Time{}, write)
+	return writeAtomic(filepath.Dir(path), path, perm, time.Time{}, false, write)
+}
+
+// writeFileNew is WriteFileAtomic for a file that must not exist yet: if
+// path exists, it is left alone and the error is os.ErrExist. The rename
+// does not replace (the O_EXCL of a file written through a temporary one).
+func writeFileNew(path string, perm os.FileMode, write func(io.Writer) error) error {
+	return writeAtomic(filepath.Dir(path), path, perm, time.Time{}, true, write)
 }
 
 // writeAtomic is WriteFileAtomic with the temporary file in tmpDir, which
 // must be on the same file system (a maildir writes in tmp/ and renames
 // into new/), and, unless mtime is zero, the new file dated mtime, so that
-// a rewritten message keeps its place in the oldest-first order.
-func writeAtomic(tmpDir, path string, perm os.FileMode, mtime time.Time, write func(io.Writer) error) (err error) {
+// a rewritten message keeps its place in the oldest-first order. With
+// noReplace, an existing path is left as it is (os.ErrExist).
+func writeAtomic(tmpDir, path string, perm os.FileMode, mtime time.Time, noReplace bool, write func(io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	f, err := createTemp(tmpDir, tempPattern(path))
 	if err != nil {
@@ -129,7 +139,11 @@ func writeAtomic(tmpDir, path string, perm os.FileMode, mtime time.Time, write f
 			return fmt.Errorf("write %s: date temp: %w", path, err)
 		}
 	}
-	if err := renameFile(tmp, path); err != nil {
+	rename := renameFile
+	if noReplace {
+		rename = renameNoReplace
+	}
+	if err := rename(tmp, path); err != nil {
 		return fmt.Errorf("write %s: rename: %w", path, err)
 	}
 	// Past the rename the new content is in place; a failed directory sync
@@ -176,4 +190,69 @@ func mkdirPrivate(dir string) error {
 		return fmt.Errorf("%s exists and is not a directory", dir)
 	}
 	return nil
+}
+
+// renameNoReplace renames oldpath to newpath unless newpath exists
+// (os.ErrExist). RENAME_NOREPLACE does it in one step; a file system
+// without it (EINVAL) gets link(2) and unlink(2), which fail the same way
+// on an existing name.
+func renameNoReplace(oldpath, newpath string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) {
+		if err != nil {
+			return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
+		}
+		return nil
+	}
+	if err := os.Link(oldpath, newpath); err != nil {
+		return err
+	}
+	return os.Remove(oldpath)
+}
+
+// moveNoReplace moves src to dst, never replacing dst (os.ErrExist), and
+// reports whether src was there at all. A rename that fails with EXDEV (the
+// spool directory is a file system of its own, our folders are beside it)
+// becomes a copy: written through a temporary file in dst's directory,
+// fsynced, renamed into place without replacing, the directory fsynced,
+// and only then src removed. A crash in between leaves both, never
+// neither. Only a regular file is copied; anything else cannot be moved
+// across file systems and is an error.
+func moveNoReplace(src, dst string) (moved bool, err error) {
+	err = renameNoReplace(src, dst)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, os.ErrNotExist):
+		if _, lerr := os.Lstat(src); errors.Is(lerr, os.ErrNotExist) {
+			return false, nil
+		}
+		return false, err
+	case !errors.Is(err, unix.EXDEV):
+		return false, err
+	}
+	in, err := openRegular(src, os.O_RDONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("move %s across file systems: %w", src, err)
+	}
+	fi, err := in.Stat()
+	if err == nil {
+		err = writeFileNew(dst, fi.Mode().Perm(), func(w io.Writer) error {
+			_, err := io.Copy(w, in)
+			return err
+		})
+	}
+	if cerr := in.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("close %s: %w", src, cerr)
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := os.Remove(src); err != nil {
+		return false, fmt.Errorf("move %s: copied to %s, but: %w", src, dst, err)
+	}
+	return true, nil
 }

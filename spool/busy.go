@@ -15,7 +15,7 @@ import (
 // hosts it then could not flush.
 func HostBusy(dir, host string) (bool, error) {
 	lockPath, _ := hostLockPaths(dir, host)
-	f, err := os.OpenFile(lockPath, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	f, err := openRegular(lockPath, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}

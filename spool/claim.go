@@ -62,6 +62,10 @@ func takeLockFile(path string, report func(Event)) (unlock func() error, err err
 		}
 		var st unix.Stat_t
 		if err := unix.Lstat(lock, &st); err == nil {
+			if st.Mode&unix.S_IFMT != unix.S_IFREG {
+				// Neither Exim nor we made it: waiting would not free it.
+				return nil, fmt.Errorf("lock file %s is not a regular file (mode %o); remove it", lock, st.Mode)
+			}
 			ctime := time.Unix(st.Ctim.Unix())
 			if nowFunc().Sub(ctime) > lockFileStale {
 				// Exim removes a lock file this old too: its owner died.
@@ -82,7 +86,7 @@ func takeLockFile(path string, report func(Event)) (unlock func() error, err err
 // hitch creates the post and links it to lock. ok=false means the lock is
 // held by someone else.
 func hitch(post, lock string) (ok bool, err error) {
-	f, err := os.OpenFile(post, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o600)
+	f, err := os.OpenFile(post, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return false, fmt.Errorf("lock post %s: %w", post, err)
 	}
@@ -151,7 +155,7 @@ func claim(path, workDir, workPrefix string, minNanos int64, report func(Event))
 			err = uerr
 		}
 	}()
-	f, err := os.OpenFile(path, os.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	f, err := openRegular(path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", 0, nil
 	}

@@ -54,7 +54,7 @@ func (bsmtpDir) open(s *entrySpool, c candidate) (*unit, string, error) {
 		}
 		return nil, "", err
 	}
-	u := &unit{name: p, f: f, size: fi.Size(), idBase: c.name + "." + genTag(fi.ModTime())}
+	u := &unit{name: p, f: f, size: fi.Size(), idBase: c.name + "." + genTag(fi.ModTime(), inoOf(fi))}
 	rd := bsmtp.NewReader(io.NewSectionReader(f, 0, fi.Size()))
 	var damage []string
 	for {
@@ -66,8 +66,20 @@ func (bsmtpDir) open(s *entrySpool, c candidate) (*unit, string, error) {
 			_ = f.Close() // read-only
 			return nil, "", fmt.Errorf("read %s: %w", p, err)
 		}
-		if e.Msg == nil {
-			damage = append(damage, fmt.Sprintf("line %d: %s", e.Line, e.Damage))
+		reason := ""
+		switch {
+		case e.Inner != nil:
+			// Exim writes these files whole under a temp.* name, so this
+			// is no torn append of Exim's; the file goes to quarantine
+			// whole rather than being cut on a guess.
+			reason = fmt.Sprintf("line %d: a BSMTP envelope (MAIL FROM, RCPT TO and DATA lines) at line %d inside the entry", e.Line, e.Inner.Line)
+		case e.Msg == nil:
+			reason = fmt.Sprintf("line %d: %s", e.Line, e.Damage)
+		case e.Msg.HeaderProblem != "":
+			reason = fmt.Sprintf("line %d: header block is not RFC 5322 header lines (%s)", e.Line, e.Msg.HeaderProblem)
+		}
+		if reason != "" {
+			damage = append(damage, reason)
 			if len(damage) == maxDamageReasons {
 				// The file goes to quarantine whole; the rest is not read.
 				damage = append(damage, "(not read further)")
@@ -108,7 +120,7 @@ func (bsmtpDir) rewrite(_ *entrySpool, u *unit) error {
 	// kept message moves to the offset of a settled one. With the same
 	// date, its refusal in a later run would replace the settled
 	// message's failed copy.
-	return writeAtomic(filepath.Dir(u.name), u.name, 0o600, fi.ModTime().Add(time.Nanosecond), func(w io.Writer) error {
+	return writeAtomic(filepath.Dir(u.name), u.name, 0o600, fi.ModTime().Add(time.Nanosecond), false, func(w io.Writer) error {
 		bw := bsmtp.NewWriter(w)
 		for _, um := range u.msgs {
 			env := bsmtp.Envelope{From: um.env.From, To: um.pendingTo()}
@@ -131,7 +143,7 @@ func (bsmtpDir) remove(s *entrySpool, u *unit) error {
 }
 
 func (bsmtpDir) quarantine(s *entrySpool, u *unit, qd, id string) error {
-	if err := os.Rename(u.name, filepath.Join(qd, id+".bsmtp")); err != nil {
+	if _, err := moveNoReplace(u.name, filepath.Join(qd, id+".bsmtp")); err != nil {
 		return err
 	}
 	return syncDir(s.o.Path)

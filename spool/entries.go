@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"etrnflush/bsmtp"
 )
 
@@ -179,7 +177,15 @@ func (s *entrySpool) openUnit(c candidate) (*unit, error) {
 			_ = u.f.Close() // read-only; nothing to lose
 			u.f = nil
 		}
-		return nil, s.quarantineUnit(u, damage)
+		if err := s.quarantineUnit(u, damage); err != nil {
+			// One entry that cannot be moved (a full quarantine file
+			// system, a FIFO across file systems, permissions) must not
+			// keep the others from going out: it stays where it is, is
+			// never sent, and the next run tries again.
+			s.o.Report(Event{Kind: "notice", ID: privName(u.idBase),
+				Reason: "skipped: damaged (" + damage + ") but could not be quarantined, left in place: " + err.Error()})
+		}
+		return nil, nil
 	}
 	return u, nil
 }
@@ -197,20 +203,35 @@ func (s *entrySpool) quarantineUnit(u *unit, why string) error {
 	if err := mkdirPrivate(qd); err != nil {
 		return err
 	}
-	err := WriteFileAtomic(filepath.Join(qd, id+".why"), 0o600, func(w io.Writer) error {
-		_, err := io.WriteString(w, oneLine(why))
-		return err
+	var stem string
+	err := placeCopy(qd, id, func(st string) error {
+		stem = st
+		// The reason first: a crash before the move leaves it, and the
+		// redo finds it with the same text and uses the same name.
+		whyPath := filepath.Join(qd, st+".why")
+		created, err := writeOrSame(whyPath, func(w io.Writer) error {
+			_, err := io.WriteString(w, oneLine(why))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if err := s.kind.quarantine(s, u, qd, st); err != nil {
+			if created {
+				// A reason without its entry would only mislead.
+				_ = os.Remove(whyPath) // best effort; the move error is the one to report
+			}
+			return err
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("quarantine %s: %w", id, err)
-	}
-	if err := s.kind.quarantine(s, u, qd, id); err != nil {
 		return fmt.Errorf("quarantine %s: %w", id, err)
 	}
 	if err := syncDir(qd); err != nil {
 		return err
 	}
-	s.o.Report(Event{Kind: "quarantine", ID: id, Reason: why, Size: u.size})
+	s.o.Report(Event{Kind: "quarantine", ID: stem, Reason: why, Size: u.size})
 	return nil
 }
 
@@ -340,7 +361,7 @@ func listDir(dir string, o Options, fn func(name string, mtime int64) error) err
 				return fmt.Errorf("spool %s: %w", dir, ierr)
 			}
 			if !fi.Mode().IsRegular() {
-				o.Report(Event{Kind: "notice", ID: n, Reason: "skipped: not a regular file (" + fi.Mode().Type().String() + ") in " + dir})
+				o.Report(Event{Kind: "notice", ID: n, Reason: "skipped: " + filepath.Join(dir, n) + " is " + typeName(fi.Mode()) + ", not a regular file"})
 				continue
 			}
 			if err := fn(n, fi.ModTime().UnixNano()); err != nil {
@@ -360,12 +381,12 @@ func listDir(dir string, o Options, fn func(name string, mtime int64) error) err
 // symlink. nil, nil: it is gone. errNotRegular: it is there but not a
 // regular file.
 func openEntryFile(p string) (*os.File, os.FileInfo, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	f, err := openRegular(p, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, nil
 	}
-	if errors.Is(err, unix.ELOOP) {
-		return nil, nil, errNotRegular
+	if errors.Is(err, errNotRegular) {
+		return nil, nil, err
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("open %s: %w", p, err)
@@ -375,20 +396,13 @@ func openEntryFile(p string) (*os.File, os.FileInfo, error) {
 		_ = f.Close() // read-only
 		return nil, nil, fmt.Errorf("fstat %s: %w", p, err)
 	}
-	if !fi.Mode().IsRegular() {
-		_ = f.Close() // read-only
-		return nil, nil, errNotRegular
-	}
 	return f, fi, nil
 }
 
-var errNotRegular = errors.New("not a regular file")
-
-// moveInto renames src into qd as name, if src still exists.
+// moveInto moves src into qd as name, if src still exists, never
+// replacing a file there and copying when qd is on another file system
+// (see moveNoReplace).
 func moveInto(src, qd, name string) error {
-	err := os.Rename(src, filepath.Join(qd, name))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
+	_, err := moveNoReplace(src, filepath.Join(qd, name))
+	return err
 }

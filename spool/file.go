@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -56,7 +57,8 @@ type workFile struct {
 	jr      *journal
 	wk      *walker
 	wkFile  *os.File
-	out     int // fifo items of this file: messages not settled, q records not written
+	out     int   // fifo items of this file: messages not settled, q records not written
+	owed    int64 // journal octets reserved for them (see journal.reserve)
 }
 
 type item struct {
@@ -64,6 +66,7 @@ type item struct {
 	m   *Message // nil: a quarantined region whose q record is due
 	off int64
 	end int64
+	rl  int64 // journal octets owed for its record
 }
 
 func newFileSpool(o Options, d, b string, works, journals []int64, hasPath bool) (*fileSpool, error) {
@@ -117,11 +120,29 @@ func (s *fileSpool) Next() (*Message, error) {
 			continue
 		}
 		m, err := w.next()
+		if errors.Is(err, errNotRegular) && w.state == wUnopened {
+			// The work file or its journal is a symlink, a FIFO or
+			// the like: not ours to read, and no reason to keep the
+			// other batches from going out.
+			w.state = wFinished
+			s.o.Report(Event{Kind: "notice", ID: filepath.Base(w.path), Reason: "skipped: " + err.Error()})
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
 		if m != nil {
-			s.fifo = append(s.fifo, &item{w: w, m: m, off: m.ref.off})
+			rl := recordLen(m.ref.off, len(m.ref.env.To))
+			if !s.o.DryRun {
+				if err := w.jr.reserve(w.owed + rl); err != nil {
+					// Not handed out: it stays pending, and nothing
+					// is sent that could not be recorded.
+					w.out--
+					return nil, err
+				}
+			}
+			w.owed += rl
+			s.fifo = append(s.fifo, &item{w: w, m: m, off: m.ref.off, rl: rl})
 			return m, nil
 		}
 		if err := s.drain(); err != nil {
@@ -135,7 +156,14 @@ func (s *fileSpool) Next() (*Message, error) {
 
 // claimPath takes Exim's file, or in a dry run reads it where it is.
 func (s *fileSpool) claimPath() error {
-	if _, err := os.Lstat(s.o.Path); errors.Is(err, os.ErrNotExist) {
+	fi, err := os.Lstat(s.o.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err == nil && !fi.Mode().IsRegular() {
+		// Open let this through because earlier work files are left:
+		// those went out; this is not Exim's file.
+		s.o.Report(Event{Kind: "notice", ID: s.base, Reason: "skipped: " + s.o.Path + " is " + typeName(fi.Mode()) + ", not Exim's spool file"})
 		return nil
 	}
 	if s.o.DryRun {
@@ -167,6 +195,7 @@ func (s *fileSpool) drain() error {
 		}
 		s.fifo = s.fifo[1:]
 		it.w.out--
+		it.w.owed -= it.rl
 		if err := it.w.maybeFinish(); err != nil {
 			return err
 		}
@@ -196,6 +225,7 @@ func (s *fileSpool) Settle(m *Message, out []Outcome, reason string) error {
 	// Whatever happens below, the message is no longer in flight: without
 	// a record it counts as fully pending.
 	r.settled = true
+	w.owed -= s.fifo[0].rl
 	s.fifo = s.fifo[1:]
 	w.out--
 	if s.o.DryRun {
@@ -251,7 +281,7 @@ func (w *workFile) open() error {
 	if w.s.o.DryRun {
 		flag = os.O_RDONLY
 	}
-	f, err := os.OpenFile(w.path, flag|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	f, err := openRegular(w.path, flag, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", w.path, err)
 	}
@@ -259,10 +289,6 @@ func (w *workFile) open() error {
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		_ = f.Close() // report the fstat error
 		return fmt.Errorf("fstat %s: %w", w.path, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		_ = f.Close() // report the type error
-		return fmt.Errorf("%s is not a regular file", w.path)
 	}
 	ready := func() {
 		w.f = f
@@ -272,11 +298,11 @@ func (w *workFile) open() error {
 	}
 	mtime := time.Unix(st.Mtim.Unix())
 	if w.inPlace {
-		w.idBase = filepath.Base(w.path) + "." + genTag(mtime)
+		w.idBase = filepath.Base(w.path) + "." + genTag(mtime, st.Ino)
 		ready()
 		return nil
 	}
-	w.idBase = fmt.Sprintf("%020d.%s", w.nanos, genTag(mtime))
+	w.idBase = fmt.Sprintf("%020d.%s", w.nanos, genTag(mtime, st.Ino))
 	jp := w.journalPath()
 	jr, stale, err := loadJournal(jp, uint64(st.Dev), st.Ino)
 	if err != nil {
@@ -355,6 +381,34 @@ func (w *workFile) next() (*Message, error) {
 			}
 			w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, resume, 1<<62), resume, ln)
 			w.parsed, w.lastLn = resume, ln
+			continue
+		}
+		if e.Inner != nil && e.Inner.Off > e.Start && !has {
+			// A torn append, most likely: never send the fragment, nor
+			// anything of the next delivery as part of it. The fragment
+			// goes to quarantine and reading resumes at the envelope,
+			// where a whole transaction is an ordinary message.
+			what := "the data of the message for " + addrList(e)
+			if e.Msg == nil {
+				what = "a damaged region (" + e.Damage + ")"
+			}
+			why := fmt.Sprintf("line %d: torn append: %s holds a BSMTP envelope (MAIL FROM, RCPT TO and DATA lines) at line %d; "+
+				"the part before it is quarantined and the envelope is read as the start of a message of its own "+
+				"(this copy runs on to the end of the entry, octet %d)", e.Line, what, e.Inner.Line, e.End)
+			if err := w.quarantineRegion(e.Start, e.Inner.Off, e.End, why); err != nil {
+				return nil, err
+			}
+			w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, e.Inner.Off, 1<<62), e.Inner.Off, e.Inner.Line)
+			w.parsed, w.lastLn = e.Inner.Off, e.Inner.Line
+			continue
+		}
+		if e.Msg != nil && e.Msg.HeaderProblem != "" && !has {
+			why := fmt.Sprintf("line %d: message for %s: its header block is not RFC 5322 header lines (%s): "+
+				"not written by Exim as one message", e.Line, addrList(e), e.Msg.HeaderProblem)
+			if err := w.quarantineRegion(e.Start, e.End, e.End, why); err != nil {
+				return nil, err
+			}
+			w.parsed, w.lastLn = e.End, 0
 			continue
 		}
 		if e.Msg == nil {
@@ -489,26 +543,59 @@ func countLines(r io.ReaderAt, n int64) (int, error) {
 // quarantine copies a damaged region aside; its q record follows once the
 // messages before it are settled.
 func (w *workFile) quarantine(e bsmtp.Entry) error {
-	id := w.id(e.Start)
 	why := fmt.Sprintf("line %d: %s", e.Line, e.Damage)
 	if e.Incomplete {
 		why += " (incomplete, did not grow under the lock)"
 	}
+	return w.quarantineRegion(e.Start, e.End, e.End, why)
+}
+
+// quarantineRegion quarantines [start,end) of the file: the copy holds
+// [start,copyEnd), which may run on past end so that the admin sees all a
+// decision was made on.
+func (w *workFile) quarantineRegion(start, end, copyEnd int64, why string) error {
+	id := w.id(start)
 	if w.s.o.DryRun {
-		w.s.o.Report(Event{Kind: "quarantine", ID: id, Reason: "would quarantine: " + why, Size: e.End - e.Start})
+		w.s.o.Report(Event{Kind: "quarantine", ID: id, Reason: "would quarantine: " + why, Size: end - start})
 		return nil
 	}
+	// The q record must fit too: without it the next run would
+	// quarantine the region again.
+	rl := int64(2*len(strconv.FormatInt(end, 10)) + 3 + len("run\n"))
+	if err := w.jr.reserve(w.owed + rl); err != nil {
+		return fmt.Errorf("quarantine %s: %w", id, err)
+	}
 	err := writeCopy(quarantineDir(w.s.d, w.s.base), id, func(wr io.Writer) error {
-		_, err := io.Copy(wr, io.NewSectionReader(w.f, e.Start, e.End-e.Start))
+		_, err := io.Copy(wr, io.NewSectionReader(w.f, start, copyEnd-start))
 		return err
 	}, why)
 	if err != nil {
 		return fmt.Errorf("quarantine %s: %w", id, err)
 	}
-	w.s.o.Report(Event{Kind: "quarantine", ID: id, Reason: why, Size: e.End - e.Start})
-	w.s.fifo = append(w.s.fifo, &item{w: w, off: e.Start, end: e.End})
+	w.s.o.Report(Event{Kind: "quarantine", ID: id, Reason: why, Size: end - start})
+	w.owed += rl
+	w.s.fifo = append(w.s.fifo, &item{w: w, off: start, end: end, rl: rl})
 	w.out++
 	return w.s.drain()
+}
+
+// addrList names the recipients of a message entry for a reason.
+func addrList(e bsmtp.Entry) string {
+	if e.Msg == nil {
+		return "-"
+	}
+	var b strings.Builder
+	for i, a := range e.Msg.To {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if i == 3 {
+			fmt.Fprintf(&b, "and %d more", len(e.Msg.To)-3)
+			break
+		}
+		b.WriteString("<" + a + ">")
+	}
+	return b.String()
 }
 
 func (w *workFile) record(r record, newSeg bool) error {
@@ -554,8 +641,19 @@ func (w *workFile) finish(closing bool) (err error) {
 	// between the walk and the rename or unlink.
 	w.state = wFinished
 	defer func() { err = errors.Join(err, w.closeFiles()) }()
-	if w.jr == nil || !w.jr.records {
+	if w.jr == nil {
 		return nil
+	}
+	if !w.jr.records {
+		// Created only to reserve room for records that never came:
+		// it says nothing, and its preallocated blocks are freed.
+		if !w.jr.exists {
+			return nil
+		}
+		if err := w.jr.close(); err != nil {
+			return err
+		}
+		return removeIfExists(w.jr.path)
 	}
 	if err := w.jr.reload(); err != nil {
 		return err
@@ -572,7 +670,8 @@ func (w *workFile) finish(closing bool) (err error) {
 			return err
 		}
 	case err != nil:
-		return fmt.Errorf("compact %s: %w", w.path, err)
+		// The journal keeps every outcome: the next run resumes from it.
+		return diskFull(fmt.Errorf("compact %s: %w", w.path, err))
 	}
 	// A crash before this leaves a journal for an inode that no longer
 	// exists under the name: it is recognised as stale and removed.

@@ -30,7 +30,7 @@ func hostLockPaths(dir, host string) (lock, flag string) {
 // the mail that triggered this run is then picked up by the holder.
 func LockHost(dir, host string) (*HostLock, error) {
 	lockPath, flag := hostLockPaths(dir, host)
-	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	f, err := openRegular(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("host lock %s: %w", lockPath, err)
 	}
@@ -135,7 +135,7 @@ func tryFlock(f *os.File) (bool, error) {
 
 // touch creates path (0600) if it does not exist.
 func touch(path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	f, err := openRegular(path, os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}

@@ -47,6 +47,8 @@ type journal struct {
 	f        *os.File
 	unsynced int       // records written since the last fsync
 	since    time.Time // when the first of them was written
+	reserved int64     // the file's blocks are allocated up to here (fallocate)
+	noAlloc  bool      // the file system cannot preallocate
 }
 
 // A record is in the kernel when appendRecords returns, which is all a
@@ -69,7 +71,7 @@ type record struct {
 // usable journal for the work file (dev, ino): none, or a stale one.
 func loadJournal(path string, dev, ino uint64) (j *journal, stale bool, err error) {
 	j = &journal{path: path, dev: dev, ino: ino}
-	f, err := os.Open(path)
+	f, err := openRegular(path, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return j, false, nil
 	}
@@ -252,7 +254,7 @@ func (j *journal) openForWalk() (*os.File, error) {
 	if !j.exists || len(j.segs) == 0 {
 		return nil, nil
 	}
-	f, err := os.Open(j.path)
+	f, err := openRegular(j.path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("journal %s: %w", j.path, err)
 	}
@@ -265,28 +267,8 @@ func (j *journal) openForWalk() (*os.File, error) {
 // starts a segment; newSegment forces a fresh one (records out of order with
 // the current segment).
 func (j *journal) appendRecords(recs []record, newSegment bool) error {
-	if !j.exists {
-		hdr := journalHeader(j.dev, j.ino) + "\n"
-		err := WriteFileAtomic(j.path, 0o600, func(w io.Writer) error {
-			_, err := io.WriteString(w, hdr)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("create journal: %w", err)
-		}
-		j.exists, j.valid = true, int64(len(hdr))
-	}
-	if j.f == nil {
-		f, err := os.OpenFile(j.path, os.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("journal %s: %w", j.path, err)
-		}
-		// Cut a torn line so that our records start on a line of their own.
-		if err := f.Truncate(j.valid); err != nil {
-			_ = f.Close() // the truncate error is the one to report
-			return fmt.Errorf("journal %s: truncate: %w", j.path, err)
-		}
-		j.f = f
+	if err := j.open(); err != nil {
+		return err
 	}
 	var b strings.Builder
 	if !j.started || newSegment {
@@ -311,6 +293,84 @@ func (j *journal) appendRecords(recs []record, newSegment bool) error {
 		return j.sync()
 	}
 	return nil
+}
+
+// open creates the journal (header written atomically) if there is none,
+// and opens it for appending, cutting off a torn last line.
+func (j *journal) open() error {
+	if !j.exists {
+		hdr := journalHeader(j.dev, j.ino) + "\n"
+		err := WriteFileAtomic(j.path, 0o600, func(w io.Writer) error {
+			_, err := io.WriteString(w, hdr)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("create journal: %w", err)
+		}
+		j.exists, j.valid = true, int64(len(hdr))
+	}
+	if j.f == nil {
+		f, err := openRegular(j.path, os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("journal %s: %w", j.path, err)
+		}
+		// Cut a torn line so that our records start on a line of their own.
+		if err := f.Truncate(j.valid); err != nil {
+			_ = f.Close() // the truncate error is the one to report
+			return fmt.Errorf("journal %s: truncate: %w", j.path, err)
+		}
+		j.f = f
+		j.reserved = j.valid
+	}
+	return nil
+}
+
+// reserveSlack is allocated beyond what is owed, so that a reservation is
+// a system call every few thousand messages, not one per message.
+const reserveSlack = 64 << 10
+
+// reserve makes sure that need more octets of records can be written
+// without the file system allocating anything: the journal is created and
+// its blocks allocated past its end (fallocate with KEEP_SIZE, so that
+// the file's length, and what a reader sees, stay as they are). A message
+// is handed out only once its record is sure to fit: a full disk after
+// the dial would lose the outcomes of messages already sent, and the next
+// run would send them again, and again on every run after.
+func (j *journal) reserve(need int64) error {
+	if err := j.open(); err != nil {
+		return diskFull(fmt.Errorf("no room to record outcomes, so nothing more is sent: %w", err))
+	}
+	if j.noAlloc || j.reserved-j.valid >= need {
+		return nil
+	}
+	n := need + reserveSlack
+	err := unix.Fallocate(int(j.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, j.valid, n)
+	switch {
+	case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS):
+		// NFS before 4.2, some FUSE file systems: the journal exists
+		// at least, and each record is a short write.
+		j.noAlloc = true
+		return nil
+	case err != nil:
+		return diskFull(fmt.Errorf("no room to record outcomes, so nothing more is sent: journal %s: reserve %d octets: %w", j.path, n, err))
+	}
+	j.reserved = j.valid + n
+	return nil
+}
+
+// diskFull puts "disk full" in front of an ENOSPC or EDQUOT error, so
+// that the admin need not dig for it at the end of a long line.
+func diskFull(err error) error {
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+		return fmt.Errorf("disk full: %w", err)
+	}
+	return err
+}
+
+// recordLen bounds the journal octets a message's record takes, with room
+// for a segment marker.
+func recordLen(off int64, rcpts int) int64 {
+	return int64(len(strconv.FormatInt(off, 10))) + 1 + int64(rcpts) + 1 + int64(len("run\n"))
 }
 
 // sync makes the records written so far survive a power failure.

@@ -91,7 +91,7 @@ func (k maildir) open(s *entrySpool, c candidate) (*unit, string, error) {
 		return nil, "", err
 	}
 	a := &mdAux{path: p}
-	u := &unit{name: p, f: f, size: fi.Size(), idBase: strings.ReplaceAll(c.name, "/", "-") + "." + genTag(fi.ModTime()), aux: a}
+	u := &unit{name: p, f: f, size: fi.Size(), idBase: strings.ReplaceAll(c.name, "/", "-") + "." + genTag(fi.ModTime(), inoOf(fi)), aux: a}
 	env, fields, n, why, err := readMaildirEnvelope(io.NewSectionReader(f, 0, fi.Size()), k.deliveredTo, k.prefix)
 	if err != nil {
 		_ = f.Close() // read-only
@@ -137,7 +137,7 @@ func (k maildir) rewrite(s *entrySpool, u *unit) error {
 		return fmt.Errorf("rewrite %s: %w", a.path, err)
 	}
 	to := um.pendingTo()
-	return writeAtomic(tmp, a.path, 0o600, fi.ModTime(), func(w io.Writer) error {
+	return writeAtomic(tmp, a.path, 0o600, fi.ModTime(), false, func(w io.Writer) error {
 		for _, fl := range a.fields {
 			raw := fl.raw
 			if fl.name == "envelope-to" {

@@ -80,7 +80,7 @@ func (mailstore) open(s *entrySpool, c candidate) (*unit, string, error) {
 		}
 		return nil, "", err
 	}
-	u := &unit{name: a.env, size: efi.Size(), idBase: c.name + "." + genTag(efi.ModTime()), aux: a}
+	u := &unit{name: a.env, size: efi.Size(), idBase: c.name + "." + genTag(efi.ModTime(), inoOf(efi)), aux: a}
 	var raw []byte
 	if efi.Size() <= maxEnvFile {
 		raw, err = io.ReadAll(io.LimitReader(ef, maxEnvFile+1))
@@ -133,7 +133,7 @@ func (mailstore) rewrite(s *entrySpool, u *unit) error {
 	}
 	env := a.envelope
 	env.To = u.msgs[0].pendingTo()
-	return writeAtomic(s.o.Path, a.env, 0o600, fi.ModTime(), func(w io.Writer) error {
+	return writeAtomic(s.o.Path, a.env, 0o600, fi.ModTime(), false, func(w io.Writer) error {
 		_, err := w.Write(env.bytes())
 		return err
 	})

@@ -13,6 +13,7 @@
 package spool
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"etrnflush/bsmtp"
@@ -235,8 +237,12 @@ func Open(o Options) (Spool, error) {
 			o.Report(Event{Kind: "layout", ID: b, Reason: s.Layout() + " (detected)"})
 		}
 		return s, nil
+	case len(works) > 0 || len(journals) > 0:
+		// Something planted where Exim's file goes; the batches earlier
+		// runs claimed are still ours to send (claimPath passes it by).
+		return newFileSpool(o, d, b, works, journals, false)
 	default:
-		return nil, &LayoutError{Path: o.Path, Found: "unknown", Reason: "neither a regular file nor a directory (" + fi.Mode().Type().String() + ")"}
+		return nil, &LayoutError{Path: o.Path, Found: "unknown", Reason: "neither a regular file nor a directory: it is " + typeName(fi.Mode())}
 	}
 }
 
@@ -329,13 +335,24 @@ func ownWorkTemp(prefix, name string) bool {
 }
 
 // genTag distinguishes versions of a file whose name stays the same across
-// rewrites, so that ids (and the quarantine and failed names built from
-// them) of different versions never collide. A rewrite that keeps the date
-// for the oldest-first order must still move it on (see bsmtpDir.rewrite);
-// a mailstore or maildir entry holds one message, whose failed copies are
-// told apart by their recipients.
-func genTag(mtime time.Time) string {
-	return strconv.FormatInt(mtime.UnixNano(), 36)
+// rewrites, so that the ids of different versions rarely collide: its date
+// and its inode number. Neither is enough alone: a file system with
+// 1-second timestamps (ext4 with 128-octet inodes, ext3, some NFS) gives
+// two rewrites in one second the same date, and a freed inode number is
+// handed out again. Together they still may collide, so nothing relies on
+// an id being unique: the failed and quarantine copies named after it are
+// never overwritten (see placeCopy).
+// It is a variable so that a test can make every tag collide.
+var genTag = func(mtime time.Time, ino uint64) string {
+	return strconv.FormatInt(mtime.UnixNano(), 36) + "i" + strconv.FormatUint(ino, 36)
+}
+
+// inoOf is the inode number of a file from its FileInfo (0 if unknown).
+func inoOf(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
 }
 
 type noneSpool struct{}
@@ -384,7 +401,7 @@ func applyOutcomes(d, base string, m *Message, out []Outcome, reason string) (st
 		return nil, false, err
 	}
 	if err := writeFailed(d, base, m.ID, m.ref, failed, reason); err != nil {
-		return nil, false, fmt.Errorf("settle %s: %w", m.ID, err)
+		return nil, false, diskFull(fmt.Errorf("settle %s: %w", m.ID, err))
 	}
 	return st, changed, nil
 }
@@ -398,8 +415,10 @@ func writeFailed(d, base, id string, r *msgRef, failed []string, reason string) 
 	env := bsmtp.Envelope{From: r.env.From, To: failed}
 	// A message's id does not change while it waits in a work file, and
 	// a later run may refuse other recipients of it: name each copy after
-	// its recipients too, so that no copy replaces another. The same
-	// refusal after a crash rewrites the same copy, not a second one.
+	// its recipients too. Should the name still be taken (an id that
+	// collides, or the same refusal again after a crash), the copy gets a
+	// suffix: a second copy is harmless, a replaced one may be the only
+	// copy of a refused message.
 	sum := sha256.Sum256([]byte(strings.Join(failed, "\n")))
 	id += "-" + hex.EncodeToString(sum[:4])
 	err := writeCopy(failedDir(d, base), id, func(w io.Writer) error {
@@ -414,20 +433,92 @@ func writeFailed(d, base, id string, r *msgRef, failed []string, reason string) 
 	return nil
 }
 
-// writeCopy stores a BSMTP copy and its reason under dir/id.{bsmtp,why}.
-// The names depend only on id, so a redo after a crash overwrites.
+// writeCopy stores a BSMTP copy and its reason under dir/STEM.{bsmtp,why},
+// STEM being id or, if that name holds another copy, id with a suffix
+// (see placeCopy): no copy ever replaces another. The same copy written
+// again (a redo after a crash between the copy and the record that makes
+// it unnecessary) is recognised by its content and not written twice.
 func writeCopy(dir, id string, body func(io.Writer) error, why string) error {
-	id = privName(id) // an id from a long spool file name must still fit
 	if err := mkdirPrivate(dir); err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(filepath.Join(dir, id+".bsmtp"), 0o600, body); err != nil {
-		return err
-	}
-	return WriteFileAtomic(filepath.Join(dir, id+".why"), 0o600, func(w io.Writer) error {
+	reason := func(w io.Writer) error {
 		_, err := io.WriteString(w, oneLine(why))
 		return err
+	}
+	return placeCopy(dir, id, func(stem string) error {
+		if _, err := writeOrSame(filepath.Join(dir, stem+".bsmtp"), body); err != nil {
+			return err
+		}
+		_, err := writeOrSame(filepath.Join(dir, stem+".why"), reason)
+		return err
 	})
+}
+
+// maxCopySuffix bounds the suffixes tried for one copy's name.
+const maxCopySuffix = 1000
+
+// placeCopy calls write with the stems id, id~1, id~2, ... until it does
+// not fail with os.ErrExist (the name holds something else).
+func placeCopy(dir, id string, write func(stem string) error) error {
+	id = privName(id) // an id from a long spool file name must still fit
+	for n := 0; n < maxCopySuffix; n++ {
+		stem := id
+		if n > 0 {
+			stem = id + "~" + strconv.Itoa(n)
+		}
+		err := write(stem)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		return err
+	}
+	return fmt.Errorf("%s: %d copies named %s already", dir, maxCopySuffix, id)
+}
+
+// writeOrSame writes path through writeFileNew unless it exists. An
+// existing file with exactly the content produce makes is taken as this
+// very write, done before (created is false); anything else there is
+// os.ErrExist and is left alone.
+func writeOrSame(path string, produce func(io.Writer) error) (created bool, err error) {
+	err = writeFileNew(path, 0o600, produce)
+	if !errors.Is(err, os.ErrExist) {
+		return err == nil, err
+	}
+	same, serr := sameContent(path, produce)
+	if serr != nil {
+		return false, serr
+	}
+	if !same {
+		return false, err
+	}
+	return false, nil
+}
+
+// sameContent reports whether the regular file at path holds exactly
+// what produce writes, comparing digests so that neither is held in
+// memory.
+func sameContent(path string, produce func(io.Writer) error) (bool, error) {
+	f, err := openRegular(path, os.O_RDONLY, 0)
+	if errors.Is(err, errNotRegular) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	have := sha256.New()
+	_, err = io.Copy(have, f)
+	if cerr := f.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	want := sha256.New()
+	if err := produce(want); err != nil {
+		return false, err
+	}
+	return bytes.Equal(have.Sum(nil), want.Sum(nil)), nil
 }
 
 // statusesAfter merges this run's outcome into the stored statuses and
