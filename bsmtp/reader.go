@@ -59,6 +59,14 @@ type Entry struct {
 type Inner struct {
 	Off  int64 // offset of the "MAIL FROM:" text; inside a line if the fragment before it ended without a line end
 	Line int   // number of the line it is on
+	// MidLine: the "MAIL FROM:" does not start its line: the text before
+	// it ended without a line end, as a killed writer's fragment does and
+	// a quotation does not.
+	MidLine bool
+	// InData: found in a message body, where a message may quote an
+	// envelope; one in the command lines or a header block cannot be a
+	// quote.
+	InData bool
 }
 
 // Message is a well-formed transaction.
@@ -288,6 +296,9 @@ func (r *Reader) Next() (Entry, error) {
 			return Entry{}, err
 		}
 		if !l.isDot && l.n > 0 && l.eol != eolNone {
+			// Only a body can quote an envelope: in the header block an
+			// envelope line is no header field, so it is a torn write.
+			sc.data = hdr.body
 			sc.line(r.tail, l.n, lineStart, lineNo)
 			if e.Inner == nil {
 				e.Inner = sc.found
@@ -386,6 +397,7 @@ type envScan struct {
 	cand  *Inner // where the MAIL command of the envelope being followed starts
 	rcpts int
 	found *Inner // the first whole envelope
+	data  bool   // the lines fed are (now) those of a data section
 }
 
 // line feeds one line: tail is its last octets with the line end, n its
@@ -409,6 +421,11 @@ func (sc *envScan) line(tail []byte, n int64, start int64, lineNo int) {
 		}
 		sc.cand = nil
 	}
+	if whole && bytes.EqualFold(text, []byte("DATA")) {
+		// The damaged entry's own DATA line: what follows is its data.
+		sc.data = true
+		return
+	}
 	i := bytes.LastIndex(text, []byte("MAIL FROM:"))
 	if i < 0 && whole && hasPrefixFold(text, "MAIL FROM:") {
 		i = 0
@@ -417,7 +434,8 @@ func (sc *envScan) line(tail []byte, n int64, start int64, lineNo int) {
 		return
 	}
 	if _, ok, why := parsePath(text[i:], "MAIL FROM:", true); ok && why == "" {
-		sc.cand = &Inner{Off: start + n - int64(len(tail)) + int64(i), Line: lineNo}
+		off := start + n - int64(len(tail)) + int64(i)
+		sc.cand = &Inner{Off: off, Line: lineNo, MidLine: off > start, InData: sc.data}
 		sc.rcpts = 0
 	}
 }
@@ -425,6 +443,7 @@ func (sc *envScan) line(tail []byte, n int64, start int64, lineNo int) {
 // headerCheck follows the header block of a data section.
 type headerCheck struct {
 	done   bool // past the empty line, or a problem was found
+	body   bool // past the empty line: the body
 	fields int
 }
 
@@ -440,7 +459,7 @@ func (h *headerCheck) line(head []byte, lineNo int) string {
 	}
 	switch {
 	case len(t) == 0 && len(head) > 0 && (head[0] == '\n' || head[0] == '\r'):
-		h.done = true // the empty line: the body follows
+		h.done, h.body = true, true // the empty line: the body follows
 		return ""
 	case len(t) > 0 && (t[0] == ' ' || t[0] == '\t'):
 		if h.fields > 0 {

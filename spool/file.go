@@ -383,6 +383,24 @@ func (w *workFile) next() (*Message, error) {
 			w.parsed, w.lastLn = resume, ln
 			continue
 		}
+		if e.Inner != nil && e.Inner.Off > e.Start && !has && e.Inner.InData && !e.Inner.MidLine && !e.Incomplete {
+			// An envelope at the start of a line of data: a writer killed
+			// right at a line end, or a message quoting an envelope. The
+			// two cannot be told apart, and sending the quoted part would
+			// mail text to addresses nobody chose: the whole entry, up to
+			// its final dot, is quarantined, where nothing is lost.
+			what := "the data of the message for " + addrList(e)
+			if e.Msg == nil {
+				what = "a damaged region (" + e.Damage + ")"
+			}
+			why := fmt.Sprintf("line %d: %s holds a BSMTP envelope (MAIL FROM, RCPT TO and DATA lines) at the start of line %d: "+
+				"a torn append cut at a line end or a message quoting an envelope, which cannot be told apart; the whole entry is quarantined", e.Line, what, e.Inner.Line)
+			if err := w.quarantineRegion(e.Start, e.End, e.End, why); err != nil {
+				return nil, err
+			}
+			w.parsed, w.lastLn = e.End, 0
+			continue
+		}
 		if e.Inner != nil && e.Inner.Off > e.Start && !has {
 			// A torn append, most likely: never send the fragment, nor
 			// anything of the next delivery as part of it. The fragment
@@ -430,6 +448,11 @@ func (w *workFile) next() (*Message, error) {
 			continue
 		}
 		w.parsed, w.lastLn = e.End, 0
+		if quarantined {
+			// A whole message set aside (a bad header block, an
+			// envelope in its body) by a run that did not get to compact.
+			continue
+		}
 		idx := pendingOf(len(e.Msg.To), st)
 		if len(idx) == 0 {
 			continue
@@ -718,10 +741,10 @@ func (w *workFile) compact(out io.Writer, size int64) (err error) {
 			rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, resume, size-resume), resume, 0)
 			continue
 		}
+		if quarantined {
+			continue
+		}
 		if e.Msg == nil {
-			if quarantined {
-				continue
-			}
 			kept = true
 			if _, err := io.Copy(out, io.NewSectionReader(w.f, e.Start, e.End-e.Start)); err != nil {
 				return fmt.Errorf("copy damage: %w", err)

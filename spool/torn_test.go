@@ -28,10 +28,16 @@ func tornCuts(frag string) map[string]string {
 	}
 }
 
+// ambiguousCut is the one cut where the next delivery's envelope starts a
+// line of alice's body: exactly what a message quoting an envelope looks
+// like, so the whole entry, bob's message included, is quarantined.
+const ambiguousCut = "in the body, at a line end"
+
 // A torn append in an appended BSMTP file: the fragment is quarantined
 // (never sent), the message appended after it goes to its own
-// recipients only, once, and the messages around it are sent as usual,
-// in this run and in none after.
+// recipients only, once (or, where it cannot be told from a quotation,
+// is quarantined with the fragment), and the messages around it are sent
+// as usual, in this run and in none after.
 func TestTornAppendFile(t *testing.T) {
 	alice := tmsg{from: "a@x.example", to: []string{"alice@h.example"},
 		body: "Received: by x\nSubject: alice-secret-subject\n\nalice-secret-body one\nalice-secret-body two\n"}
@@ -52,6 +58,9 @@ func TestTornAppendFile(t *testing.T) {
 				sent = append(sent, g.to)
 			}
 			want := strings.Join(before.to, ",") + " bob@h.example " + strings.Join(after.to, ",")
+			if name == ambiguousCut {
+				want = strings.Join(before.to, ",") + " " + strings.Join(after.to, ",")
+			}
 			if strings.Join(sent, " ") != want {
 				t.Errorf("sent to %q, want %q", sent, want)
 			}
@@ -77,6 +86,9 @@ func TestTornAppendFile(t *testing.T) {
 			}
 			if !strings.HasPrefix(string(b), frag) {
 				t.Errorf("the quarantine copy does not begin with the fragment: %q", b)
+			}
+			if name == ambiguousCut && !strings.Contains(string(b), bob.bsmtp()) {
+				t.Errorf("the quarantine copy lacks bob's message: %q", b)
 			}
 			if got := yielded(t, open(t, p, nil, false)); got != nil {
 				t.Errorf("the next run would send %q", got)
@@ -139,5 +151,32 @@ func TestTornAppendDir(t *testing.T) {
 	}
 	if len(reasons) != 2 || !strings.Contains(strings.Join(reasons, "|"), "BSMTP envelope") || !strings.Contains(strings.Join(reasons, "|"), "header") {
 		t.Errorf("quarantine reasons %q", reasons)
+	}
+}
+
+// TestQuotedEnvelope: a message whose body quotes a whole BSMTP envelope
+// at the start of a line is quarantined whole: nothing of it is sent, least
+// of all the quoted part to the quoted addresses.
+func TestQuotedEnvelope(t *testing.T) {
+	quoting := tmsg{from: "a@x.example", to: []string{"alice@h.example"},
+		body: "Subject: how BSMTP looks\n\nA batch holds lines like these:\nMAIL FROM:<x@y.example>\nRCPT TO:<stranger@z.example>\nDATA\nSubject: quoted\n\nquoted text\n"}
+	before, after := mkmsgs(2)[0], mkmsgs(2)[1]
+	dir := t.TempDir()
+	p := filepath.Join(dir, "h.example")
+	writeFile(t, p, before.bsmtp()+quoting.bsmtp()+after.bsmtp())
+	ev := &events{}
+	var sent []string
+	for _, g := range drainAll(t, open(t, p, ev, false), all(Sent)) {
+		sent = append(sent, g.to)
+	}
+	if want := strings.Join(before.to, ",") + " " + strings.Join(after.to, ","); strings.Join(sent, " ") != want {
+		t.Errorf("sent to %q, want %q", sent, want)
+	}
+	copies := glob(t, filepath.Join(dir, ".etrnflush-h.example.quarantine", "*.bsmtp"))
+	if len(copies) != 1 {
+		t.Fatalf("quarantine copies %v", copies)
+	}
+	if b, err := os.ReadFile(copies[0]); err != nil || string(b) != quoting.bsmtp() {
+		t.Errorf("the quarantine copy is not the whole quoting message: %q %v", b, err)
 	}
 }
