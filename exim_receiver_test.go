@@ -117,3 +117,187 @@ func TestEximSinkLogCatchesProtocolErrors(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// receiverHost is a file_hosts domain of writer.conf: one appended BSMTP
+// file, several recipients of a message in one entry (batch_max = 100).
+const receiverHost = "file.rt.example"
+
+// startLimitedSink starts the sink with extra -D macros and returns it.
+func (r *rig) startLimitedSink(t *testing.T, defines ...string) *sink {
+	t.Helper()
+	return r.startSinkWith(t, defines...)
+}
+
+// sinkSessions counts the SMTP sessions of a client that said EHLO
+// test.example, by the line Exim logs at the end of each ("SMTP connection
+// from (test.example) [127.0.0.1] closed by QUIT", "... lost", ...): the
+// line at the start names no HELO, and the daemon's start-up probe says
+// no EHLO at all.
+func (s *sink) sinkSessions(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.dir, "log", "mainlog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "SMTP connection from (test.example) ")
+}
+
+// bodyLines returns n octets or a little more of varied text lines, some
+// starting with a dot.
+func bodyLines(tag string, n int) string {
+	var sb strings.Builder
+	for i := 0; sb.Len() < n; i++ {
+		if i%13 == 0 {
+			sb.WriteString(".")
+		}
+		fmt.Fprintf(&sb, "%s line %d %s\n", tag, i, strings.Repeat("abcdefghij", 1+i%7))
+	}
+	return sb.String()
+}
+
+// heldMessages reads what etrnflush kept for a BSMTP file spool: the
+// file itself if Exim wrote to it again, and every work file.
+func heldMessages(t *testing.T, path string) []envMsg {
+	t.Helper()
+	var msgs []envMsg
+	if _, err := os.Stat(path); err == nil {
+		msgs = append(msgs, parseBSMTPFile(t, path)...)
+	}
+	for _, f := range privateFiles(t, filepath.Dir(path), filepath.Base(path))["work"] {
+		msgs = append(msgs, parseBSMTPFile(t, f)...)
+	}
+	return msgs
+}
+
+// failedMessages reads the failed folder: each copy with the reason
+// etrnflush wrote beside it, keyed by Message-Id.
+func failedMessages(t *testing.T, path string) (msgs []envMsg, why map[string]string) {
+	t.Helper()
+	why = map[string]string{}
+	for _, f := range privateFiles(t, filepath.Dir(path), filepath.Base(path))["failed"] {
+		switch {
+		case strings.HasSuffix(f, ".bsmtp"):
+			copies := parseBSMTPFile(t, f)
+			b, err := os.ReadFile(strings.TrimSuffix(f, ".bsmtp") + ".why")
+			if err != nil {
+				t.Errorf("failed copy %s has no reason: %v", f, err)
+			}
+			for _, m := range copies {
+				why[m.id()] = string(b)
+			}
+			msgs = append(msgs, copies...)
+		case strings.HasSuffix(f, ".why"):
+		default:
+			t.Errorf("unexpected file in the failed folder: %s", f)
+		}
+	}
+	return msgs, why
+}
+
+// TestEximReceiverBlockedHead is issue 10's first case against a real
+// Exim with its default smtp_max_synprot_errors (3): a spool whose head is
+// one 300 KB message deferred at RCPT (five 64 KiB chunks), five small
+// messages deferred at RCPT and two refused at RCPT, then 30 ordinary
+// ones (one of them 150 KB, so accepted multi-chunk messages are in the
+// batch too). One run, with CHUNKING and with --no-chunking, delivers the
+// 30 byte for byte in one session, keeps the 6 in the spool untouched,
+// puts the 2 in the failed folder with Exim's 550, and Exim logs no
+// protocol or synchronisation error and drops nothing. The old engine
+// (a BDAT behind each unanswered RCPT) had Exim drop the session within
+// the first messages, and every later run the same.
+func TestEximReceiverBlockedHead(t *testing.T) {
+	for _, chunking := range []bool{true, false} {
+		name := "chunking"
+		if !chunking {
+			name = "no-chunking"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t)
+			s := r.startSink(t) // CHUNKING and PIPELINING offered, defaults otherwise
+			w := r.newWriter(t)
+			host := receiverHost
+			path := w.filePath(host)
+			inject := func(kind string, i int, local string, size int) {
+				t.Helper()
+				msg := fmt.Sprintf("From: <alice@sender.example>\nSubject: %s %d\nMessage-ID: <%s-%d@test.example>\n\n%s",
+					kind, i, kind, i, bodyLines(fmt.Sprintf("%s-%d", kind, i), size))
+				if err := w.inject("alice@sender.example", []string{local + "@" + host}, []byte(msg)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			inject("big-deferred", 0, "defer451big", 300_000)
+			for i := range 5 {
+				inject("deferred", i, fmt.Sprintf("defer451s%d", i), 400)
+			}
+			for i := range 2 {
+				inject("refused", i, fmt.Sprintf("reject550r%d", i), 400)
+			}
+			for i := range 30 {
+				size := 300 + 97*i
+				if i == 10 {
+					size = 150_000
+				}
+				inject("ordinary", i, fmt.Sprintf("u%d", i), size)
+			}
+			stored := spoolMessages(t, path)
+			if len(stored) != 38 || !strings.HasPrefix(stored[0].id(), "<big-deferred-") || len(stored[0].Data) < 300_000 {
+				t.Fatalf("the writer Exim stored %d messages, first %s; want 38, the 300 KB deferred one first", len(stored), stored[0])
+			}
+			var wantSent, wantKept, wantFailed []envMsg
+			for _, m := range stored {
+				switch {
+				case strings.HasPrefix(m.id(), "<ordinary-"):
+					wantSent = append(wantSent, m)
+				case strings.HasPrefix(m.id(), "<refused-"):
+					wantFailed = append(wantFailed, m)
+				default:
+					wantKept = append(wantKept, m)
+				}
+			}
+
+			args := []string{"--spool", path, "--to", s.addr(), "--tls", "none", "--helo", "test.example"}
+			if !chunking {
+				args = append(args, "--no-chunking")
+			}
+			start := time.Now()
+			_, stderr, code := runEtrnflush(t, append(args, host)...)
+			took := time.Since(start)
+			if code != 75 {
+				t.Fatalf("exit %d, want 75 (deferred mail left); stderr:\n%s", code, stderr)
+			}
+			s.waitReplayed(t, wantSent) // asserts the clean sink log too
+			sessions := s.sinkSessions(t)
+			t.Logf("%d messages (%d sent, %d deferred, %d refused) in %s, %d session(s)",
+				len(stored), len(wantSent), len(wantKept), len(wantFailed), took.Round(time.Millisecond), sessions)
+			if sessions != 1 {
+				t.Errorf("the sink saw %d sessions, want 1: nothing here should end one", sessions)
+			}
+			for status, n := range map[string]int{"sent": 30, "deferred": 6, "failed": 2} {
+				if got := strings.Count(stderr, " status="+status+" "); got != n {
+					t.Errorf("%d log lines with status=%s, want %d:\n%s", got, status, n, stderr)
+				}
+			}
+			if !strings.Contains(stderr, fmt.Sprintf("host=%s summary sent=30 deferred=6 failed=2 ", host)) {
+				t.Errorf("no summary sent=30 deferred=6 failed=2:\n%s", stderr)
+			}
+			sameMessages(t, "kept in the spool", wantKept, heldMessages(t, path))
+			failed, why := failedMessages(t, path)
+			sameMessages(t, "failed folder", wantFailed, failed)
+			for id, text := range why {
+				if !strings.Contains(text, "550") {
+					t.Errorf("failed %s: reason %q, want the sink's 550", id, text)
+				}
+			}
+			lines := s.receptions(t)
+			if len(lines) != 30 {
+				t.Fatalf("the sink logged %d receptions, want 30", len(lines))
+			}
+			for _, l := range lines {
+				if got := logChunking.MatchString(l); got != chunking {
+					t.Errorf("CHUNKING used=%v, want %v: %s", got, chunking, l)
+				}
+			}
+		})
+	}
+}
