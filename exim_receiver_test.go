@@ -124,12 +124,6 @@ func TestEximSinkLogCatchesProtocolErrors(t *testing.T) {
 // file, several recipients of a message in one entry (batch_max = 100).
 const receiverHost = "file.rt.example"
 
-// startLimitedSink starts the sink with extra -D macros and returns it.
-func (r *rig) startLimitedSink(t *testing.T, defines ...string) *sink {
-	t.Helper()
-	return r.startSinkWith(t, defines...)
-}
-
 // sinkSessions counts the SMTP sessions of a client that said EHLO
 // test.example, by the line Exim logs at the end of each ("SMTP connection
 // from (test.example) [127.0.0.1] closed by QUIT", "... lost", "SMTP call
@@ -361,7 +355,7 @@ func TestEximReceiverLimits(t *testing.T) {
 
 func testEximLimits(t *testing.T, defines []string, minSessions int) {
 	r := newRig(t)
-	s := r.startLimitedSink(t, defines...)
+	s := r.startSinkWith(t, defines...)
 	w := r.newWriter(t)
 	host := receiverHost
 	path := w.filePath(host)
@@ -551,7 +545,7 @@ func TestEximReceiverCannotCarry(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			r := newRig(t)
-			s := r.startLimitedSink(t, tc.defines...)
+			s := r.startSinkWith(t, tc.defines...)
 			w := r.newWriter(t)
 			path := w.filePath(host)
 			plain := injection{"alice@sender.example", []string{"plain@" + host},
