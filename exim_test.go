@@ -286,7 +286,8 @@ func (r *rig) startSink(t *testing.T) *sink {
 }
 
 // waitDelivered waits until the sink has n messages in its maildir and
-// nothing left in its queue, then returns them; more than n is an error.
+// nothing left in its queue, then returns them; more than n is an error,
+// and so is a protocol error or dropped session in the sink's log.
 func (s *sink) waitDelivered(t *testing.T, n int) []envMsg {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -297,6 +298,7 @@ func (s *sink) waitDelivered(t *testing.T, n int) []envMsg {
 			if len(files) > n {
 				t.Errorf("sink holds %d messages, want %d", len(files), n)
 			}
+			s.assertSinkLogClean(t)
 			return s.read(t, files)
 		}
 		if time.Now().After(deadline) {
@@ -306,7 +308,8 @@ func (s *sink) waitDelivered(t *testing.T, n int) []envMsg {
 	}
 }
 
-// delivered returns what the sink holds now (once its queue is empty).
+// delivered returns what the sink holds now (once its queue is empty),
+// and fails the test if the sink logged a protocol error.
 func (s *sink) delivered(t *testing.T) []envMsg {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -316,6 +319,7 @@ func (s *sink) delivered(t *testing.T) []envMsg {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	s.assertSinkLogClean(t)
 	return s.read(t, maildirFiles(t, filepath.Join(s.dir, "maildir")))
 }
 
