@@ -105,7 +105,7 @@ type run struct {
 	// outcomes they settled. A session that settled nothing (a server
 	// that hangs up at every MAIL) is not followed by another.
 	conns, progress int
-	retried         map[string]bool // spool ids offered again after a session ended
+	struck          map[string]bool // spool ids that were in progress when a session died
 }
 
 func (r *run) maxConns() int {
@@ -234,18 +234,26 @@ func (r *run) pass(ctx context.Context) (err error) {
 	// The sender reports in the order it takes transactions; the feeder's
 	// queue maps each report back to its spool messages.
 	f := &feeder{sp: sp, coalesce: !r.cfg.NoCoalesce, pending: first}
+	struckNow := false // a message of this session was struck (see below)
 	report := func(_ *sender.Message, res sender.Result) error {
 		group := f.queue[0]
 		f.queue = f.queue[1:]
-		if res.Unsent && r.cfg.Session == nil && !r.retried[group[0].ID] {
+		if res.Unsent && r.cfg.Session == nil && !r.struck[group[0].ID] {
 			// The session ended before the server did anything with it:
-			// the next session of this run offers it again, once. A
-			// message that ends two sessions is kept for the next run,
-			// so that it cannot hold back the ones behind it.
-			if r.retried == nil {
-				r.retried = map[string]bool{}
+			// the next session of this run offers it again. The first
+			// such message of a session that died without a 421 is the
+			// one the server may have choked on: if it ends a second
+			// session too, it is kept for the next run, so that it
+			// cannot hold back the ones behind it. Those behind it, and
+			// everything a 421 turned away (a per-connection limit),
+			// are offered again as often as sessions allow.
+			if !struckNow && res.Reply.Code != 421 {
+				struckNow = true
+				if r.struck == nil {
+					r.struck = map[string]bool{}
+				}
+				r.struck[group[0].ID] = true
 			}
-			r.retried[group[0].ID] = true
 			f.retry = append(f.retry, group)
 			return nil
 		}
@@ -263,6 +271,7 @@ func (r *run) pass(ctx context.Context) (err error) {
 	}
 	for {
 		before := r.progress
+		struckNow = false
 		serr := r.sess.Send(ctx, f.next, report)
 		if serr == nil {
 			return nil
