@@ -556,8 +556,12 @@ func (e *engine) apply(r reply) {
 	switch x.kind {
 	case eRset:
 		if r.class() != 2 {
-			// The transaction may still be open; nothing more can be trusted.
-			e.fail(&Error{Op: "rset", Reply: r.Reply(), Err: fmt.Errorf("RSET refused: %d", r.code), Temporary: r.class() != 5}, false)
+			// RFC 5321 4.1.1.5: RSET cannot be refused; a server that does
+			// is ending the session (Exim's 554 "too many nonmail
+			// commands" after smtp_accept_max_nonmail, then it closes),
+			// like a 421: nothing after it was processed, and what was
+			// written behind it can go in a new session.
+			e.fail(&Error{Op: "rset", Reply: r.Reply(), Err: fmt.Errorf("RSET refused: %d", r.code), Temporary: r.class() != 5}, true)
 		}
 		return
 	case eRcpt:
