@@ -145,5 +145,7 @@ func (s *session) deliver(ctx context.Context, hosts []string) error {
 	if err := sess.Close(); err != nil {
 		s.log.Debugf("serve client=%s atrn quit: %v", s.clientStr, err)
 	}
-	return nil
+	// The sender closed the connection: the conversation is over, and
+	// must not go back to reading commands from it.
+	return errQuit
 }
