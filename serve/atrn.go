@@ -109,7 +109,14 @@ func (s *session) deliver(ctx context.Context, hosts []string) error {
 		// settings apply to it.
 		MaxInflight:  st.MaxInflight,
 		NoPipelining: !st.Pipelining,
-		NoChunking:   !st.Chunking,
+		// Never BDAT after the turnaround, whatever the host's chunking
+		// says: the customer is often fetchmail relaying to its own
+		// MTA, and fetchmail's relay reads this side a line at a time.
+		// A chunk that ends inside a line (a big message is cut into
+		// 64 KiB chunks) then waits in fetchmail until the next one,
+		// which is sent only after the reply to this one: a deadlock
+		// until the timeout. DATA always ends on a line.
+		NoChunking: true,
 		Dial: func(string, string, time.Duration) (net.Conn, error) {
 			if used {
 				return nil, errors.New("the ATRN connection is already used")
