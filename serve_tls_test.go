@@ -167,3 +167,35 @@ func TestCLIServeSecretsPrivate(t *testing.T) {
 	p.cmd(t, "", 220, "provider.example")
 	p.cmd(t, "QUIT", 221, "")
 }
+
+// TestCLIAuthPasswordFilePrivate: flush refuses an auth_password_file that
+// group or others may read (exit 78, the chmod in the error) before it
+// connects anywhere, and a --tls other than verify with auth_user.
+func TestCLIAuthPasswordFilePrivate(t *testing.T) {
+	dir := t.TempDir()
+	spool := filepath.Join(dir, "auth.example")
+	holdBSMTP(t, spool, "auth.example", 1)
+	pw := filepath.Join(dir, "relay.password")
+	if err := os.WriteFile(pw, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(pw, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "etrnflush.toml")
+	text := fmt.Sprintf("spool_dir = %q\nlog = \"stderr\"\nhelo = \"client.example\"\n[host.\"auth.example\"]\nroute = \"127.0.0.1:1\"\ntls = \"verify\"\nauth_user = \"relay\"\nauth_password_file = %q\n", dir, pw)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := runEtrnflush(t, "-c", conf, "auth.example")
+	if code != exConfig || !strings.Contains(stderr, "chmod go-rwx "+pw) {
+		t.Errorf("group-readable password file: exit %d, stderr %q", code, stderr)
+	}
+	_, stderr, code = runEtrnflush(t, "-c", conf, "--tls", "encrypt", "auth.example")
+	if code != exUsage || !strings.Contains(stderr, "--tls encrypt is refused") {
+		t.Errorf("--tls encrypt with auth_user: exit %d, stderr %q", code, stderr)
+	}
+	if b, err := os.ReadFile(spool); err != nil || len(b) == 0 {
+		t.Errorf("spool touched: %v, %d octets", err, len(b))
+	}
+}
