@@ -145,6 +145,25 @@ func runFetchmail(t *testing.T, fetchmail, dir, rc string) (int, string) {
 	return code, string(out)
 }
 
+// exampleRC is an rcfile of examples/ with its names replaced by the
+// test's (pairs of old, new); each old one must be in the file, so the
+// example cannot drift away from what is tested.
+func exampleRC(t *testing.T, path string, oldNew ...string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	for i := 0; i < len(oldNew); i += 2 {
+		if !strings.Contains(text, oldNew[i]) {
+			t.Fatalf("%s no longer holds %q; update this test", path, oldNew[i])
+		}
+		text = strings.ReplaceAll(text, oldNew[i], oldNew[i+1])
+	}
+	return text
+}
+
 // fetchmailSetup is a rig with a sink, a writer holding the round-trip
 // corpus for host, and a serve config for it.
 type fetchmailSetup struct {
@@ -227,11 +246,13 @@ func TestFetchmailODMR(t *testing.T) {
 	f := newFetchmailSetup(t, host, "file")
 	port := startXinetd(t, xinetd, f.state, []string{"-c", f.conf, "serve"})
 	home := t.TempDir()
-	rc := fmt.Sprintf(`poll 127.0.0.1 service %d protocol ODMR:
-  user "carol" password %q
-  fetchdomains %s
-  smtphost "127.0.0.1/%d"
-`, port, fetchmailSecret, host, f.s.port)
+	rc := exampleRC(t, "examples/fetchmailrc-odmr",
+		"odmr.isp.example", "127.0.0.1",
+		"service 366", fmt.Sprintf("service %d", port),
+		`user "fetchmail"`, `user "carol"`,
+		"the first line of the secret_file", fetchmailSecret,
+		"home.example", host,
+		`"localhost/25"`, fmt.Sprintf(`"127.0.0.1/%d"`, f.s.port))
 	code, out := runFetchmail(t, fetchmail, home, rc)
 	if code != 0 {
 		t.Fatalf("fetchmail exit %d, want 0:\n%s\netrnflush log:\n%s", code, out, f.log(t))
@@ -277,9 +298,10 @@ func TestFetchmailETRN(t *testing.T) {
 	const host = "dir.rt.example"
 	f := newFetchmailSetup(t, host, "dir")
 	port := startXinetd(t, xinetd, f.state, []string{"-c", f.conf, "serve"})
-	rc := fmt.Sprintf(`poll 127.0.0.1 service %d protocol ETRN:
-  fetchdomains %s
-`, port, host)
+	rc := exampleRC(t, "examples/fetchmailrc-etrn",
+		"mx.isp.example", "127.0.0.1",
+		"service 366", fmt.Sprintf("service %d", port),
+		"home.example", host)
 	code, out := runFetchmail(t, fetchmail, t.TempDir(), rc)
 	if code != 0 {
 		t.Fatalf("fetchmail exit %d, want 0:\n%s\netrnflush log:\n%s", code, out, f.log(t))
