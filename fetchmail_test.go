@@ -319,3 +319,51 @@ func TestFetchmailETRN(t *testing.T) {
 		t.Errorf("etrnflush log:\n%s", log)
 	}
 }
+
+// TestFetchmailODMRTLS: fetchmail's ssl option (TLS from the start,
+// certificate checked) against serve --tls-on-connect under xinetd. Its
+// relay reads TLS a line at a time while waiting on the raw socket, so it
+// stalled as soon as one TLS record held two lines (tried: nothing
+// delivered, every message deferred after the timeout); with serve's one
+// line per record the whole spool arrives byte for byte.
+func TestFetchmailODMRTLS(t *testing.T) {
+	fetchmail, xinetd := needFetchmailXinetd(t)
+	const host = "file.rt.example"
+	f := newFetchmailSetup(t, host, "file")
+	certFile, keyFile, _ := writeTestCert(t, f.state)
+	b, err := os.ReadFile(f.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(b), "[serve]\n", fmt.Sprintf("[serve]\ntls_cert = %q\ntls_key = %q\n", certFile, keyFile), 1)
+	text = strings.Replace(text, "allow_plaintext_auth = true\n", "", 1)
+	if err := os.WriteFile(f.conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := startXinetd(t, xinetd, f.state, []string{"-c", f.conf, "serve", "--tls-on-connect"})
+	rc := exampleRC(t, "examples/fetchmailrc-odmr",
+		"odmr.isp.example", "127.0.0.1",
+		"service 366", fmt.Sprintf("service %d", port),
+		`user "fetchmail"`, `user "carol"`,
+		"the first line of the secret_file", fetchmailSecret,
+		"home.example", host,
+		`"localhost/25"`, fmt.Sprintf(`"127.0.0.1/%d"`, f.s.port))
+	rc += fmt.Sprintf("  ssl sslcertck sslcertfile %q sslcommonname \"provider.example\"\n", certFile)
+	code, out := runFetchmail(t, fetchmail, t.TempDir(), rc)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("fetchmail:\n%s\netrnflush log:\n%s", out, f.log(t))
+		}
+	})
+	if code != 0 {
+		t.Fatalf("fetchmail exit %d, want 0", code)
+	}
+	if !strings.Contains(out, "SSL/TLS: using protocol") || strings.Contains(out, "insecure") {
+		t.Errorf("fetchmail did not do checked TLS")
+	}
+	f.s.waitReplayed(t, f.want)
+	assertNoMailLeft(t, f.spoolPath)
+	if log := f.log(t); !strings.Contains(log, fmt.Sprintf("host=%s summary sent=%d deferred=0", host, len(f.want))) || !strings.Contains(log, "tls=true") {
+		t.Errorf("etrnflush log:\n%s", log)
+	}
+}

@@ -2,12 +2,14 @@ package serve
 
 import (
 	"bufio"
+	"context"
 	"crypto/hmac"
 	"crypto/md5" //nolint:gosec // CRAM-MD5 is HMAC-MD5
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -307,24 +309,37 @@ func TestDecoyHighestCost(t *testing.T) {
 	}
 }
 
-// TestImplicitTLS: with ImplicitTLS the handshake comes first; AUTH and
-// ATRN are offered at once (no allow_plaintext_auth), STARTTLS is not.
-func TestImplicitTLS(t *testing.T) {
-	f := secretFixture(t, trustLocal)
+// startImplicit gives the fixture a certificate and ImplicitTLS, runs
+// Serve, does the TLS handshake and reads the greeting.
+func (f *fixture) startImplicit() *conn {
+	f.t.Helper()
 	leaf := f.withTLS()
 	f.cfg.ImplicitTLS = true
-	f.hold("c.example", 2)
-	srv, cli := socketPair(t)
+	srv, cli := socketPair(f.t)
 	pool := x509.NewCertPool()
 	pool.AddCert(leaf)
 	tc := tls.Client(cli, &tls.Config{RootCAs: pool, ServerName: "provider.example", MinVersion: tls.VersionTLS12})
 	done := make(chan error, 1)
-	go func() { done <- Serve(t.Context(), srv, f.cfg) }()
+	go func() { done <- Serve(context.Background(), srv, f.cfg) }()
+	f.t.Cleanup(func() { _ = cli.Close() })
 	if err := tc.Handshake(); err != nil {
-		t.Fatal(err)
+		f.t.Fatal(err)
 	}
-	c := &conn{t: t, c: tc, br: bufio.NewReader(tc), done: done}
+	if err := tc.SetDeadline(time.Now().Add(60 * time.Second)); err != nil {
+		f.t.Fatal(err)
+	}
+	c := &conn{t: f.t, c: tc, br: bufio.NewReader(tc), done: done}
 	c.expect(220, "provider.example ESMTP")
+	return c
+}
+
+// TestImplicitTLS: with ImplicitTLS the handshake comes first; AUTH and
+// ATRN are offered at once (no allow_plaintext_auth), STARTTLS is not.
+func TestImplicitTLS(t *testing.T) {
+	f := secretFixture(t, trustLocal)
+	f.hold("c.example", 2)
+	c := f.startImplicit()
+	done := c.done
 	lines := strings.Join(c.cmd("EHLO client.example", 250, "AUTH CRAM-MD5"), "\n")
 	if !strings.Contains(lines, "ATRN") || strings.Contains(lines, "STARTTLS") {
 		t.Errorf("EHLO over implicit TLS: %q", lines)
@@ -342,5 +357,34 @@ func TestImplicitTLS(t *testing.T) {
 	}
 	if strings.Contains(f.log.String(), "closed network connection") {
 		t.Errorf("spurious error at the end of the ATRN session:\n%s", f.log)
+	}
+}
+
+// recordingConn records the writes made to it.
+type recordingConn struct {
+	net.Conn
+	writes []string
+}
+
+func (r *recordingConn) Write(p []byte) (int, error) {
+	r.writes = append(r.writes, string(p))
+	return len(p), nil
+}
+
+// TestLineRecords: each line goes down in a write (a TLS record) of its
+// own, a partial last line too, and nothing is lost or reordered.
+func TestLineRecords(t *testing.T) {
+	rc := &recordingConn{}
+	w := lineRecords{rc}
+	in := "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"
+	if n, err := w.Write([]byte(in)); n != len(in) || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if n, err := w.Write([]byte("body without end")); n != 16 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	want := []string{"MAIL FROM:<a@b>\r\n", "RCPT TO:<c@d>\r\n", "DATA\r\n", "body without end"}
+	if !reflect.DeepEqual(rc.writes, want) {
+		t.Errorf("writes %q, want %q", rc.writes, want)
 	}
 }
