@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // cramResponse answers a CRAM-MD5 challenge line (the text of a 334).
@@ -197,5 +198,38 @@ func TestCLIAuthPasswordFilePrivate(t *testing.T) {
 	}
 	if b, err := os.ReadFile(spool); err != nil || len(b) == 0 {
 		t.Errorf("spool touched: %v, %d octets", err, len(b))
+	}
+}
+
+// TestCLICheckConfigMixedCosts: check-config warns when the [user]
+// hashes have different bcrypt costs (the time of a failed AUTH would
+// tell the users apart), and is quiet when they do not.
+func TestCLICheckConfigMixedCosts(t *testing.T) {
+	dir := t.TempDir()
+	h4, err := bcrypt.GenerateFromPassword([]byte("a"), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h5, err := bcrypt.GenerateFromPassword([]byte("b"), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name     string
+		second   []byte
+		warnings int
+	}{{"same", h4, 0}, {"mixed", h5, 1}} {
+		conf := filepath.Join(dir, c.name+".toml")
+		text := fmt.Sprintf("log = \"stderr\"\n[user.alice]\npassword_hash = %q\nhosts = [\"a.example\"]\n[user.bob]\npassword_hash = %q\nhosts = [\"b.example\"]\n", h4, c.second)
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, code := runEtrnflush(t, "-c", conf, "check-config")
+		if code != 0 || strings.Count(stderr, "different bcrypt costs") != c.warnings {
+			t.Errorf("%s: exit %d, stderr %q; want %d warnings", c.name, code, stderr, c.warnings)
+		}
+		if c.warnings > 0 && !strings.Contains(stderr, "cost 4: [alice]; cost 5: [bob]") {
+			t.Errorf("%s: the warning does not name the users by cost: %q", c.name, stderr)
+		}
 	}
 }
