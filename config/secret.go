@@ -89,6 +89,21 @@ func (c *Config) Warnings() []string {
 			costs[cost] = append(costs[cost], n)
 		}
 	}
+	var names []string
+	for n, u := range c.Users {
+		if u.SecretFile != "" {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		// serve reads these only when it starts; say now what it
+		// would refuse. (Read as the user check-config runs as, which
+		// may not be serve's.)
+		if _, err := ReadSecret(c.Users[n].SecretFile); err != nil {
+			out = append(out, fmt.Sprintf("[user.%s] secret_file: %v; etrnflush serve will refuse to start", n, err))
+		}
+	}
 	if len(costs) > 1 {
 		var list []int
 		for k := range costs {

@@ -93,3 +93,26 @@ func TestWarningsMixedCosts(t *testing.T) {
 		t.Errorf("mixed costs: warnings %q, max %d", w, c.MaxBcryptCost())
 	}
 }
+
+func TestWarningsSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	open := filepath.Join(dir, "open")
+	for _, p := range []string{good, open} {
+		if err := os.WriteFile(p, []byte("pw\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(open, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(write(t, "[user.a]\nsecret_file = \""+good+"\"\nhosts = [\"h.example\"]\n[user.b]\nsecret_file = \""+open+"\"\nhosts = [\"h.example\"]\n[user.c]\nsecret_file = \""+filepath.Join(dir, "missing")+"\"\nhosts = [\"h.example\"]\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := c.Warnings()
+	if len(w) != 2 || !strings.HasPrefix(w[0], "[user.b] secret_file: ") || !strings.Contains(w[0], "chmod go-rwx "+open) ||
+		!strings.HasPrefix(w[1], "[user.c] secret_file: ") {
+		t.Errorf("warnings %q", w)
+	}
+}
