@@ -45,8 +45,8 @@ type Config struct {
 }
 
 // Serve holds one SMTP conversation on conn and closes conn. It returns
-// when the client quits or goes away, on the idle timeout, or after an
-// ATRN delivery; the error is for the log only.
+// when the client quits or goes away, on the idle or session timeout, or
+// after an ATRN delivery; the error is for the log only.
 func Serve(ctx context.Context, conn net.Conn, cfg *Config) error {
 	s := &session{cfg: cfg, log: cfg.Log, raw: conn, ctx: ctx, deadline: time.Now().Add(cfg.Serve.SessionTimeout)}
 	s.setConn(conn)
