@@ -351,8 +351,8 @@ func settings(c *cli.Context, cfg *config.Config, host string) (config.Settings,
 	if flagCtx(c, "no-chunking").Bool("no-chunking") {
 		s.Chunking = false
 	}
-	if s.AuthUser != "" && s.TLS == "none" {
-		return s, usageErr("AUTH for %s needs TLS; --tls none is refused", host)
+	if s.AuthUser != "" && s.TLS != "verify" {
+		return s, usageErr("AUTH for %s needs a verified server; --tls %s is refused (use --tls verify)", host, s.TLS)
 	}
 	return s, nil
 }
@@ -365,6 +365,9 @@ func checkConfigAction(c *cli.Context) error {
 	host, err := hostArg(c, true)
 	if err != nil {
 		return err
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: %s\n", w)
 	}
 	w := c.App.Writer
 	src := cfg.File
@@ -512,11 +515,11 @@ func flushAction(c *cli.Context) error {
 			}
 		}
 		if s.AuthPasswordFile != "" {
-			pw, err := os.ReadFile(s.AuthPasswordFile)
+			pw, err := config.ReadSecret(s.AuthPasswordFile)
 			if err != nil {
 				return &exitError{exConfig, fmt.Errorf("auth_password_file: %w", err)}
 			}
-			so.AuthPass = strings.TrimRight(string(pw), "\r\n")
+			so.AuthPass = pw
 		}
 	}
 

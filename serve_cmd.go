@@ -28,9 +28,15 @@ import (
 
 func serveCommand(onUsage cli.OnUsageErrorFunc) *cli.Command {
 	return &cli.Command{
-		Name:            "serve",
-		Usage:           "answer ETRN and ATRN on standard input (inetd, xinetd, systemd Accept=yes)",
-		ArgsUsage:       " ",
+		Name:      "serve",
+		Usage:     "answer ETRN and ATRN on standard input (inetd, xinetd, systemd Accept=yes)",
+		ArgsUsage: " ",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{
+				Name:  "tls-on-connect",
+				Usage: "do the TLS handshake before the greeting (implicit TLS, as on the odmrs port 366), with [serve] tls_cert and tls_key",
+			},
+		},
 		Action:          serveAction,
 		OnUsageError:    onUsage,
 		HideHelpCommand: true,
@@ -134,6 +140,11 @@ func serveAction(c *cli.Context) error {
 	ss := cfg.ServeSettings()
 	var tconf *tls.Config
 	if ss.TLSCert != "" {
+		if err := config.CheckPrivateFile(ss.TLSKey); err != nil && errors.Is(err, config.ErrNotPrivate) {
+			err = &exitError{exConfig, fmt.Errorf("serve tls_key: %w", err)}
+			log.Errorf("%v", err)
+			return unavailable(err)
+		}
 		cert, err := tls.LoadX509KeyPair(ss.TLSCert, ss.TLSKey)
 		if err != nil {
 			err = &exitError{exConfig, fmt.Errorf("serve tls_cert/tls_key: %w", err)}
@@ -141,6 +152,27 @@ func serveAction(c *cli.Context) error {
 			return unavailable(err)
 		}
 		tconf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	implicit := c.Bool("tls-on-connect")
+	if implicit && tconf == nil {
+		err := &exitError{exConfig, errors.New("serve --tls-on-connect needs [serve] tls_cert and tls_key")}
+		log.Errorf("%v", err)
+		return unavailable(err)
+	}
+	secrets := map[string]string{}
+	for name, u := range cfg.Users {
+		if u.SecretFile == "" {
+			continue
+		}
+		pw, err := config.ReadSecret(u.SecretFile)
+		if err != nil {
+			// A secret others can read is no secret: refuse to run
+			// rather than serve that user (or everybody else) halfway.
+			err = &exitError{exConfig, fmt.Errorf("[user.%s] secret_file: %w", name, err)}
+			log.Errorf("%v", err)
+			return unavailable(err)
+		}
+		secrets[name] = pw
 	}
 	if len(cfg.Users) > 0 && tconf == nil && !ss.AllowPlaintextAuth {
 		log.Warnf("serve: [user] tables exist, but AUTH (and so ATRN) is offered only over TLS: set [serve] tls_cert and tls_key")
@@ -159,12 +191,14 @@ func serveAction(c *cli.Context) error {
 	// The conversation's own trouble (a client that vanished, a failed
 	// handshake) is logged by Serve and is no reason for inetd to care.
 	_ = serve.Serve(ctx, conn, &serve.Config{
-		Conf:     cfg,
-		Serve:    ss,
-		Hostname: hostname,
-		TLS:      tconf,
-		Log:      log,
-		Spawn:    sp.Spawn,
+		Conf:        cfg,
+		Serve:       ss,
+		Hostname:    hostname,
+		TLS:         tconf,
+		ImplicitTLS: implicit,
+		Secrets:     secrets,
+		Log:         log,
+		Spawn:       sp.Spawn,
 	})
 	return nil
 }

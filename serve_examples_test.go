@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"os/exec"
@@ -21,11 +22,17 @@ import (
 // and [user.NAME] key, and its hash is what its comment says.
 func TestServeExampleConfig(t *testing.T) {
 	const p = "examples/serve.toml"
-	c, err := config.Load(p, true)
+	b, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(p)
+	// It holds a password hash, so it loads only when private; a
+	// checkout is 0644 (or 0600 under umask 077): load a 0600 copy.
+	priv := filepath.Join(t.TempDir(), "serve.toml")
+	if err := os.WriteFile(priv, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(priv, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,5 +175,79 @@ func TestServeExampleSystemdVerify(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || len(out) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// TestServeExampleTLSUnits runs the command lines of the implicit-TLS
+// recipes (xinetd, systemd, and both inetd.conf lines) on a connection:
+// the TLS ones do the handshake before the greeting and offer no
+// STARTTLS; the plain inetd line greets in clear.
+func TestServeExampleTLSUnits(t *testing.T) {
+	xi := keyValues(t, "examples/xinetd-etrnflush-tls")
+	svc := keyValues(t, "examples/etrnflush-tls@.service")
+	sock := keyValues(t, "examples/etrnflush-tls.socket")
+	if sock["Accept"] != "yes" || svc["StandardInput"] != "socket" || svc["KillMode"] != "process" || xi["wait"] != "no" {
+		t.Errorf("unit settings: socket %v, service %v, xinetd %v", sock, svc, xi)
+	}
+	lines := map[string]string{
+		"xinetd":  xi["server"] + " " + xi["server_args"],
+		"systemd": svc["ExecStart"],
+	}
+	b, err := os.ReadFile("examples/inetd.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 7 || strings.HasPrefix(l, "#") {
+			continue
+		}
+		// service type proto wait user server argv0 args...
+		lines["inetd "+f[0]] = f[5] + " " + strings.Join(f[7:], " ")
+	}
+	if len(lines) != 4 {
+		t.Fatalf("command lines found: %q", lines)
+	}
+	dir := t.TempDir()
+	certFile, keyFile, pool := writeTestCert(t, dir)
+	conf := filepath.Join(dir, "etrnflush.toml")
+	text := fmt.Sprintf("spool_dir = %q\nlog = %q\nhelo = \"provider.example\"\n[serve]\ntls_cert = %q\ntls_key = %q\n",
+		dir, filepath.Join(dir, "etrnflush.log"), certFile, keyFile)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, line := range lines {
+		t.Run(name, func(t *testing.T) {
+			argv := strings.Fields(line)
+			if argv[0] != "/usr/local/sbin/etrnflush" || !slices.Contains(argv, "/etc/etrnflush/etrnflush.toml") {
+				t.Fatalf("command line %q", line)
+			}
+			for i, a := range argv {
+				if a == "/etc/etrnflush/etrnflush.toml" {
+					argv[i] = conf
+				}
+			}
+			implicit := slices.Contains(argv, "--tls-on-connect")
+			if implicit == (name == "inetd odmr") {
+				t.Fatalf("%q: --tls-on-connect present=%v", line, implicit)
+			}
+			p := startServeArgv(t, argv[1:])
+			if implicit {
+				tc := tls.Client(p.c, &tls.Config{RootCAs: pool, ServerName: "provider.example", MinVersion: tls.VersionTLS12})
+				if err := tc.Handshake(); err != nil {
+					t.Fatalf("handshake: %v; stderr %q", err, p.stderr.String())
+				}
+				p.c, p.br = tc, bufio.NewReader(tc)
+			}
+			p.cmd(t, "", 220, "provider.example ESMTP")
+			ehlo := p.cmd(t, "EHLO client.example", 250, "ETRN")
+			if strings.Contains(ehlo, "STARTTLS") == implicit {
+				t.Errorf("EHLO %q: STARTTLS offered=%v with implicit TLS=%v", ehlo, !implicit, implicit)
+			}
+			p.cmd(t, "QUIT", 221, "")
+			if code := p.wait(t); code != 0 {
+				t.Errorf("exit %d; stderr %q", code, p.stderr.String())
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -174,7 +175,7 @@ func (e *Error) Error() string {
 // built-in defaults are returned.
 func Load(path string, explicit bool) (*Config, error) {
 	c := Defaults()
-	data, err := os.ReadFile(path)
+	data, fi, err := readConfig(path)
 	if err != nil {
 		if !explicit && errors.Is(err, fs.ErrNotExist) {
 			return &c, nil
@@ -197,7 +198,41 @@ func Load(path string, explicit bool) (*Config, error) {
 	if err := c.validate(data); err != nil {
 		return nil, err
 	}
+	if c.holdsHashes() {
+		// Checked after the contents, so that a broken file gets its
+		// own error first.
+		if m := fi.Mode().Perm(); m&0o044 != 0 {
+			return nil, &Error{File: path, Msg: fmt.Sprintf("holds [user] password hashes but is %v (mode %04o): chmod go-rwx %s", ErrNotPrivate, m, path)}
+		}
+	}
 	return &c, nil
+}
+
+// readConfig reads path and gives the mode it had when read.
+func readConfig(path string) ([]byte, fs.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close() //nolint:errcheck // read-only
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := io.ReadAll(f)
+	return data, fi, err
+}
+
+// holdsHashes reports whether the file gives [user] password hashes:
+// anyone who can read those can try passwords offline, at the speed of
+// their own machine, so such a file must be private.
+func (c *Config) holdsHashes() bool {
+	for _, u := range c.Users {
+		if u.PasswordHash != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // BurntSushi/toml reports a value of the wrong type as a plain error whose
@@ -422,8 +457,10 @@ func (c *Config) validate(data []byte) error {
 			if !filepath.IsAbs(h.AuthPasswordFile) {
 				return c.errAt(data, k("auth_password_file"), "must be an absolute path")
 			}
-			if lvl := c.tlsFor(h); lvl == "none" {
-				return c.errAt(data, k("auth_user"), "AUTH needs TLS: set tls to may, encrypt or verify")
+			// may and encrypt take any certificate: a man in the
+			// middle, or a spoofed MX, would be handed the password.
+			if lvl := c.tlsFor(h); lvl != "verify" {
+				return c.errAt(data, k("auth_user"), fmt.Sprintf("AUTH sends the password, so it needs a verified server, but tls is %q: set tls = \"verify\" in this table", lvl))
 			}
 		}
 	}

@@ -25,23 +25,28 @@ type Serve struct {
 	TLSKey             string   `toml:"tls_key"`
 	AllowPlaintextAuth bool     `toml:"allow_plaintext_auth"`
 	IdleTimeout        string   `toml:"idle_timeout"`
+	SessionTimeout     string   `toml:"session_timeout"`
 	MaxCommands        *int     `toml:"max_commands"`
 }
 
 // User is a [user.NAME] table: an ODMR customer who may ATRN its hosts.
 type User struct {
-	PasswordHash string   `toml:"password_hash"`
-	Hosts        []string `toml:"hosts"`
+	PasswordHash string `toml:"password_hash"`
+	// SecretFile holds the password in clear (its first line): CRAM-MD5
+	// (RFC 2195), which RFC 2645 requires and fetchmail always uses,
+	// needs the secret itself, not a hash of it.
+	SecretFile string   `toml:"secret_file"`
+	Hosts      []string `toml:"hosts"`
 }
 
 // ServeKeys lists the keys of the [serve] table, for the docs test.
 func ServeKeys() []string {
 	return []string{"etrn_clients", "etrn_public", "etrn_limit", "etrn_window", "state_dir",
-		"tls_cert", "tls_key", "allow_plaintext_auth", "idle_timeout", "max_commands"}
+		"tls_cert", "tls_key", "allow_plaintext_auth", "idle_timeout", "session_timeout", "max_commands"}
 }
 
 // UserKeys lists the keys of a [user.NAME] table.
-func UserKeys() []string { return []string{"password_hash", "hosts"} }
+func UserKeys() []string { return []string{"password_hash", "secret_file", "hosts"} }
 
 // RouteClient is the route that sends a host's mail back to the address
 // that asked for it with ETRN (only etrnflush serve knows that address).
@@ -69,7 +74,10 @@ type ServeSettings struct {
 	TLSCert, TLSKey    string
 	AllowPlaintextAuth bool
 	IdleTimeout        time.Duration
-	MaxCommands        int
+	// SessionTimeout bounds a whole conversation up to an ATRN
+	// turnaround, however busy the client keeps it.
+	SessionTimeout time.Duration
+	MaxCommands    int
 }
 
 // Built-in [serve] defaults; the man page lists the same values.
@@ -77,7 +85,10 @@ const (
 	DefaultEtrnLimit   = 10
 	DefaultEtrnWindow  = "1m"
 	DefaultIdleTimeout = "5m"
-	DefaultMaxCommands = 100
+	// DefaultSessionTimeout is far more than an ETRN or an ATRN needs,
+	// and bounds what a client that sends a NOOP now and then can hold.
+	DefaultSessionTimeout = "10m"
+	DefaultMaxCommands    = 100
 	// serveStateName is the state directory's name under spool_dir when
 	// state_dir is not set; the leading dot keeps it from ever being
 	// taken for a host's spool.
@@ -110,6 +121,7 @@ func (c *Config) ServeSettings() ServeSettings {
 	}
 	out.EtrnWindow, _ = ParseDuration(pick(s.EtrnWindow, DefaultEtrnWindow))
 	out.IdleTimeout, _ = ParseDuration(pick(s.IdleTimeout, DefaultIdleTimeout))
+	out.SessionTimeout, _ = ParseDuration(pick(s.SessionTimeout, DefaultSessionTimeout))
 	if out.StateDir == "" {
 		out.StateDir = filepath.Join(c.SpoolDir, serveStateName)
 	}
@@ -197,7 +209,7 @@ func (c *Config) validateServe(data []byte) error {
 	if s.MaxCommands != nil && *s.MaxCommands < 1 {
 		return errAt("max_commands", "must be 1 or more")
 	}
-	for _, d := range []struct{ key, v string }{{"etrn_window", s.EtrnWindow}, {"idle_timeout", s.IdleTimeout}} {
+	for _, d := range []struct{ key, v string }{{"etrn_window", s.EtrnWindow}, {"idle_timeout", s.IdleTimeout}, {"session_timeout", s.SessionTimeout}} {
 		if d.v == "" {
 			continue
 		}
@@ -230,11 +242,16 @@ func (c *Config) validateServe(data []byte) error {
 		if err := CheckUserName(n); err != nil {
 			return uerr("", err.Error())
 		}
-		if u.PasswordHash == "" {
-			return uerr("password_hash", "missing: make one with etrnflush passwd")
+		if u.PasswordHash == "" && u.SecretFile == "" {
+			return uerr("password_hash", "missing: make one with etrnflush passwd, or set secret_file (needed for CRAM-MD5)")
 		}
-		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
-			return uerr("password_hash", "not a bcrypt hash (make one with etrnflush passwd): "+err.Error())
+		if u.PasswordHash != "" {
+			if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+				return uerr("password_hash", "not a bcrypt hash (make one with etrnflush passwd): "+err.Error())
+			}
+		}
+		if u.SecretFile != "" && !filepath.IsAbs(u.SecretFile) {
+			return uerr("secret_file", "must be an absolute path")
 		}
 		if len(u.Hosts) == 0 {
 			return uerr("hosts", "missing: list the hosts this user may ATRN")

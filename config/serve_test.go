@@ -25,7 +25,9 @@ func TestServeErrors(t *testing.T) {
 		{"cert without key", "[serve]\ntls_cert = \"/c.pem\"\n", `key "serve.tls_cert": tls_cert and tls_key go together`},
 		{"wrong type", "[serve]\netrn_public = \"yes\"\n", `wrong type`},
 		{"bad user name", "[user.\"a b\"]\npassword_hash = \"" + testHash + "\"\nhosts = [\"h.example\"]\n", `:1: key user."a b": user name "a b": character ' ' not allowed`},
-		{"no hash", "[user.alice]\nhosts = [\"h.example\"]\n", `:1: key "user.alice.password_hash": missing: make one with etrnflush passwd`},
+		{"no hash", "[user.alice]\nhosts = [\"h.example\"]\n", `:1: key "user.alice.password_hash": missing: make one with etrnflush passwd, or set secret_file`},
+		{"relative secret", "[user.alice]\nsecret_file = \"alice.secret\"\nhosts = [\"h.example\"]\n", `:2: key "user.alice.secret_file": must be an absolute path`},
+		{"bad session timeout", "[serve]\nsession_timeout = \"-1m\"\n", `key "serve.session_timeout"`},
 		{"not bcrypt", "[user.alice]\npassword_hash = \"secret\"\nhosts = [\"h.example\"]\n", `:2: key "user.alice.password_hash": not a bcrypt hash`},
 		{"no hosts", "[user.alice]\npassword_hash = \"" + testHash + "\"\n", `key "user.alice.hosts": missing`},
 		{"bad host", "[user.alice]\npassword_hash = \"" + testHash + "\"\nhosts = [\"../x\"]\n", `:3: key "user.alice.hosts": "../x"`},
@@ -53,7 +55,7 @@ func TestServeSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := c.ServeSettings()
-	if !s.EtrnPublic || s.EtrnLimit != 10 || s.EtrnWindow != time.Minute || s.IdleTimeout != 5*time.Minute ||
+	if !s.EtrnPublic || s.EtrnLimit != 10 || s.EtrnWindow != time.Minute || s.IdleTimeout != 5*time.Minute || s.SessionTimeout != 10*time.Minute ||
 		s.MaxCommands != 100 || s.StateDir != "/s/.etrnflush-serve" || len(s.EtrnClients) != 0 || s.AllowPlaintextAuth {
 		t.Errorf("defaults: %+v", s)
 	}
@@ -64,6 +66,7 @@ etrn_limit = 0
 etrn_window = "10s"
 state_dir = "/st"
 idle_timeout = "30s"
+session_timeout = "90s"
 max_commands = 7
 allow_plaintext_auth = true
 
@@ -83,7 +86,7 @@ hosts = ["h.example", "d.example"]
 		t.Errorf("etrn_clients = %v, want %v", s.EtrnClients, want)
 	}
 	if s.EtrnPublic || s.EtrnLimit != 0 || s.EtrnWindow != 10*time.Second || s.StateDir != "/st" ||
-		s.IdleTimeout != 30*time.Second || s.MaxCommands != 7 || !s.AllowPlaintextAuth {
+		s.IdleTimeout != 30*time.Second || s.SessionTimeout != 90*time.Second || s.MaxCommands != 7 || !s.AllowPlaintextAuth {
 		t.Errorf("settings: %+v", s)
 	}
 	if port, ok := IsClientRoute(c.For("d.example").Route); !ok || port != "2525" {

@@ -1,6 +1,8 @@
 package serve
 
 import (
+	"crypto/rand"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"strings"
@@ -45,6 +47,17 @@ func (s *session) auth(arg string) error {
 			user = username
 			return s.checkPassword(username, password)
 		}}
+	case cramMD5:
+		if len(s.cfg.Secrets) == 0 {
+			return s.reply(504, "5.5.4 Unrecognized authentication type")
+		}
+		srv = &cramServer{
+			challenge: cramChallenge(s.cfg.Hostname),
+			check: func(username, challenge string, digest []byte) error {
+				user = username
+				return s.checkCRAM(username, challenge, digest)
+			},
+		}
 	default:
 		return s.reply(504, "5.5.4 Unrecognized authentication type")
 	}
@@ -82,6 +95,15 @@ func (s *session) auth(arg string) error {
 		if err != nil {
 			return s.readFailed(err)
 		}
+		// A continuation line is a line like any command: without
+		// counting them, an AUTH that never ends would be a way round
+		// max_commands.
+		s.commands++
+		if s.commands > s.cfg.Serve.MaxCommands {
+			s.log.Warnf("serve client=%s too many commands (max_commands = %d, AUTH lines included)", s.clientStr, s.cfg.Serve.MaxCommands)
+			_ = s.reply(421, "4.7.0 "+s.cfg.Hostname+" too many commands, closing")
+			return errQuit
+		}
 		if line == nil {
 			return s.reply(500, "5.5.2 Line too long")
 		}
@@ -107,33 +129,59 @@ func (s *session) authFailed(mech, user string) error {
 	return s.reply(535, "5.7.8 Authentication credentials invalid")
 }
 
+// checkPassword checks a PLAIN or LOGIN password: against the user's
+// password_hash when it has one, else against its secret_file.
 func (s *session) checkPassword(user, password string) error {
 	u, ok := s.cfg.Conf.Users[user]
-	if !ok {
-		// An unknown name costs what a wrong password does: one
-		// comparison against a configured hash, at the cost the admin
-		// chose. Making a hash here would cost twice that in a fresh
-		// process (every inetd connection is one), and its own cost
-		// besides: either way the time would tell which users exist.
-		_ = bcrypt.CompareHashAndPassword([]byte(s.decoyHash()), []byte(password))
+	if ok && u.PasswordHash != "" {
+		if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) != nil {
+			return errBadCredentials
+		}
+		return nil
+	}
+	// An unknown name, or a user with a secret only, costs what a wrong
+	// password of the dearest hash does: one comparison against the
+	// configured hash of the highest cost. Making a hash here would cost
+	// twice that in a fresh process (every inetd connection is one), and
+	// its own cost besides: either way the time would tell which users
+	// exist.
+	if d := s.decoyHash(); d != "" {
+		_ = bcrypt.CompareHashAndPassword([]byte(d), []byte(password))
+	}
+	secret, hasSecret := s.cfg.Secrets[user]
+	if !ok || !hasSecret {
+		// Compare anyway, so that this path takes as long as the one
+		// of a user with a secret.
+		_ = subtle.ConstantTimeCompare(decoySecret, []byte(password))
 		return errBadCredentials
 	}
-	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) != nil {
+	if subtle.ConstantTimeCompare([]byte(secret), []byte(password)) != 1 {
 		return errBadCredentials
 	}
 	return nil
 }
 
-// decoyHash is the hash of the first user by name (auth is offered only
-// when there is one).
+// decoySecret stands in for the secret of a user that has none.
+var decoySecret = func() []byte {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24)
+	return b
+}()
+
+// decoyHash is the password hash of the highest bcrypt cost among the
+// users (the first by name among equals), "" when no user has one.
 func (s *session) decoyHash() string {
-	first := ""
-	for n := range s.cfg.Conf.Users {
-		if first == "" || n < first {
-			first = n
+	best, bestCost, bestName := "", -1, ""
+	for n, u := range s.cfg.Conf.Users {
+		c, err := bcrypt.Cost([]byte(u.PasswordHash))
+		if err != nil {
+			continue
+		}
+		if c > bestCost || (c == bestCost && n < bestName) {
+			best, bestCost, bestName = u.PasswordHash, c, n
 		}
 	}
-	return s.cfg.Conf.Users[first].PasswordHash
+	return best
 }
 
 // loginServer is the server side of the LOGIN mechanism (a de-facto

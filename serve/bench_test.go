@@ -54,3 +54,36 @@ func (f *fixture) holdBig(host string, n, size int) {
 	}
 	f.holdBody(host, n, body)
 }
+
+// BenchmarkATRNTLS is BenchmarkATRN over implicit TLS, with each line in
+// a TLS record of its own after the turnaround (what serve does there,
+// for fetchmail) and with records as the sender's writes make them, to
+// show what lineRecords costs.
+func BenchmarkATRNTLS(b *testing.B) {
+	const n = 100
+	for _, mode := range []struct {
+		name string
+		off  bool
+	}{{"line-per-record", false}, {"as-written", true}} {
+		b.Run(mode.name, func(b *testing.B) {
+			noLineRecords = mode.off
+			defer func() { noLineRecords = false }()
+			f := hostsFixture(b, trustLocal+"\nmax_commands = 1000")
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				f.holdBig("h1.example", n, 2000)
+				c := f.startImplicit()
+				b.StartTimer()
+				c.cmd("EHLO customer.example", 250, "ATRN")
+				c.cmd("AUTH PLAIN "+plainAuth("alice", alicePass), 235, "")
+				c.cmd("ATRN h1.example", 250, "reversing")
+				cust := &customer{}
+				c.serveCustomer(b, cust)
+				if got := len(cust.messages()); got != n {
+					b.Fatalf("customer got %d of %d", got, n)
+				}
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}

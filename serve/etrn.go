@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -29,7 +30,15 @@ import (
 //     would happen anyway), and gets a plain 250 so that the state of the
 //     queues stays private;
 //   - a host with route = "client" has its mail sent to whoever asks, so
-//     only etrn_clients may ETRN it.
+//     only etrn_clients may ETRN it;
+//   - so may only etrn_clients ETRN a host listed under a [user.NAME]:
+//     its customer collects it with ATRN, and a flush to what its DNS
+//     says now (often a stale dial-up address) would send its mail
+//     astray, or hold the host lock and keep the customer's ATRN at 451.
+//
+// A host whose flush is running already is asked for one more pass (the
+// spool's extra-pass request) instead of getting a process of its own;
+// every host that does get one costs a unit of etrn_limit.
 func (s *session) etrn(arg string) error {
 	kind, name, err := parseETRN(arg)
 	if err != nil {
@@ -62,20 +71,28 @@ func (s *session) etrn(arg string) error {
 		s.log.Warnf("serve client=%s etrn=%s refused: unknown node", s.clientStr, node)
 		return s.reply(459, "4.1.2 Node "+node+" not allowed: unknown node")
 	}
-	type job struct{ host, to string }
+	type job struct {
+		host, to string
+		n        int
+	}
 	var jobs []job
 	total, counted, skipped := 0, true, 0
 	for _, h := range hosts {
 		st := s.cfg.Conf.For(h)
 		to := ""
-		if port, isClient := config.IsClientRoute(st.Route); isClient {
-			if !trusted {
-				s.log.Warnf("serve client=%s etrn=%s: host %s has route = client and the client is not in etrn_clients", s.clientStr, node, h)
-				if skipped++; skipped == len(hosts) {
-					return s.reply(459, "4.7.1 Node "+node+" not allowed: not from this address")
-				}
-				continue // the other hosts of @domain are still served
+		port, isClient := config.IsClientRoute(st.Route)
+		if owner := s.odmrOwner(h); !trusted && (isClient || owner != "") {
+			why := "has route = client"
+			if owner != "" {
+				why = "is an ODMR host of [user." + owner + "]"
 			}
+			s.log.Warnf("serve client=%s etrn=%s: host %s %s and the client is not in etrn_clients", s.clientStr, node, h, why)
+			if skipped++; skipped == len(hosts) {
+				return s.reply(459, "4.7.1 Node "+node+" not allowed: not from this address")
+			}
+			continue // the other hosts of @domain are still served
+		}
+		if isClient {
 			if !s.client.IsValid() {
 				s.log.Warnf("serve client=%s etrn=%s: host %s has route = client, but the client has no IP address", s.clientStr, node, h)
 				return s.reply(458, "4.3.0 Unable to queue messages for node "+node+": no address to send to")
@@ -89,9 +106,33 @@ func (s *session) etrn(arg string) error {
 			s.log.Warnf("serve etrn host=%s cannot count messages: %s", h, flush.Quote(err.Error()))
 			counted = false
 		}
+		if n == 0 && err == nil {
+			continue
+		}
+		asked, err := askPass(filepath.Dir(st.Spool), h)
+		if err != nil {
+			// The flush will meet the same trouble and log it.
+			s.log.Warnf("serve etrn host=%s %s", h, flush.Quote(err.Error()))
+		}
 		total += n
-		if n > 0 || err != nil {
-			jobs = append(jobs, job{h, to})
+		if asked {
+			s.log.Infof("serve client=%s etrn=%s host=%s flush already running; asked it for one more pass", s.clientStr, node, h)
+			continue
+		}
+		jobs = append(jobs, job{h, to, n})
+	}
+	if len(jobs) > 1 {
+		granted, err := s.rateTake(len(jobs) - 1)
+		if err != nil {
+			s.log.Errorf("serve client=%s etrn=%s rate state: %s", s.clientStr, node, flush.Quote(err.Error()))
+			granted = 0
+		}
+		if granted < len(jobs)-1 {
+			for _, j := range jobs[1+granted:] {
+				s.log.Warnf("serve client=%s etrn=%s host=%s not started: more than %d flushes in %s", s.clientStr, node, j.host, s.cfg.Serve.EtrnLimit, s.cfg.Serve.EtrnWindow)
+				total -= j.n
+			}
+			jobs = jobs[:1+granted]
 		}
 	}
 	for _, j := range jobs {
@@ -113,6 +154,40 @@ func (s *session) etrn(arg string) error {
 		return s.reply(251, "2.0.0 OK, no messages waiting for node "+node)
 	}
 	return s.reply(253, fmt.Sprintf("2.0.0 OK, %d pending messages for node %s started", total, node))
+}
+
+// odmrOwner names the first [user.NAME] (by name) that lists host, ""
+// when none does.
+func (s *session) odmrOwner(host string) string {
+	owner := ""
+	for n, u := range s.cfg.Conf.Users {
+		if slices.Contains(u.Hosts, host) && (owner == "" || n < owner) {
+			owner = n
+		}
+	}
+	return owner
+}
+
+// askPass asks the running flush of host, if there is one, for one more
+// pass, and reports whether it did: then no new flush is needed. The lock
+// is only looked at when its file exists, so a host never flushed gets no
+// file from here.
+func askPass(dir, host string) (bool, error) {
+	busy, err := spool.HostBusy(dir, host)
+	if err != nil || !busy {
+		return false, err
+	}
+	// LockHost leaves the request (and says ErrBusy) while the flush
+	// runs; if it ended meanwhile we hold the lock: drop it and start a
+	// flush after all.
+	l, err := spool.LockHost(dir, host)
+	if errors.Is(err, spool.ErrBusy) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return false, l.Abandon()
 }
 
 // trusted reports whether the client is in one of etrn_clients.

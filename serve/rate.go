@@ -25,11 +25,21 @@ import (
 // on state_dir/lock. Losing the files only forgets recent requests; no
 // mail depends on them.
 func (s *session) rateOK() (bool, error) {
+	n, err := s.rateTake(1)
+	return n == 1, err
+}
+
+// rateTake counts up to n more units for the client's address and
+// returns how many were within the limit. ETRN @domain that starts a
+// flush for each of several hosts costs a unit per host beyond the
+// first (the ETRN itself paid for the first): a process is what the
+// limit protects.
+func (s *session) rateTake(n int) (int, error) {
 	lim := s.cfg.Serve.EtrnLimit
-	if lim <= 0 {
-		return true, nil
+	if lim <= 0 || n <= 0 {
+		return n, nil
 	}
-	return rateCheck(s.cfg.Serve.StateDir, rateKey(s.client), lim, s.cfg.Serve.EtrnWindow, time.Now())
+	return rateCheck(s.cfg.Serve.StateDir, rateKey(s.client), lim, s.cfg.Serve.EtrnWindow, time.Now(), n)
 }
 
 // rateIPv6Bits is how much of an IPv6 address names one client: a /64 is
@@ -51,13 +61,15 @@ func rateKey(a netip.Addr) string {
 	return "etrn-" + strings.NewReplacer(":", "_", "/", "_").Replace(p.String())
 }
 
-func rateCheck(dir, key string, limit int, window time.Duration, now time.Time) (ok bool, err error) {
+// rateCheck records up to n units for key and returns how many fit in
+// limit per window.
+func rateCheck(dir, key string, limit int, window time.Duration, now time.Time, n int) (granted int, err error) {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return false, fmt.Errorf("state_dir: %w", err)
+		return 0, fmt.Errorf("state_dir: %w", err)
 	}
 	lf, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return false, fmt.Errorf("state_dir lock: %w", err)
+		return 0, fmt.Errorf("state_dir lock: %w", err)
 	}
 	defer func() {
 		// Closing drops the flock.
@@ -72,17 +84,20 @@ func rateCheck(dir, key string, limit int, window time.Duration, now time.Time) 
 		}
 	}
 	if err != nil {
-		return false, fmt.Errorf("state_dir lock: %w", err)
+		return 0, fmt.Errorf("state_dir lock: %w", err)
 	}
 	path := filepath.Join(dir, key)
 	times, err := readTimes(path, now.Add(-window))
 	if err != nil {
-		return false, err
+		return 0, err
 	}
-	if len(times) >= limit {
-		return false, nil
+	granted = min(n, limit-len(times))
+	if granted <= 0 {
+		return 0, nil
 	}
-	times = append(times, now.UnixNano())
+	for i := 0; i < granted; i++ {
+		times = append(times, now.UnixNano())
+	}
 	err = spool.WriteFileAtomic(path, 0o600, func(w io.Writer) error {
 		bw := bufio.NewWriter(w)
 		for _, t := range times {
@@ -91,9 +106,9 @@ func rateCheck(dir, key string, limit int, window time.Duration, now time.Time) 
 		return bw.Flush()
 	})
 	if err != nil {
-		return false, fmt.Errorf("rate state: %w", err)
+		return 0, fmt.Errorf("rate state: %w", err)
 	}
-	return true, sweep(dir, now, window)
+	return granted, sweep(dir, now, window)
 }
 
 // readTimes returns the times in path that are after since.

@@ -30,7 +30,14 @@ type Config struct {
 	Hostname string
 	// TLS offers STARTTLS when set.
 	TLS *tls.Config
-	Log *flush.Logger
+	// ImplicitTLS does the TLS handshake (with TLS) before the greeting,
+	// as on the odmrs port: everything after it is encrypted, so AUTH and
+	// ATRN are offered at once and STARTTLS is not.
+	ImplicitTLS bool
+	// Secrets are the clear-text passwords of the users with a
+	// secret_file, by user name; with one, AUTH CRAM-MD5 is offered.
+	Secrets map[string]string
+	Log     *flush.Logger
 	// Spawn starts a flush of host detached from this conversation,
 	// towards to (host:port) when not empty, else towards the host's
 	// route. See Spawner.
@@ -38,10 +45,10 @@ type Config struct {
 }
 
 // Serve holds one SMTP conversation on conn and closes conn. It returns
-// when the client quits or goes away, on the idle timeout, or after an
-// ATRN delivery; the error is for the log only.
+// when the client quits or goes away, on the idle or session timeout, or
+// after an ATRN delivery; the error is for the log only.
 func Serve(ctx context.Context, conn net.Conn, cfg *Config) error {
-	s := &session{cfg: cfg, log: cfg.Log, raw: conn, ctx: ctx}
+	s := &session{cfg: cfg, log: cfg.Log, raw: conn, ctx: ctx, deadline: time.Now().Add(cfg.Serve.SessionTimeout)}
 	s.setConn(conn)
 	s.client, s.clientStr = clientAddr(conn)
 	s.log.Infof("serve connect from %s", s.clientStr)
@@ -90,6 +97,19 @@ type session struct {
 	authFails int
 	commands  int
 	closed    bool // conn was closed (ATRN's sender closes it)
+	// deadline is session_timeout from the connection: no read or write
+	// before ATRN's turnaround may go past it.
+	deadline time.Time
+}
+
+// ioDeadline is the deadline for the next read or write: the idle
+// timeout, but never past the session's own.
+func (s *session) ioDeadline() time.Time {
+	d := time.Now().Add(s.cfg.Serve.IdleTimeout)
+	if s.deadline.Before(d) {
+		return s.deadline
+	}
+	return d
 }
 
 func (s *session) setConn(c net.Conn) {
@@ -107,6 +127,11 @@ func (s *session) run(ctx context.Context) error {
 	// sets its own deadline, so this one cannot be overwritten unseen).
 	stop := context.AfterFunc(ctx, func() { _ = s.raw.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
+	if s.cfg.ImplicitTLS {
+		if err := s.handshake(); err != nil {
+			return err
+		}
+	}
 	if err := s.reply(220, s.cfg.Hostname+" ESMTP etrnflush: ETRN and ATRN only, no mail accepted"); err != nil {
 		return err
 	}
@@ -154,6 +179,11 @@ func (s *session) readFailed(err error) error {
 		return errQuit
 	}
 	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(s.deadline) {
+		s.log.Warnf("serve client=%s session lasted session_timeout (%s), closing", s.clientStr, s.cfg.Serve.SessionTimeout)
+		_ = s.reply(421, "4.4.2 "+s.cfg.Hostname+" session time limit reached, closing")
+		return errQuit
+	}
 	if errors.As(err, &ne) && ne.Timeout() {
 		s.log.Infof("serve client=%s idle for %s, closing", s.clientStr, s.cfg.Serve.IdleTimeout)
 		_ = s.reply(421, "4.4.2 "+s.cfg.Hostname+" idle timeout, closing")
@@ -166,7 +196,7 @@ func (s *session) readFailed(err error) error {
 // its line end (CRLF, or a bare LF from a lax client). A line longer than
 // limit is read to its end and thrown away: nil, nil.
 func (s *session) readLine(limit int) ([]byte, error) {
-	if err := s.conn.SetReadDeadline(time.Now().Add(s.cfg.Serve.IdleTimeout)); err != nil {
+	if err := s.conn.SetReadDeadline(s.ioDeadline()); err != nil {
 		return nil, fmt.Errorf("set read deadline: %w", err)
 	}
 	if err := s.ctx.Err(); err != nil {
@@ -211,7 +241,13 @@ func (s *session) reply(code int, text string) error {
 
 // replyLines writes a reply of one or more lines.
 func (s *session) replyLines(code int, lines ...string) error {
-	if err := s.conn.SetWriteDeadline(time.Now().Add(s.cfg.Serve.IdleTimeout)); err != nil {
+	// The 421 for session_timeout must still get out: a write gets at
+	// least a few seconds.
+	wd := s.ioDeadline()
+	if floor := time.Now().Add(5 * time.Second); wd.Before(floor) {
+		wd = floor
+	}
+	if err := s.conn.SetWriteDeadline(wd); err != nil {
 		return fmt.Errorf("set write deadline: %w", err)
 	}
 	for i, l := range lines {
@@ -284,7 +320,11 @@ func (s *session) hello(verb, arg string) error {
 	}
 	lines := []string{s.cfg.Hostname + " Hello", "ETRN"}
 	if s.authOffered() {
-		lines = append(lines, "AUTH PLAIN LOGIN", "ATRN")
+		mechs := "AUTH PLAIN LOGIN"
+		if len(s.cfg.Secrets) > 0 {
+			mechs = "AUTH CRAM-MD5 PLAIN LOGIN"
+		}
+		lines = append(lines, mechs, "ATRN")
 	}
 	if s.cfg.TLS != nil && !s.tls {
 		lines = append(lines, "STARTTLS")
@@ -313,8 +353,19 @@ func (s *session) startTLS(arg string) error {
 		s.log.Warnf("serve client=%s sent data after STARTTLS before the TLS handshake; closing", s.clientStr)
 		return errors.New("data before the TLS handshake")
 	}
+	if err := s.handshake(); err != nil {
+		return err
+	}
+	// RFC 3207 4.2: forget everything learnt before the handshake.
+	s.helo, s.user = "", ""
+	return nil
+}
+
+// handshake does the server side of a TLS handshake on the raw
+// connection, within the idle and session timeouts.
+func (s *session) handshake() error {
 	tc := tls.Server(s.raw, s.cfg.TLS)
-	if err := s.raw.SetDeadline(time.Now().Add(s.cfg.Serve.IdleTimeout)); err != nil {
+	if err := s.raw.SetDeadline(s.ioDeadline()); err != nil {
 		return fmt.Errorf("set deadline: %w", err)
 	}
 	if err := tc.Handshake(); err != nil {
@@ -323,8 +374,6 @@ func (s *session) startTLS(arg string) error {
 	}
 	s.setConn(tc)
 	s.tls = true
-	// RFC 3207 4.2: forget everything learnt before the handshake.
-	s.helo, s.user = "", ""
 	st := tc.ConnectionState()
 	s.log.Infof("serve client=%s TLS %s %s", s.clientStr, tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
 	return nil
