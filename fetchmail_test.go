@@ -203,7 +203,17 @@ func newFetchmailSetup(t *testing.T, host, layout string) *fetchmailSetup {
 	if err := os.WriteFile(secret, []byte(fetchmailSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f.logFile = filepath.Join(f.state, "etrnflush.log")
+	// serve runs as root (xinetd), the flushes it starts as the spool's
+	// owner (the Exim user), both writing one log: it belongs to the
+	// spool's owner, in a directory that user can reach, as the man page
+	// asks of a shared log file.
+	f.logFile = filepath.Join(f.r.mkdir(t, "log"), "etrnflush.log")
+	if err := os.WriteFile(f.logFile, nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(f.logFile, f.r.uid, f.r.gid); err != nil {
+		t.Fatal(err)
+	}
 	f.conf = filepath.Join(f.state, "etrnflush.toml")
 	text := fmt.Sprintf(`spool_dir = %q
 log = %q

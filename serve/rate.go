@@ -64,9 +64,16 @@ func rateKey(a netip.Addr) string {
 // rateCheck records up to n units for key and returns how many fit in
 // limit per window.
 func rateCheck(dir, key string, limit int, window time.Duration, now time.Time, n int) (granted int, err error) {
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return 0, fmt.Errorf("state_dir: %w", err)
+	d, err := openStateDir(dir)
+	if err != nil {
+		return 0, err
 	}
+	defer func() {
+		_ = d.Close() // a directory opened to read: nothing to lose
+	}()
+	// Every name below resolves inside the directory opened, whatever
+	// becomes of the path meanwhile: nothing is followed out of it.
+	dir = fmt.Sprintf("/proc/self/fd/%d", d.Fd())
 	lf, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return 0, fmt.Errorf("state_dir lock: %w", err)
@@ -111,11 +118,43 @@ func rateCheck(dir, key string, limit int, window time.Duration, now time.Time, 
 	return granted, sweep(dir, now, window)
 }
 
+// openStateDir opens state_dir, making it first if need be, without
+// following a symbolic link, and refuses one that belongs to another user
+// or that others may write: serve may run as root, and the spool's user
+// must not be able to point it at a directory of its choosing.
+func openStateDir(dir string) (*os.File, error) {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("state_dir: %w", err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("state_dir %s: %w (a symbolic link is never followed)", dir, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("state_dir %s: %w", dir, err)
+	}
+	if int(st.Uid) != unix.Geteuid() || st.Mode&0o022 != 0 {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("state_dir %s belongs to uid %d with mode %04o: it must be this user's (uid %d) and writable by nobody else",
+			dir, st.Uid, st.Mode&0o7777, unix.Geteuid())
+	}
+	return os.NewFile(uintptr(fd), dir), nil
+}
+
 // readTimes returns the times in path that are after since.
 func readTimes(path string, since time.Time) ([]int64, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rate state: %w", err)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		return nil, fmt.Errorf("rate state: %w", err)
