@@ -2,7 +2,11 @@ package serve
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 // One IPv6 site holds a /64 at least: counted per /128, ETRN would have
@@ -36,5 +40,50 @@ func TestRateKey(t *testing.T) {
 	}
 	if k := rateKey(netip.MustParseAddr("192.0.2.1")); k != "etrn-192.0.2.1" {
 		t.Errorf("rateKey(192.0.2.1) = %q", k)
+	}
+}
+
+// TestStateDirNotFollowed: a state_dir that is a symbolic link (which the
+// spool's user could plant for a serve running as root), or a directory
+// others may write, is refused; nothing is created, truncated or removed
+// where it points.
+func TestStateDirNotFollowed(t *testing.T) {
+	base := t.TempDir()
+	victim := filepath.Join(base, "victim")
+	if err := os.Mkdir(victim, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	keep := filepath.Join(victim, "keep")
+	if err := os.WriteFile(keep, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(base, "state")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if _, err := rateCheck(link, "etrn-192.0.2.1", 10, time.Minute, now, 1); err == nil {
+		t.Fatal("a state_dir that is a symbolic link was used")
+	}
+	entries, err := os.ReadDir(victim)
+	if err != nil || len(entries) != 1 || entries[0].Name() != "keep" {
+		t.Errorf("the link's target changed: %v %v", entries, err)
+	}
+	if b, err := os.ReadFile(keep); err != nil || string(b) != "precious\n" {
+		t.Errorf("the link's target's file changed: %q %v", b, err)
+	}
+	open := filepath.Join(base, "open")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rateCheck(open, "etrn-192.0.2.1", 10, time.Minute, now, 1); err == nil || !strings.Contains(err.Error(), "writable by nobody else") {
+		t.Errorf("a world-writable state_dir was used: %v", err)
+	}
+	own := filepath.Join(base, "own")
+	if n, err := rateCheck(own, "etrn-192.0.2.1", 10, time.Minute, now, 1); err != nil || n != 1 {
+		t.Errorf("a state_dir of its own: %d %v", n, err)
 	}
 }
