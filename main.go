@@ -466,12 +466,19 @@ func flushAction(c *cli.Context) error {
 	// Before any file is opened for writing (the log included): run as
 	// root, act as the spool directory's owner, so that the next run as
 	// that user can use everything this one leaves.
+	dryRun := flagCtx(c, "dry-run").Bool("dry-run")
+	// Secrets first: they may be readable by root alone.
+	var authPass string
+	if s.AuthPasswordFile != "" && !dryRun {
+		if authPass, err = config.ReadSecret(s.AuthPasswordFile); err != nil {
+			return &exitError{exConfig, fmt.Errorf("auth_password_file: %w", err)}
+		}
+	}
 	sw, err := becomeOwner(filepath.Dir(s.Spool))
 	if err != nil {
 		return err
 	}
 
-	dryRun := flagCtx(c, "dry-run").Bool("dry-run")
 	log := openLog(c, s.Log, dryRun)
 	defer func() {
 		if cerr := log.Close(); cerr != nil {
@@ -514,13 +521,7 @@ func flushAction(c *cli.Context) error {
 				return &exitError{exConfig, err}
 			}
 		}
-		if s.AuthPasswordFile != "" {
-			pw, err := config.ReadSecret(s.AuthPasswordFile)
-			if err != nil {
-				return &exitError{exConfig, fmt.Errorf("auth_password_file: %w", err)}
-			}
-			so.AuthPass = pw
-		}
+		so.AuthPass = authPass
 	}
 
 	fc := flush.Config{
