@@ -1,6 +1,7 @@
 package bsmtp
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 )
@@ -103,4 +104,12 @@ func describeAll(es []Entry) []string {
 		d = append(d, describe(e))
 	}
 	return d
+}
+
+func TestLastIndex(t *testing.T) {
+	for _, s := range []string{"", "MAIL FROM:", "xMAIL FROM:y", "MAIL FROM:MAIL FROM:", "aMAIL FROM:bMAIL FROM:c", "MAIL FROM", "MMAIL FROM:"} {
+		if got, want := lastIndex([]byte(s), mailFrom), bytes.LastIndex([]byte(s), mailFrom); got != want {
+			t.Errorf("lastIndex(%q) = %d, want %d", s, got, want)
+		}
+	}
 }
