@@ -179,6 +179,18 @@ type fetchmailSetup struct {
 
 const fetchmailSecret = "carol's CRAM secret"
 
+// assertNothingRoots: serve ran as root under xinetd, yet nothing it or
+// its flushes created under the spool directory or in state_dir belongs
+// to root, so the Exim user's own runs can use all of it.
+func (f *fetchmailSetup) assertNothingRoots(t *testing.T) {
+	t.Helper()
+	for _, d := range []string{filepath.Dir(f.spoolPath), filepath.Dir(f.conf)} {
+		if bad := rootOwned(t, d); len(bad) > 0 {
+			t.Errorf("these belong to root: %q", bad)
+		}
+	}
+}
+
 func newFetchmailSetup(t *testing.T, host, layout string) *fetchmailSetup {
 	t.Helper()
 	f := &fetchmailSetup{r: newRig(t)}
@@ -203,18 +215,14 @@ func newFetchmailSetup(t *testing.T, host, layout string) *fetchmailSetup {
 	if err := os.WriteFile(secret, []byte(fetchmailSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// serve runs as root (xinetd), the flushes it starts as the spool's
-	// owner (the Exim user), both writing one log: it belongs to the
-	// spool's owner, in a directory that user can reach, as the man page
-	// asks of a shared log file.
-	f.logFile = filepath.Join(f.r.mkdir(t, "log"), "etrnflush.log")
-	if err := os.WriteFile(f.logFile, nil, 0o640); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(f.logFile, f.r.uid, f.r.gid); err != nil {
-		t.Fatal(err)
-	}
-	f.conf = filepath.Join(f.state, "etrnflush.toml")
+	// xinetd starts serve as root; serve then acts as the spool's owner
+	// (the Exim user), and so do the flushes it starts. What they read
+	// after that (the config) and write (the log, state_dir) belongs to
+	// that user, as it must for Exim's own ETRN hook; the CRAM secret is
+	// root's, read before the switch.
+	own := f.r.mkdir(t, "serve")
+	f.logFile = filepath.Join(own, "etrnflush.log")
+	f.conf = filepath.Join(own, "etrnflush.toml")
 	text := fmt.Sprintf(`spool_dir = %q
 log = %q
 helo = "provider.example"
@@ -233,9 +241,17 @@ tls = "none"
 [user.carol]
 secret_file = %q
 hosts = [%q]
-`, filepath.Dir(f.spoolPath), f.logFile, filepath.Join(f.state, "serve-state"), host, f.spoolPath, f.s.addr(), secret, host)
-	if err := os.WriteFile(f.conf, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
+`, filepath.Dir(f.spoolPath), f.logFile, filepath.Join(own, "serve-state"), host, f.spoolPath, f.s.addr(), secret, host)
+	for _, p := range []struct {
+		path string
+		data []byte
+	}{{f.conf, []byte(text)}, {f.logFile, nil}} {
+		if err := os.WriteFile(p.path, p.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p.path, f.r.uid, f.r.gid); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return f
 }
@@ -277,6 +293,7 @@ func TestFetchmailODMR(t *testing.T) {
 	})
 	f.s.waitReplayed(t, f.want)
 	assertNoMailLeft(t, f.spoolPath)
+	f.assertNothingRoots(t)
 	log := f.log(t)
 	for _, w := range []string{`auth=CRAM-MD5 user="carol" ok`, fmt.Sprintf("host=%s summary sent=%d ", host, len(f.want))} {
 		if !strings.Contains(log, w) {
@@ -325,6 +342,7 @@ func TestFetchmailETRN(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	assertNoMailLeft(t, f.spoolPath)
+	f.assertNothingRoots(t)
 	if log := f.log(t); !strings.Contains(log, fmt.Sprintf("host=%s summary sent=%d ", host, len(f.want))) {
 		t.Errorf("etrnflush log:\n%s", log)
 	}
@@ -373,6 +391,7 @@ func TestFetchmailODMRTLS(t *testing.T) {
 	}
 	f.s.waitReplayed(t, f.want)
 	assertNoMailLeft(t, f.spoolPath)
+	f.assertNothingRoots(t)
 	if log := f.log(t); !strings.Contains(log, fmt.Sprintf("host=%s summary sent=%d deferred=0", host, len(f.want))) || !strings.Contains(log, "tls=true") {
 		t.Errorf("etrnflush log:\n%s", log)
 	}

@@ -112,6 +112,16 @@ func serveAction(c *cli.Context) error {
 	if err != nil {
 		return unavailable(err)
 	}
+	ss := cfg.ServeSettings()
+	tconf, secrets, prepErr := serveSecrets(cfg, ss)
+	// Before any file is created (the log, state_dir) or a flush started:
+	// started as root by inetd, act as the spool directory's owner, as a
+	// flush does, so that what serve and its flushes leave belongs to the
+	// user Exim's own flushes run as.
+	sw, err := becomeOwner(cfg.SpoolDir)
+	if err != nil {
+		return unavailable(err)
+	}
 	logDest := flagString(c, "log")
 	if logDest == "" {
 		logDest = cfg.Log
@@ -130,28 +140,12 @@ func serveAction(c *cli.Context) error {
 			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: close log: %v\n", cerr)
 		}
 	}()
-	hostname := cfg.Helo
-	if hostname == "" {
-		if hostname, err = fqdn(); err != nil {
-			log.Errorf("serve: %v", err)
-			return unavailable(&exitError{exConfig, err})
-		}
+	if sw.Changed {
+		log.Debugf("serve running as %s", sw)
 	}
-	ss := cfg.ServeSettings()
-	var tconf *tls.Config
-	if ss.TLSCert != "" {
-		if err := config.CheckPrivateFile(ss.TLSKey); err != nil && errors.Is(err, config.ErrNotPrivate) {
-			err = &exitError{exConfig, fmt.Errorf("serve tls_key: %w", err)}
-			log.Errorf("%v", err)
-			return unavailable(err)
-		}
-		cert, err := tls.LoadX509KeyPair(ss.TLSCert, ss.TLSKey)
-		if err != nil {
-			err = &exitError{exConfig, fmt.Errorf("serve tls_cert/tls_key: %w", err)}
-			log.Errorf("%v", err)
-			return unavailable(err)
-		}
-		tconf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if prepErr != nil {
+		log.Errorf("%v", prepErr)
+		return unavailable(prepErr)
 	}
 	implicit := c.Bool("tls-on-connect")
 	if implicit && tconf == nil {
@@ -159,20 +153,12 @@ func serveAction(c *cli.Context) error {
 		log.Errorf("%v", err)
 		return unavailable(err)
 	}
-	secrets := map[string]string{}
-	for name, u := range cfg.Users {
-		if u.SecretFile == "" {
-			continue
+	hostname := cfg.Helo
+	if hostname == "" {
+		if hostname, err = fqdn(); err != nil {
+			log.Errorf("serve: %v", err)
+			return unavailable(&exitError{exConfig, err})
 		}
-		pw, err := config.ReadSecret(u.SecretFile)
-		if err != nil {
-			// A secret others can read is no secret: refuse to run
-			// rather than serve that user (or everybody else) halfway.
-			err = &exitError{exConfig, fmt.Errorf("[user.%s] secret_file: %w", name, err)}
-			log.Errorf("%v", err)
-			return unavailable(err)
-		}
-		secrets[name] = pw
 	}
 	if len(cfg.Users) > 0 && tconf == nil && !ss.AllowPlaintextAuth {
 		log.Warnf("serve: [user] tables exist, but AUTH (and so ATRN) is offered only over TLS: set [serve] tls_cert and tls_key")
@@ -201,6 +187,36 @@ func serveAction(c *cli.Context) error {
 		Spawn:       sp.Spawn,
 	})
 	return nil
+}
+
+// serveSecrets reads what may be root's alone, before serve becomes the
+// spool's owner: the TLS key and the users' secret files.
+func serveSecrets(cfg *config.Config, ss config.ServeSettings) (*tls.Config, map[string]string, error) {
+	var tconf *tls.Config
+	if ss.TLSCert != "" {
+		if err := config.CheckPrivateFile(ss.TLSKey); err != nil && errors.Is(err, config.ErrNotPrivate) {
+			return nil, nil, &exitError{exConfig, fmt.Errorf("serve tls_key: %w", err)}
+		}
+		cert, err := tls.LoadX509KeyPair(ss.TLSCert, ss.TLSKey)
+		if err != nil {
+			return nil, nil, &exitError{exConfig, fmt.Errorf("serve tls_cert/tls_key: %w", err)}
+		}
+		tconf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	secrets := map[string]string{}
+	for name, u := range cfg.Users {
+		if u.SecretFile == "" {
+			continue
+		}
+		pw, err := config.ReadSecret(u.SecretFile)
+		if err != nil {
+			// A secret others can read is no secret: refuse to run
+			// rather than serve that user (or everybody else) halfway.
+			return nil, nil, &exitError{exConfig, fmt.Errorf("[user.%s] secret_file: %w", name, err)}
+		}
+		secrets[name] = pw
+	}
+	return tconf, secrets, nil
 }
 
 // maxPassword is what bcrypt uses of a password; more would be ignored
