@@ -69,6 +69,11 @@ type Message struct {
 	WireSize int64
 	EightBit bool
 	Open     func() (io.ReadCloser, error) // content, unstuffed, line ends as stored
+	// Time is the modification time of the entry file in a directory
+	// layout, for a listing's age when the message carries no Received:
+	// date; zero for an appended file, whose time is that of the last
+	// append or of a claim, not of this message.
+	Time time.Time
 
 	ref *msgRef
 }

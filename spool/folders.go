@@ -1,0 +1,116 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// FailedDir is the folder beside the spool at path where copies of
+// refused messages are set aside (see writeFailed).
+func FailedDir(path string) string {
+	p := filepath.Clean(path)
+	return failedDir(filepath.Dir(p), filepath.Base(p))
+}
+
+// QuarantineDir is the folder beside the spool at path where damaged
+// entries are moved.
+func QuarantineDir(path string) string {
+	p := filepath.Clean(path)
+	return quarantineDir(filepath.Dir(p), filepath.Base(p))
+}
+
+// Copy is one entry of a failed or quarantine folder: STEM.why with the
+// reason, and the files of the copy itself (STEM.bsmtp for a failed copy
+// or a quarantined BSMTP region or file; STEM.env and STEM.msg for a
+// mailstore pair; STEM.eml for a maildir message).
+type Copy struct {
+	ID     string    // the stem
+	Reason string    // the .why file's one line
+	Time   time.Time // when it was set aside (the .why file's time)
+	Files  []string  // full paths of the copy's files, .why last
+	Size   int64     // of the copy's files, .why not counted
+}
+
+// copyExts are the suffixes a copy's own files have, in the order listed.
+var copyExts = []string{".bsmtp", ".env", ".msg", ".eml"}
+
+// ListCopies reads a failed or quarantine folder without changing it. A
+// folder that does not exist holds nothing. Names starting with "." are
+// unfinished atomic writes and are passed by.
+func ListCopies(dir string) ([]Copy, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]bool{}
+	for _, e := range ents {
+		names[e.Name()] = true
+	}
+	var out []Copy
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasPrefix(n, ".") || !strings.HasSuffix(n, ".why") || !e.Type().IsRegular() {
+			continue
+		}
+		why := filepath.Join(dir, n)
+		c := Copy{ID: strings.TrimSuffix(n, ".why")}
+		fi, err := e.Info()
+		if err != nil {
+			return nil, err
+		}
+		c.Time = fi.ModTime()
+		reason, err := readSmall(why, 4096)
+		if err != nil {
+			return nil, err
+		}
+		c.Reason = strings.TrimSpace(reason)
+		for _, ext := range copyExts {
+			if !names[c.ID+ext] {
+				continue
+			}
+			p := filepath.Join(dir, c.ID+ext)
+			fi, err := os.Lstat(p)
+			if err != nil {
+				return nil, err
+			}
+			c.Files = append(c.Files, p)
+			c.Size += fi.Size()
+		}
+		c.Files = append(c.Files, why)
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Time.Equal(out[j].Time) {
+			return out[i].Time.Before(out[j].Time)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// readSmall reads at most max octets of a regular file; a reason file is
+// one line, and a planted FIFO must not hang a listing.
+func readSmall(path string, max int) (string, error) {
+	f, err := openRegular(path, os.O_RDONLY, 0)
+	if err != nil {
+		return "", err
+	}
+	buf := make([]byte, max)
+	n, rerr := f.Read(buf)
+	if cerr := f.Close(); cerr != nil {
+		return "", fmt.Errorf("%s: %w", path, cerr)
+	}
+	if rerr != nil && !errors.Is(rerr, io.EOF) {
+		return "", fmt.Errorf("%s: %w", path, rerr)
+	}
+	return string(buf[:n]), nil
+}
