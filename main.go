@@ -225,7 +225,7 @@ func newApp() *cli.App {
 	app := &cli.App{
 		Name:      "etrnflush",
 		Usage:     "flush the mail held for one host over SMTP",
-		UsageText: "etrnflush [-c FILE] [flush] [flags] HOST\netrnflush [-c FILE] check-config [HOST]\netrnflush [-c FILE] list [--json] [-v] [HOST...]\netrnflush [-c FILE] serve\netrnflush passwd",
+		UsageText: "etrnflush [-c FILE] [flush] [flags] HOST\netrnflush [-c FILE] check-config [HOST]\netrnflush [-c FILE] list [--json] [-v] [HOST...]\netrnflush [-c FILE] failed|quarantine [--json] [HOST...]\netrnflush [-c FILE] release|delete HOST ID...\netrnflush [-c FILE] serve\netrnflush passwd",
 		Version:   version,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "configuration `FILE`", Value: config.DefaultPath, EnvVars: []string{"ETRNFLUSH_CONFIG"}, TakesFile: true},
@@ -233,7 +233,7 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "log", Usage: "where to log: stderr, syslog or an absolute `FILE` (default: stderr on a terminal, else syslog)"},
 		}, flushFlags()...),
 		Action: flushAction,
-		Commands: []*cli.Command{
+		Commands: append([]*cli.Command{
 			{
 				Name:         "flush",
 				Usage:        "replay HOST's spool to its SMTP server (the default command)",
@@ -256,7 +256,7 @@ func newApp() *cli.App {
 			serveCommand(onUsage),
 			passwdCommand(onUsage),
 			listCommand(onUsage),
-		},
+		}, folderCommands(onUsage)...),
 		OnUsageError:           onUsage,
 		ExitErrHandler:         func(*cli.Context, error) {},
 		UseShortOptionHandling: true,

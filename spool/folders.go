@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"etrnflush/bsmtp"
 )
 
 // FailedDir is the folder beside the spool at path where copies of
@@ -113,4 +115,30 @@ func readSmall(path string, max int) (string, error) {
 		return "", fmt.Errorf("%s: %w", path, rerr)
 	}
 	return string(buf[:n]), nil
+}
+
+// CopyEnvelope is the envelope of the first message of a BSMTP copy, for a
+// listing; a copy of another kind gives an error.
+func CopyEnvelope(c Copy) (bsmtp.Envelope, error) {
+	for _, f := range c.Files {
+		if !strings.HasSuffix(f, ".bsmtp") {
+			continue
+		}
+		fh, err := openRegular(f, os.O_RDONLY, 0)
+		if err != nil {
+			return bsmtp.Envelope{}, err
+		}
+		e, rerr := bsmtp.NewReader(io.LimitReader(fh, maxRelease)).Next()
+		if cerr := fh.Close(); cerr != nil && rerr == nil {
+			rerr = cerr
+		}
+		if rerr != nil {
+			return bsmtp.Envelope{}, rerr
+		}
+		if e.Msg == nil {
+			return bsmtp.Envelope{}, errors.New(e.Damage)
+		}
+		return e.Msg.Envelope, nil
+	}
+	return bsmtp.Envelope{}, errors.New("not a BSMTP copy")
 }
