@@ -213,6 +213,8 @@ func flushFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "no-pipelining", Usage: "do not use PIPELINING even when the server offers it"},
 		&cli.BoolFlag{Name: "no-chunking", Usage: "do not use CHUNKING (BDAT) even when the server offers it"},
 		&cli.IntFlag{Name: "max-connections", Usage: "open at most `N` sessions in this run when the server ends them early", DefaultText: "max_connections from the config, else 10"},
+		&cli.BoolFlag{Name: "all", Usage: "flush every host that has mail, each in a process of its own (see --jobs); no HOST"},
+		&cli.IntFlag{Name: "jobs", Usage: "with --all, flush at most `N` hosts at a time", DefaultText: "1"},
 	}
 }
 
@@ -225,7 +227,7 @@ func newApp() *cli.App {
 	app := &cli.App{
 		Name:      "etrnflush",
 		Usage:     "flush the mail held for one host over SMTP",
-		UsageText: "etrnflush [-c FILE] [flush] [flags] HOST\netrnflush [-c FILE] check-config [HOST]\netrnflush [-c FILE] list [--json] [-v] [HOST...]\netrnflush [-c FILE] failed|quarantine [--json] [HOST...]\netrnflush [-c FILE] release|delete HOST ID...\netrnflush [-c FILE] serve\netrnflush passwd",
+		UsageText: "etrnflush [-c FILE] [flush] [flags] HOST\netrnflush [-c FILE] [flush] [flags] --all [--jobs N]\netrnflush [-c FILE] check-config [HOST]\netrnflush [-c FILE] list [--json] [-v] [HOST...]\netrnflush [-c FILE] failed|quarantine [--json] [HOST...]\netrnflush [-c FILE] release|delete HOST ID...\netrnflush [-c FILE] serve\netrnflush passwd",
 		Version:   version,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "configuration `FILE`", Value: config.DefaultPath, EnvVars: []string{"ETRNFLUSH_CONFIG"}, TakesFile: true},
@@ -447,6 +449,12 @@ func becomeOwner(dir string) (owner.Switch, error) {
 }
 
 func flushAction(c *cli.Context) error {
+	if flagCtx(c, "all").Bool("all") {
+		return flushAllAction(c)
+	}
+	if flagCtx(c, "jobs").IsSet("jobs") {
+		return usageErr("--jobs goes with --all")
+	}
 	host, err := hostArg(c, false)
 	if err != nil {
 		return err
