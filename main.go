@@ -555,7 +555,7 @@ func flushAction(c *cli.Context) error {
 		return loggedError{err} // flush.Run has logged it
 	}
 	if dryRun {
-		fmt.Fprintf(c.App.Writer, "summary host=%s layout=%s would_send=%d would_quarantine=%d bytes=%d\n",
+		fmt.Fprintf(c.App.Writer, "host=%s summary layout=%s would_send=%d would_quarantine=%d bytes=%d\n",
 			host, sum.Layout, sum.WouldSend, sum.Quarantined, sum.Bytes)
 		if sum.Quarantined > 0 {
 			return &exitError{exDataErr, nil}

@@ -49,7 +49,8 @@ type Options struct {
 
 // Event tells the engine about something worth a log line that is not a
 // delivery outcome. Kind is "quarantine", "orphan", "notice", "claim" or
-// "layout" (what format = "auto" found).
+// "layout" (what format = "auto" found). For "claim", Reason is the work
+// file the spool file was renamed to.
 type Event struct {
 	Kind   string
 	ID     string
