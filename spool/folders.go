@@ -142,3 +142,21 @@ func CopyEnvelope(c Copy) (bsmtp.Envelope, error) {
 	}
 	return bsmtp.Envelope{}, errors.New("not a BSMTP copy")
 }
+
+// Holds reports whether there is anything to flush at path: the spool
+// itself, or the work files or journals an earlier claim left beside it.
+// It only looks; a flush of a host for which it is false has nothing to
+// do and need not create even its lock file.
+func Holds(path string) (bool, error) {
+	p := filepath.Clean(path)
+	if _, err := os.Lstat(p); err == nil {
+		return true, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
+	works, journals, _, err := listWork(filepath.Dir(p), filepath.Base(p))
+	if err != nil {
+		return false, err
+	}
+	return len(works)+len(journals) > 0, nil
+}
