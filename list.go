@@ -148,7 +148,9 @@ func heldHosts(cfg *config.Config) ([]string, error) {
 				n = m[1]
 			}
 		}
-		if n == "" || strings.HasPrefix(n, ".") {
+		if n == "" || strings.HasPrefix(n, ".") || strings.HasSuffix(n, ".lock") || strings.Contains(n, ".lock.") {
+			// Exim's lock file beside an appended spool file (HOST.lock)
+			// and its hitching posts (HOST.lock.NODE.TIME.PID) are no hosts.
 			continue
 		}
 		if h, err := config.CheckHostName(n); err == nil && h == n {

@@ -128,9 +128,12 @@ func TestCLIListFixtures(t *testing.T) {
 			copyFile(t, src, filepath.Join(dir, f.host))
 		}
 	}
-	// Exim's own kind of clutter is no host.
-	if err := os.WriteFile(filepath.Join(dir, "README"), []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
+	// Exim's own kind of clutter is no host: a lock file and a hitching
+	// post beside an appended file, and a file that is no host name.
+	for _, n := range []string{"README_", "h1.bsmtp.example.lock", "h1.bsmtp.example.lock.mx.example.6a1b2c3d.1f2e"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cfg := writeConfig(t, dir, "")
 	before := treeSnapshot(t, dir)
