@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"etrnflush/config"
+	"etrnflush/flush"
 	"etrnflush/spool"
 )
 
@@ -115,7 +116,7 @@ func folderListAction(c *cli.Context, which string) error {
 		}
 		for _, r := range rows {
 			fmt.Fprintf(w, "host=%s id=%s age=%s size=%d from=<%s> to=%s reason=%s\n",
-				h, r.ID, age(now, r.Time), r.Size, r.From, angle(r.To), quoteValue(r.Reason))
+				h, r.ID, age(now, r.Time), r.Size, r.From, angle(r.To), flush.Quote(r.Reason))
 		}
 	}
 	if trouble {
@@ -123,9 +124,6 @@ func folderListAction(c *cli.Context, which string) error {
 	}
 	return nil
 }
-
-// quoteValue quotes a log value as the flush's log lines do.
-func quoteValue(s string) string { return fmt.Sprintf("%q", s) }
 
 // copyEnvelope is the first envelope of a BSMTP copy, for the listing;
 // a copy of another kind, or one that does not parse, shows none.
@@ -175,7 +173,8 @@ func folderChangeAction(c *cli.Context, which string) error {
 	if err != nil {
 		return usageErr("invalid host %q: %v", raw, err)
 	}
-	sp := cfg.For(host).Spool
+	st := cfg.For(host)
+	sp := st.Spool
 	code := exOK
 	worse := func(n int) {
 		// The highest code wins: 75 (Exim's lock not had: try again)
@@ -204,7 +203,7 @@ func folderChangeAction(c *cli.Context, which string) error {
 			fmt.Fprintf(c.App.Writer, "host=%s id=%s deleted from=%s\n", host, id, folder)
 			continue
 		}
-		dest, err := spool.Release(sp, cp)
+		dest, err := spool.Release(sp, st.Format, cp)
 		if err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s not released: %s\n", host, id, oneLine(err.Error()))
 			switch {

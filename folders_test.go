@@ -103,7 +103,9 @@ func failedJSON(t *testing.T, cfg, which, host string) failedList {
 // TestCLIReleaseRoundTrip: a recipient refused with 550 is set aside in
 // the failed folder; failed lists it with its envelope and the server's
 // reason; release puts it back into the BSMTP directory spool and the next
-// flush delivers it; the failed folder is then empty.
+// flush delivers it; the failed folder is then empty. While the directory
+// is empty and the format "auto", release refuses: an emptied mailstore
+// looks the same.
 func TestCLIReleaseRoundTrip(t *testing.T) {
 	rx, addr := startRefusingServer(t)
 	rx.refuse.Store(true)
@@ -118,6 +120,7 @@ func TestCLIReleaseRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := writeConfig(t, dir, "")
+	cfgBSMTP := writeConfig(t, dir, "[host.\"h.example\"]\nformat = \"bsmtp\"\n")
 	flush := func() {
 		t.Helper()
 		_, stderr, code := runEtrnflush(t, "-c", cfg, "--to", addr, "--tls", "none", "--helo", "tx.example", host)
@@ -141,7 +144,15 @@ func TestCLIReleaseRoundTrip(t *testing.T) {
 	}
 
 	rx.refuse.Store(false)
-	out, stderr, code := runEtrnflush(t, "-c", cfg, "release", host, id)
+	before := treeSnapshot(t, dir)
+	_, stderr, code := runEtrnflush(t, "-c", cfg, "release", host, id)
+	if code != exDataErr || !strings.Contains(stderr, "empty directory") {
+		t.Errorf("release into an empty directory, format auto: exit %d, stderr %q", code, stderr)
+	}
+	if d := diffSnapshots(before, treeSnapshot(t, dir)); d != "" {
+		t.Errorf("a refused release changed:\n%s", d)
+	}
+	out, stderr, code = runEtrnflush(t, "-c", cfgBSMTP, "release", host, id)
 	if code != exOK || !strings.HasPrefix(out, "host="+host+" id="+id+" released from=failed to="+sp+"/q") {
 		t.Fatalf("release: exit %d\n%s%s", code, out, stderr)
 	}

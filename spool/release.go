@@ -32,9 +32,12 @@ var ErrNotReleasable = errors.New("cannot be released")
 // A missing spool path is refused: Exim may be set to write a file or a
 // directory there, and guessing wrong would make Exim's next delivery
 // fail. A mailstore or maildir spool is refused too: the copy would need
-// the site's mailstore affixes or Exim's envelope header lines.
+// the site's mailstore affixes or Exim's envelope header lines. So is an
+// empty directory with format "auto" (or ""): an emptied mailstore looks
+// the same, and a BSMTP file in it would make it a mixed spool that no
+// flush reads once Exim writes there again.
 // It returns where the copy went.
-func Release(path string, c Copy) (string, error) {
+func Release(path, format string, c Copy) (string, error) {
 	path = filepath.Clean(path)
 	var src string
 	for _, f := range c.Files {
@@ -65,9 +68,18 @@ func Release(path string, c Copy) (string, error) {
 		}
 		dest = path
 	case fi.IsDir():
-		layout, err := classifyDir(path)
-		if err != nil {
-			return "", err
+		layout := format
+		if format == "" || format == "auto" {
+			if layout, err = classifyDir(path); err != nil {
+				return "", err
+			}
+			if layout == "bsmtp" {
+				if empty, err := dirEmpty(path); err != nil {
+					return "", err
+				} else if empty {
+					return "", fmt.Errorf("spool %s is an empty directory: BSMTP or mailstore cannot be told (set format = \"bsmtp\" for the host, or release once Exim has written to it): %w", path, ErrNotReleasable)
+				}
+			}
 		}
 		if layout != "bsmtp" {
 			return "", fmt.Errorf("spool %s is a %s: a BSMTP copy cannot join it: %w", path, layout, ErrNotReleasable)
@@ -92,6 +104,21 @@ func Release(path string, c Copy) (string, error) {
 		return dest, fmt.Errorf("released to %s, but %w", dest, err)
 	}
 	return dest, nil
+}
+
+// dirEmpty reports whether dir has no entry but hidden ones (ours and
+// unfinished writes).
+func dirEmpty(dir string) (bool, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false, fmt.Errorf("spool %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".") {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // Delete removes a copy's files, the reason last, so that a copy cut
