@@ -9,6 +9,7 @@ import (
 	"net/mail"
 	"net/textproto"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -59,6 +60,7 @@ type hostList struct {
 	Damaged     int        `json:"damaged"`
 	Failed      int        `json:"failed"`
 	Quarantined int        `json:"quarantined"`
+	Running     bool       `json:"running"`
 	Error       string     `json:"error,omitempty"`
 	List        []msgList  `json:"list,omitempty"`
 }
@@ -185,6 +187,11 @@ func listHost(s config.Settings, verbose bool) hostList {
 		}
 		*f.n = len(cs)
 	}
+	running, err := spool.Running(filepath.Dir(filepath.Clean(s.Spool)), s.Host)
+	if err != nil {
+		errs = append(errs, err.Error())
+	}
+	hl.Running = running
 	o := serve.SpoolOptions(s)
 	o.DryRun = true
 	o.Report = func(e spool.Event) {
@@ -327,7 +334,7 @@ func age(now, t time.Time) string {
 // its own.
 func printList(w io.Writer, rows []hostList, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tLAYOUT\tMESSAGES\tRECIPIENTS\tBYTES\tOLDEST\tNEWEST\tFAILED\tQUARANTINED")
+	fmt.Fprintln(tw, "HOST\tLAYOUT\tMESSAGES\tRECIPIENTS\tBYTES\tOLDEST\tNEWEST\tFAILED\tQUARANTINED\tFLUSHING")
 	for _, r := range rows {
 		newest := "-"
 		if r.Newest != nil {
@@ -341,7 +348,11 @@ func printList(w io.Writer, rows []hostList, now time.Time) error {
 		if r.Damaged > 0 {
 			q += fmt.Sprintf(" (+%d damaged)", r.Damaged)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%d\t%s\n", r.Host, r.Layout, r.Messages, r.Recipients, r.Bytes, oldest, newest, r.Failed, q)
+		flushing := "-"
+		if r.Running {
+			flushing = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%d\t%s\t%s\n", r.Host, r.Layout, r.Messages, r.Recipients, r.Bytes, oldest, newest, r.Failed, q, flushing)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"etrnflush/spool"
 )
 
 // listRow is what a test reads back from list --json.
@@ -25,6 +27,7 @@ type listRow struct {
 	Damaged     int        `json:"damaged"`
 	Failed      int        `json:"failed"`
 	Quarantined int        `json:"quarantined"`
+	Running     bool       `json:"running"`
 	Error       string     `json:"error"`
 	List        []struct {
 		ID        string    `json:"id"`
@@ -265,6 +268,27 @@ func TestCLIListWritten(t *testing.T) {
 	if q := rows["quiet.example"]; q.Layout != "none" || q.Messages != 0 || q.Oldest != nil {
 		t.Errorf("configured host with nothing held: %+v", q)
 	}
+	if r.Running {
+		t.Errorf("%s: running with no flush", host)
+	}
+
+	// A flush holds the host's lock (taken here as a flush takes it):
+	// list says so, and still reads the spool.
+	lock, err := spool.LockHost(dir, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, _ = listJSON(t, cfg, host)
+	if r := rows[host]; !r.Running || r.Messages != 2 {
+		t.Errorf("during a flush: %+v, want running with 2 messages", r)
+	}
+	if again, err := lock.Release(); err != nil || again {
+		t.Errorf("release the host lock: again=%v err=%v (list must not ask for another pass)", again, err)
+	}
+	rows, _ = listJSON(t, cfg, host)
+	if rows[host].Running {
+		t.Errorf("running after the lock was released")
+	}
 
 	rows, order = listJSON(t, cfg, "-v", "H.Example")
 	if len(order) != 1 || order[0] != host || len(rows[host].List) != 2 {
@@ -283,7 +307,7 @@ func TestCLIListWritten(t *testing.T) {
 	if code != exOK || len(lines) != 2 || !strings.HasPrefix(lines[0], "HOST ") {
 		t.Fatalf("list %s: exit %d\n%s%s", host, code, out, stderr)
 	}
-	if f := strings.Fields(lines[1]); len(f) < 9 || f[0] != host || f[2] != "2" || f[7] != "2" || f[8] != "1" {
+	if f := strings.Fields(lines[1]); len(f) < 12 || f[0] != host || f[2] != "2" || f[7] != "2" || f[8] != "1" || f[11] != "-" {
 		t.Errorf("table line %q", lines[1])
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"etrnflush/bsmtp"
 )
 
@@ -159,4 +161,36 @@ func Holds(path string) (bool, error) {
 		return false, err
 	}
 	return len(works)+len(journals) > 0, nil
+}
+
+// procLocks is where Linux lists the locks held; tests may point it
+// elsewhere.
+var procLocks = "/proc/locks"
+
+// Running reports whether a flush of host holds its lock in dir. It looks
+// the lock file's inode up in /proc/locks instead of trying the lock:
+// even a moment's try would make a flush starting then think another one
+// runs, and leave its mail to a run that does not exist.
+func Running(dir, host string) (bool, error) {
+	lock, _ := hostLockPaths(dir, host)
+	var st unix.Stat_t
+	if err := unix.Lstat(lock, &st); errors.Is(err, unix.ENOENT) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("stat %s: %w", lock, err)
+	}
+	b, err := os.ReadFile(procLocks)
+	if err != nil {
+		return false, err
+	}
+	// "1: FLOCK  ADVISORY  WRITE 23214 fe:00:9997562 0 EOF": the device's
+	// major and minor in hex, the inode in decimal.
+	want := fmt.Sprintf("%02x:%02x:%d", unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)), st.Ino)
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 6 && f[1] == "FLOCK" && f[5] == want {
+			return true, nil
+		}
+	}
+	return false, nil
 }
