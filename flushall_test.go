@@ -3,7 +3,9 @@ package main
 import (
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -93,5 +95,58 @@ func TestCLIFlushAllUsage(t *testing.T) {
 		if code != exUsage {
 			t.Errorf("%v: exit %d, want %d\n%s", args, code, exUsage, stderr)
 		}
+	}
+}
+
+// TestFlushAllExampleUnits: the shipped timer's service runs flush --all
+// (its ExecStart, with the config path pointed at a test config, flushes a
+// host and exits 0), and systemd, where installed, finds nothing wrong
+// with the pair.
+func TestFlushAllExampleUnits(t *testing.T) {
+	svc := keyValues(t, "examples/etrnflush-all.service")
+	argv := strings.Fields(svc["ExecStart"])
+	if len(argv) < 2 || argv[0] != "/usr/local/sbin/etrnflush" || !slices.Contains(argv, "--all") || svc["SuccessExitStatus"] != "75" {
+		t.Fatalf("ExecStart %q, SuccessExitStatus %q", svc["ExecStart"], svc["SuccessExitStatus"])
+	}
+	rx, addr := startRefusingServer(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "a.example"), []byte(bsmtpEntry("s@x.example", "u@a.example", "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, dir, "helo = \"tx.example\"\ntls = \"none\"\n[host.\"a.example\"]\nroute = \""+addr+"\"\n")
+	args := argv[1:]
+	for i, a := range args {
+		switch a {
+		case "/etc/etrnflush/etrnflush.toml":
+			args[i] = cfg
+		case "syslog":
+			args[i] = "stderr" // no syslog socket needed
+		}
+	}
+	out, stderr, code := runEtrnflush(t, args...)
+	if code != exOK || out != "host=a.example status=0\n" || len(rx.taken()) != 1 {
+		t.Errorf("%q: exit %d, delivered %v\nstdout:\n%s\nstderr:\n%s", args, code, rx.taken(), out, stderr)
+	}
+
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed: the units were run, not verified")
+	}
+	vdir := t.TempDir()
+	for _, name := range []string{"etrnflush-all.service", "etrnflush-all.timer"} {
+		b, err := os.ReadFile(filepath.Join("examples", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// verify wants the ExecStart binary to exist.
+		text := strings.ReplaceAll(string(b), "/usr/local/sbin/etrnflush", etrnflushBin)
+		if err := os.WriteFile(filepath.Join(vdir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(sa, "verify", "--man=no", "./etrnflush-all.timer", "./etrnflush-all.service")
+	cmd.Dir = vdir
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
