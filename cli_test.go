@@ -648,7 +648,7 @@ func TestCLINothingToSend(t *testing.T) {
 			if code != exOK {
 				t.Fatalf("exit %d, want 0; stderr:\n%s", code, stderr)
 			}
-			if !strings.Contains(stderr, "host=quiet.example summary sent=0 deferred=0 failed=0 quarantined=0 uncertain=0 bytes=0 ") {
+			if !strings.Contains(stderr, "host=quiet.example summary sent=0 deferred=0 failed=0 quarantined=0 uncertain=0 partial=0 bytes=0 ") {
 				t.Errorf("no empty summary in stderr:\n%s", stderr)
 			}
 			after := treeSnapshot(t, dir)

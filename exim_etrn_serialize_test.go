@@ -82,7 +82,7 @@ func TestEximETRNSecondDuringFlush(t *testing.T) {
 		switch msg := m[2]; {
 		case strings.Contains(msg, "status=sent"):
 			senders[m[1]]++
-		case strings.Contains(msg, "another pass was asked for"):
+		case strings.Contains(msg, "event=another-pass"):
 			passPID = m[1]
 		case strings.Contains(msg, "busy: another flush is running"):
 			busyPID = m[1]

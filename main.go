@@ -44,6 +44,9 @@ const (
 	exConfig   = 78
 )
 
+// flagStringerWrapped: newApp runs more than once in tests; wrap once.
+var flagStringerWrapped bool
+
 // version is set at link time (-ldflags "-X main.version=...").
 var version = "dev"
 
@@ -207,16 +210,50 @@ func flushFlags() []cli.Flag {
 		&cli.StringFlag{Name: "to", Usage: "connect to `HOST[:PORT]` instead of the route or MX hosts"},
 		&cli.StringFlag{Name: "helo", Usage: "`NAME` to give in EHLO", DefaultText: "helo from the config, else this machine's FQDN"},
 		&cli.StringFlag{Name: "tls", Usage: "TLS `LEVEL`: none, may, encrypt or verify", DefaultText: "may"},
-		&cli.DurationFlag{Name: "timeout", Usage: "`DURATION` allowed for the connection and each reply", DefaultText: "5m"},
+		// A string, parsed in settings: urfave/cli's own error for "5"
+		// says only "parse error", not what a duration looks like.
+		&cli.StringFlag{Name: "timeout", Usage: "`DURATION` allowed for the connection and each reply (30s, 5m, 1h)", DefaultText: "5m"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "parse and list what would be sent; connect nowhere, change nothing"},
 		&cli.IntFlag{Name: "max-inflight", Usage: "send at most `N` messages ahead of the server's replies", DefaultText: "max_inflight from the config, else 32"},
 		&cli.BoolFlag{Name: "no-pipelining", Usage: "do not use PIPELINING even when the server offers it"},
 		&cli.BoolFlag{Name: "no-chunking", Usage: "do not use CHUNKING (BDAT) even when the server offers it"},
 		&cli.IntFlag{Name: "max-connections", Usage: "open at most `N` sessions in this run when the server ends them early", DefaultText: "max_connections from the config, else 10"},
+		&cli.BoolFlag{Name: "all", Usage: "flush every host that has mail, each in a process of its own (see --jobs); no HOST"},
+		&cli.IntFlag{Name: "jobs", Usage: "with --all, flush at most `N` hosts at a time", DefaultText: "1"},
 	}
 }
 
+// logFlags are global, and taken after the flush command word as well.
+func logFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log more detail"},
+		&cli.StringFlag{Name: "log", Usage: "where to log: stderr, syslog or an absolute `FILE` (default: stderr on a terminal, else syslog)"},
+	}
+}
+
+// settingFlags are the flush options that change a host's settings, which
+// check-config applies on top of the file as a flush would.
+func settingFlags() []cli.Flag {
+	var fs []cli.Flag
+	for _, f := range flushFlags() {
+		switch f.Names()[0] {
+		case "dry-run", "all", "jobs":
+		default:
+			fs = append(fs, f)
+		}
+	}
+	return fs
+}
+
 func newApp() *cli.App {
+	// A switch's default is always off: "(default: false)" on each is noise.
+	if !flagStringerWrapped {
+		flagStringerWrapped = true
+		plain := cli.FlagStringer
+		cli.FlagStringer = func(f cli.Flag) string {
+			return strings.TrimSuffix(plain(f), " (default: false)")
+		}
+	}
 	onUsage := func(_ *cli.Context, err error, _ bool) error {
 		return usageErr("%v", err)
 	}
@@ -225,20 +262,19 @@ func newApp() *cli.App {
 	app := &cli.App{
 		Name:      "etrnflush",
 		Usage:     "flush the mail held for one host over SMTP",
-		UsageText: "etrnflush [-c FILE] [flush] [flags] HOST\netrnflush [-c FILE] check-config [HOST]\netrnflush [-c FILE] serve\netrnflush passwd",
+		UsageText: "etrnflush [-c FILE] [flush] [flags] HOST\netrnflush [-c FILE] [flush] [flags] --all [--jobs N]\netrnflush [-c FILE] check-config [HOST]\netrnflush [-c FILE] list [--json] [-v] [HOST...]\netrnflush [-c FILE] failed|quarantine [--json] [HOST...]\netrnflush [-c FILE] release|delete HOST ID...\netrnflush [-c FILE] serve\netrnflush passwd",
 		Version:   version,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "configuration `FILE`", Value: config.DefaultPath, EnvVars: []string{"ETRNFLUSH_CONFIG"}, TakesFile: true},
-			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log more detail"},
-			&cli.StringFlag{Name: "log", Usage: "where to log: stderr, syslog or an absolute `FILE` (default: stderr on a terminal, else syslog)"},
-		}, flushFlags()...),
+		}, append(logFlags(), flushFlags()...)...),
 		Action: flushAction,
-		Commands: []*cli.Command{
+		Commands: append([]*cli.Command{
 			{
-				Name:         "flush",
-				Usage:        "replay HOST's spool to its SMTP server (the default command)",
-				ArgsUsage:    "HOST",
-				Flags:        flushFlags(),
+				Name:      "flush",
+				Usage:     "replay HOST's spool to its SMTP server (the default command)",
+				ArgsUsage: "HOST",
+				// The global -v and --log are taken after the word too.
+				Flags:        append(flushFlags(), logFlags()...),
 				Action:       flushAction,
 				OnUsageError: onUsage,
 				// No "help" subcommand: "flush help" flushes the host
@@ -249,13 +285,15 @@ func newApp() *cli.App {
 				Name:            "check-config",
 				Usage:           "validate the configuration and print the settings in force",
 				ArgsUsage:       "[HOST]",
+				Flags:           settingFlags(),
 				Action:          checkConfigAction,
 				OnUsageError:    onUsage,
 				HideHelpCommand: true,
 			},
 			serveCommand(onUsage),
 			passwdCommand(onUsage),
-		},
+			listCommand(onUsage),
+		}, folderCommands(onUsage)...),
 		OnUsageError:           onUsage,
 		ExitErrHandler:         func(*cli.Context, error) {},
 		UseShortOptionHandling: true,
@@ -318,10 +356,10 @@ func settings(c *cli.Context, cfg *config.Config, host string) (config.Settings,
 		}
 		s.TLS = v
 	}
-	if tc := flagCtx(c, "timeout"); tc.IsSet("timeout") {
-		d := tc.Duration("timeout")
-		if d <= 0 {
-			return s, usageErr("--timeout must be positive")
+	if v := flagString(c, "timeout"); v != "" {
+		d, err := config.ParseDuration(v)
+		if err != nil {
+			return s, usageErr("--timeout: %v", err)
 		}
 		s.Timeout = d
 	}
@@ -403,7 +441,7 @@ func checkConfigAction(c *cli.Context) error {
 // each with a warning in the log that is used. A dry run writes no file:
 // it logs to standard error unless syslog is asked for.
 func openLog(c *cli.Context, dest string, dryRun bool) *flush.Logger {
-	verbose := c.Bool("verbose")
+	verbose := flagCtx(c, "verbose").Bool("verbose")
 	if dest == "" {
 		dest = "syslog"
 		if isTerminal(os.Stderr) {
@@ -446,6 +484,12 @@ func becomeOwner(dir string) (owner.Switch, error) {
 }
 
 func flushAction(c *cli.Context) error {
+	if flagCtx(c, "all").Bool("all") {
+		return flushAllAction(c)
+	}
+	if flagCtx(c, "jobs").IsSet("jobs") {
+		return usageErr("--jobs goes with --all")
+	}
 	host, err := hostArg(c, false)
 	if err != nil {
 		return err
@@ -487,6 +531,15 @@ func flushAction(c *cli.Context) error {
 	}()
 	if sw.Changed {
 		log.Debugf("host=%s running as %s", host, sw)
+	}
+	if _, known := cfg.Hosts[host]; !known && !dryRun && flagString(c, "spool") == "" {
+		// A HOST with no [host] table and nothing in spool_dir is most
+		// likely misspelt: say where we looked, and create nothing (not
+		// even the lock file a flush takes).
+		if held, err := spool.Holds(s.Spool); err == nil && !held {
+			log.Warnf("host=%s nothing to send: %s does not exist and there is no [host.%q] table; nothing was created", host, s.Spool, host)
+			return nil
+		}
 	}
 
 	so := sender.Options{
@@ -547,7 +600,7 @@ func flushAction(c *cli.Context) error {
 		return loggedError{err} // flush.Run has logged it
 	}
 	if dryRun {
-		fmt.Fprintf(c.App.Writer, "summary host=%s layout=%s would_send=%d would_quarantine=%d bytes=%d\n",
+		fmt.Fprintf(c.App.Writer, "host=%s summary layout=%s would_send=%d would_quarantine=%d bytes=%d\n",
 			host, sum.Layout, sum.WouldSend, sum.Quarantined, sum.Bytes)
 		if sum.Quarantined > 0 {
 			return &exitError{exDataErr, nil}

@@ -324,7 +324,7 @@ route = "client:%s"
 		t.Errorf("received\n%q\nwant\n%q", got, want)
 	}
 	logText := waitLog(t, logFile, "host=h1.example summary sent=3")
-	for _, w := range []string{"serve connect from 127.0.0.1", "flush started to=127.0.0.1:" + port} {
+	for _, w := range []string{"serve event=connect client=127.0.0.1", "event=flush-started to=127.0.0.1:" + port} {
 		if !strings.Contains(logText, w) {
 			t.Errorf("log lacks %q:\n%s", w, logText)
 		}

@@ -185,7 +185,9 @@ func TestCoalesce(t *testing.T) {
 			status:  map[string]string{"m1": "partial", "m3": "sent", "m4": "partial"},
 			left:    sorted(txn("s@s.example", "m4@h.example")),
 			failed:  sorted(txn("s@s.example", "m2@h.example")),
-			sum:     Summary{Sent: 3, Failed: 1, Deferred: 1},
+			// Each copy once: m3 sent, m1 and m4 partial (m4 with a
+			// recipient kept).
+			sum: Summary{Sent: 1, Partial: 2, PartialLeft: 1},
 		},
 	}
 	for _, tc := range cases {

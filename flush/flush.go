@@ -47,10 +47,13 @@ type Config struct {
 	Session *sender.Session
 }
 
-// Summary counts messages by outcome. A message with recipients in several
-// states counts once under each.
+// Summary counts messages by outcome, each message once: Sent (every
+// recipient taken), Failed (every one refused), Deferred (every one
+// kept), Uncertain, Partial (recipients in more than one of those
+// states; PartialLeft of them with a recipient kept) and Quarantined.
 type Summary struct {
 	Sent, Deferred, Failed, Quarantined, Uncertain int
+	Partial, PartialLeft                           int
 	WouldSend                                      int // dry run only
 	Bytes                                          int64
 	Elapsed                                        time.Duration
@@ -60,7 +63,9 @@ type Summary struct {
 }
 
 // Left reports whether anything is left for a later run.
-func (s Summary) Left() bool { return s.Deferred > 0 || s.Uncertain > 0 || s.Unreachable }
+func (s Summary) Left() bool {
+	return s.Deferred > 0 || s.Uncertain > 0 || s.PartialLeft > 0 || s.Unreachable
+}
 
 // ErrSpool wraps local I/O trouble with the spool (exit 74).
 type ErrSpool struct{ Err error }
@@ -89,8 +94,8 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	// summary that reads like a real flush.
 	if !r.sum.Busy && !cfg.DryRun {
 		s := r.sum
-		r.log.Infof("host=%s summary sent=%d deferred=%d failed=%d quarantined=%d uncertain=%d bytes=%d elapsed=%s",
-			cfg.Host, s.Sent, s.Deferred, s.Failed, s.Quarantined, s.Uncertain, s.Bytes, s.Elapsed.Round(time.Millisecond))
+		r.log.Infof("host=%s summary sent=%d deferred=%d failed=%d quarantined=%d uncertain=%d partial=%d bytes=%d elapsed=%s",
+			cfg.Host, s.Sent, s.Deferred, s.Failed, s.Quarantined, s.Uncertain, s.Partial, s.Bytes, s.Elapsed.Round(time.Millisecond))
 	}
 	return r.sum, err
 }
@@ -178,7 +183,7 @@ func (r *run) run(ctx context.Context) (err error) {
 			}
 			return nil
 		}
-		r.log.Infof("host=%s another pass was asked for", r.cfg.Host)
+		r.log.Infof("host=%s event=another-pass", r.cfg.Host) // asked for by a run that found us busy
 	}
 }
 
@@ -191,6 +196,8 @@ func (r *run) event(e spool.Event) {
 		if r.cfg.DryRun && r.cfg.Out != nil {
 			fmt.Fprintf(r.cfg.Out, "would quarantine id=%s size=%d reason=%s\n", logID(e.ID), e.Size, Quote(e.Reason))
 		}
+	case "claim":
+		r.log.Infof("host=%s id=%s event=claim spool=%s work=%s size=%d", r.cfg.Host, logID(e.ID), Quote(r.cfg.Spool.Path), Quote(e.Reason), e.Size)
 	case "orphan", "notice":
 		r.log.Warnf("host=%s id=%s %s", r.cfg.Host, logID(e.ID), Quote(e.Reason))
 	default:
@@ -417,7 +424,6 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn st
 	switch {
 	case res.Uncertain:
 		status = "uncertain"
-		r.sum.Uncertain++
 	case len(kept) == len(m.To):
 		status = "deferred"
 	case len(sent) == len(m.To):
@@ -427,19 +433,15 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn st
 	default:
 		status = "partial"
 	}
-	if len(sent) > 0 {
-		r.sum.Sent++
-		r.sum.Bytes += m.Size
-	}
-	if len(failed) > 0 {
-		r.sum.Failed++
-	}
-	if len(kept) > 0 && !res.Uncertain {
-		r.sum.Deferred++
-	}
+	r.count(status, m, len(sent) > 0, len(kept) > 0)
 	extra := ""
 	if status == "partial" {
 		extra = fmt.Sprintf(" sent=%s failed=%s deferred=%s", addrs(sent), addrs(failed), addrs(kept))
+		if d := deferReason(m, res, out); len(kept) > 0 && d != reply {
+			// The final reply is the taken recipients'; the kept ones
+			// had their own.
+			extra += " deferred_reply=" + Quote(d)
+		}
 	}
 	if txn != "" {
 		extra += " coalesced=" + logID(txn)

@@ -282,6 +282,7 @@ func TestFaults(t *testing.T) {
 		name     string
 		faults   map[string]string
 		greeting string // when set, the server is a greeter, not go-smtp
+		logHas   string // in the log when set
 		arrived  []string
 		left     []string
 		failed   []string
@@ -316,7 +317,10 @@ func TestFaults(t *testing.T) {
 			left:    sorted("b@s.example>b3@h.example"),
 			failed:  sorted("b@s.example>b1@h.example"),
 			why:     "550 5.7.1 scripted refusal for RCPT b1@h.example",
-			sum:     Summary{Sent: 3, Failed: 1, Deferred: 1},
+			// b is counted once, as partial, and its kept recipient's
+			// reply is on its line.
+			sum:    Summary{Sent: 2, Partial: 1, PartialLeft: 1},
+			logHas: `status=partial sent=<b2@h.example> failed=<b1@h.example> deferred=<b3@h.example> deferred_reply="451 4.3.0 scripted deferral for RCPT b3@h.example" failed_reply="550 `,
 		},
 		{
 			name:    "every RCPT 550",
@@ -428,6 +432,9 @@ func TestFaults(t *testing.T) {
 			sum.Elapsed, sum.Bytes, sum.Layout = 0, 0, ""
 			if sum != tc.sum {
 				t.Errorf("summary %+v, want %+v", sum, tc.sum)
+			}
+			if tc.logHas != "" && !strings.Contains(logBuf.String(), tc.logHas) {
+				t.Errorf("no %s in the log", tc.logHas)
 			}
 			// One line per message outcome, plus the summary.
 			if n := strings.Count(logBuf.String(), " summary sent="); n != 1 {

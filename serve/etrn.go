@@ -144,7 +144,7 @@ func (s *session) etrn(arg string) error {
 		if to == "" {
 			to = "route"
 		}
-		s.log.Infof("serve client=%s etrn=%s host=%s flush started to=%s", s.clientStr, node, j.host, to)
+		s.log.Infof("serve client=%s etrn=%s host=%s event=flush-started to=%s", s.clientStr, node, j.host, to)
 	}
 	switch {
 	case !trusted || !counted:

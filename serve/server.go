@@ -51,7 +51,7 @@ func Serve(ctx context.Context, conn net.Conn, cfg *Config) error {
 	s := &session{cfg: cfg, log: cfg.Log, raw: conn, ctx: ctx, deadline: time.Now().Add(cfg.Serve.SessionTimeout)}
 	s.setConn(conn)
 	s.client, s.clientStr = clientAddr(conn)
-	s.log.Infof("serve connect from %s", s.clientStr)
+	s.log.Infof("serve event=connect client=%s", s.clientStr)
 	err := s.run(ctx)
 	if !s.closed {
 		if cerr := conn.Close(); cerr != nil && err == nil && !errors.Is(cerr, net.ErrClosed) {
@@ -60,10 +60,10 @@ func Serve(ctx context.Context, conn net.Conn, cfg *Config) error {
 	}
 	switch {
 	case err == nil || errors.Is(err, io.EOF):
-		s.log.Infof("serve disconnect from %s commands=%d", s.clientStr, s.commands)
+		s.log.Infof("serve event=disconnect client=%s commands=%d", s.clientStr, s.commands)
 		return nil
 	default:
-		s.log.Infof("serve disconnect from %s commands=%d: %s", s.clientStr, s.commands, flush.Quote(err.Error()))
+		s.log.Infof("serve event=disconnect client=%s commands=%d error=%s", s.clientStr, s.commands, flush.Quote(err.Error()))
 		return err
 	}
 }

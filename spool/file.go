@@ -181,7 +181,7 @@ func (s *fileSpool) claimPath() error {
 	n := parseWorkName(s.prefix, ".work", filepath.Base(work))
 	s.lastNanos = n
 	s.works = append(s.works, s.newWork(n))
-	s.o.Report(Event{Kind: "claim", ID: fmt.Sprintf("%020d", n), Reason: "claimed " + s.o.Path + " as " + work, Size: size})
+	s.o.Report(Event{Kind: "claim", ID: fmt.Sprintf("%020d", n), Reason: work, Size: size}) // Reason: the work file
 	return nil
 }
 

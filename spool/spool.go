@@ -49,7 +49,8 @@ type Options struct {
 
 // Event tells the engine about something worth a log line that is not a
 // delivery outcome. Kind is "quarantine", "orphan", "notice", "claim" or
-// "layout" (what format = "auto" found).
+// "layout" (what format = "auto" found). For "claim", Reason is the work
+// file the spool file was renamed to.
 type Event struct {
 	Kind   string
 	ID     string
@@ -69,6 +70,11 @@ type Message struct {
 	WireSize int64
 	EightBit bool
 	Open     func() (io.ReadCloser, error) // content, unstuffed, line ends as stored
+	// Time is the modification time of the entry file in a directory
+	// layout, for a listing's age when the message carries no Received:
+	// date; zero for an appended file, whose time is that of the last
+	// append or of a claim, not of this message.
+	Time time.Time
 
 	ref *msgRef
 }

@@ -1,0 +1,67 @@
+package flush
+
+import (
+	"fmt"
+	"strings"
+
+	"etrnflush/sender"
+	"etrnflush/spool"
+)
+
+// count adds one settled message to the summary, once, under its status:
+// "partial" is a bucket of its own, so that the buckets add up to the
+// messages settled. A partial message with a recipient kept still leaves
+// mail for later (Left).
+func (r *run) count(status string, m *spool.Message, anySent, anyKept bool) {
+	switch status {
+	case "sent":
+		r.sum.Sent++
+	case "failed":
+		r.sum.Failed++
+	case "deferred":
+		r.sum.Deferred++
+	case "uncertain":
+		r.sum.Uncertain++
+	case "partial":
+		r.sum.Partial++
+		if anyKept {
+			r.sum.PartialLeft++
+		}
+	}
+	if anySent {
+		r.sum.Bytes += m.Size
+	}
+}
+
+// deferReason is the reply that kept the recipients of m the server did
+// not take (out == Keep), as failReason is for the refused ones: one reply
+// when they share it, else each recipient with its own.
+func deferReason(m *spool.Message, res sender.Result, out []spool.Outcome) string {
+	all := replyText(res)
+	var per []string
+	same := true
+	first := ""
+	for i, o := range out {
+		if o != spool.Keep {
+			continue
+		}
+		t := all
+		if i < len(res.RcptReplies) && res.RcptReplies[i].Code >= 400 && res.RcptReplies[i].Code < 500 {
+			rr := res.RcptReplies[i]
+			t = fmt.Sprintf("%d %s", rr.Code, rr.Text)
+		}
+		if len(per) == 0 {
+			first = t
+		} else if t != first {
+			same = false
+		}
+		per = append(per, "<"+m.To[i]+"> "+t)
+	}
+	if len(per) == 0 {
+		return ""
+	}
+	if same {
+		return first
+	}
+	return strings.Join(per, "; ")
+}

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"etrnflush/config"
+	"etrnflush/flush"
+	"etrnflush/spool"
+)
+
+// The failed and quarantine folders hold what a flush set aside: copies
+// of messages a server refused with 5xx, and entries too damaged to send.
+// These commands show them and let the admin put one back into the
+// host's spool or throw it away, as postsuper -r and -d do for Postfix.
+
+func folderCommands(onUsage cli.OnUsageErrorFunc) []*cli.Command {
+	list := func(name, usage string) *cli.Command {
+		return &cli.Command{
+			Name:      name,
+			Usage:     usage,
+			ArgsUsage: "[HOST...]",
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "json", Usage: "print one JSON object per host per line"},
+			},
+			Action:          func(c *cli.Context) error { return folderListAction(c, name) },
+			OnUsageError:    onUsage,
+			HideHelpCommand: true,
+		}
+	}
+	change := func(name, usage string) *cli.Command {
+		return &cli.Command{
+			Name:            name,
+			Usage:           usage,
+			ArgsUsage:       "HOST ID...",
+			Action:          func(c *cli.Context) error { return folderChangeAction(c, name) },
+			OnUsageError:    onUsage,
+			HideHelpCommand: true,
+		}
+	}
+	return []*cli.Command{
+		list("failed", "list the copies of refused messages set aside for every host, or the HOSTs named"),
+		list("quarantine", "list the damaged entries set aside for every host, or the HOSTs named"),
+		change("release", "put copies from HOST's failed or quarantine folder back into its spool"),
+		change("delete", "remove copies from HOST's failed or quarantine folder"),
+	}
+}
+
+// folderDir is the folder a listing command reads.
+func folderDir(which, spoolPath string) string {
+	if which == "failed" {
+		return spool.FailedDir(spoolPath)
+	}
+	return spool.QuarantineDir(spoolPath)
+}
+
+// copyJSON is one copy in failed --json; the names are a stable interface.
+type copyJSON struct {
+	ID     string    `json:"id"`
+	Time   time.Time `json:"time"`
+	Reason string    `json:"reason"`
+	Size   int64     `json:"size"`
+	From   string    `json:"from,omitempty"`
+	To     []string  `json:"to,omitempty"`
+	Files  []string  `json:"files"`
+}
+
+func folderListAction(c *cli.Context, which string) error {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	hosts, err := hostArgs(c, cfg)
+	if err != nil {
+		return err
+	}
+	w := c.App.Writer
+	now := time.Now()
+	trouble := false
+	for _, h := range hosts {
+		dir := folderDir(which, cfg.For(h).Spool)
+		cs, err := spool.ListCopies(dir)
+		if err != nil {
+			trouble = true
+			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: %s: %v\n", h, err)
+			continue
+		}
+		if len(cs) == 0 && !c.Args().Present() {
+			continue // every host was asked about: only those with copies
+		}
+		var rows []copyJSON
+		for _, cp := range cs {
+			r := copyJSON{ID: cp.ID, Time: cp.Time, Reason: cp.Reason, Size: cp.Size, Files: cp.Files}
+			r.From, r.To = copyEnvelope(cp)
+			rows = append(rows, r)
+		}
+		if c.Bool("json") {
+			if rows == nil {
+				rows = []copyJSON{}
+			}
+			b, err := json.Marshal(struct {
+				Host   string     `json:"host"`
+				Folder string     `json:"folder"`
+				Copies []copyJSON `json:"copies"`
+			}{h, dir, rows})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "%s\n", b)
+			continue
+		}
+		for _, r := range rows {
+			fmt.Fprintf(w, "host=%s id=%s age=%s size=%d from=<%s> to=%s reason=%s\n",
+				h, r.ID, age(now, r.Time), r.Size, r.From, angle(r.To), flush.Quote(r.Reason))
+		}
+	}
+	if trouble {
+		return &exitError{exIOErr, nil}
+	}
+	return nil
+}
+
+// copyEnvelope is the first envelope of a BSMTP copy, for the listing;
+// a copy of another kind, or one that does not parse, shows none.
+func copyEnvelope(cp spool.Copy) (string, []string) {
+	env, err := spool.CopyEnvelope(cp)
+	if err != nil {
+		return "", nil
+	}
+	return env.From, env.To
+}
+
+// hostArgs validates HOST operands, or names every host with something
+// held (see heldHosts) when there are none.
+func hostArgs(c *cli.Context, cfg *config.Config) ([]string, error) {
+	var hosts []string
+	for _, a := range c.Args().Slice() {
+		h, err := config.CheckHostName(a)
+		if err != nil {
+			return nil, usageErr("invalid host %q: %v", a, err)
+		}
+		hosts = append(hosts, h)
+	}
+	if len(hosts) > 0 {
+		return hosts, nil
+	}
+	hosts, err := heldHosts(cfg)
+	if err != nil {
+		return nil, &exitError{exIOErr, err}
+	}
+	return hosts, nil
+}
+
+// folderChangeAction releases or deletes copies by id: each is looked for
+// in the host's failed folder, then its quarantine folder. Each copy done
+// gets one line on standard output; each that could not be, one warning,
+// and the exit status is that of the worst.
+func folderChangeAction(c *cli.Context, which string) error {
+	if c.NArg() < 2 {
+		return usageErr("usage: etrnflush %s HOST ID...", which)
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	raw := c.Args().First()
+	host, err := config.CheckHostName(raw)
+	if err != nil {
+		return usageErr("invalid host %q: %v", raw, err)
+	}
+	st := cfg.For(host)
+	sp := st.Spool
+	code := exOK
+	worse := func(n int) {
+		// The highest code wins: 75 (Exim's lock not had: try again)
+		// over 74 (I/O) over 65 (not releasable) over 64 (no such id).
+		if n > code {
+			code = n
+		}
+	}
+	for _, id := range c.Args().Slice()[1:] {
+		cp, folder, err := findCopy(sp, id)
+		if err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s: %v\n", host, id, err)
+			if errors.Is(err, errNoCopy) {
+				worse(exUsage)
+			} else {
+				worse(exIOErr)
+			}
+			continue
+		}
+		if which == "delete" {
+			if err := spool.Delete(cp); err != nil {
+				fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s: %v\n", host, id, err)
+				worse(exIOErr)
+				continue
+			}
+			fmt.Fprintf(c.App.Writer, "host=%s id=%s deleted from=%s\n", host, id, folder)
+			continue
+		}
+		dest, err := spool.Release(sp, st.Format, cp)
+		if err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s not released: %s\n", host, id, oneLine(err.Error()))
+			switch {
+			case errors.Is(err, spool.ErrNotReleasable):
+				worse(exDataErr)
+			case errors.Is(err, spool.ErrLocked):
+				worse(exTempFail)
+			default:
+				worse(exIOErr)
+			}
+			continue
+		}
+		fmt.Fprintf(c.App.Writer, "host=%s id=%s released from=%s to=%s\n", host, id, folder, dest)
+	}
+	if code != exOK {
+		return &exitError{code, nil}
+	}
+	return nil
+}
+
+var errNoCopy = errors.New("no such copy in the failed or quarantine folder")
+
+// findCopy looks for id in the failed folder, then the quarantine folder.
+func findCopy(spoolPath, id string) (spool.Copy, string, error) {
+	if id == "" || strings.ContainsAny(id, "/\x00") || strings.HasPrefix(id, ".") {
+		return spool.Copy{}, "", errNoCopy
+	}
+	for _, which := range []string{"failed", "quarantine"} {
+		cs, err := spool.ListCopies(folderDir(which, spoolPath))
+		if err != nil {
+			return spool.Copy{}, "", err
+		}
+		for _, cp := range cs {
+			if cp.ID == id {
+				return cp, which, nil
+			}
+		}
+	}
+	return spool.Copy{}, "", errNoCopy
+}
