@@ -45,6 +45,10 @@ type Config struct {
 	// ATRN's turned-around connection, which carries several hosts one
 	// after another. Run never closes it; the caller says QUIT.
 	Session *sender.Session
+	// Sendmail, when set, is the command that takes a DSN for each
+	// message in the failed folder (see bounceFailed); nil keeps failed
+	// copies for the admin, unreported.
+	Sendmail []string
 }
 
 // Summary counts messages by outcome. A message with recipients in several
@@ -57,10 +61,13 @@ type Summary struct {
 	Busy                                           bool // another flush was running; it was asked for another pass
 	Unreachable                                    bool // no destination answered, or the connection failed with messages not yet offered
 	Layout                                         string
+	Bounced, BounceFailed                          int // DSNs handed to Sendmail, and those it did not take
 }
 
 // Left reports whether anything is left for a later run.
-func (s Summary) Left() bool { return s.Deferred > 0 || s.Uncertain > 0 || s.Unreachable }
+func (s Summary) Left() bool {
+	return s.Deferred > 0 || s.Uncertain > 0 || s.Unreachable || s.BounceFailed > 0
+}
 
 // ErrSpool wraps local I/O trouble with the spool (exit 74).
 type ErrSpool struct{ Err error }
@@ -156,6 +163,7 @@ func (r *run) run(ctx context.Context) (err error) {
 			}
 			return err
 		}
+		r.bounceFailed(ctx)
 		again := lock.TakeAgain()
 		if !again {
 			var rerr error
