@@ -533,6 +533,9 @@ func flushAction(c *cli.Context) error {
 		Out:            c.App.Writer,
 		Log:            log,
 	}
+	if s.Bounce {
+		fc.Sendmail = s.Sendmail
+	}
 	if s.Route != "" {
 		fc.Dests = []string{withPort(s.Route)}
 	} else {

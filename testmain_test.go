@@ -50,7 +50,7 @@ func testMain(m *testing.M) int {
 	}
 	etrnflushBin = filepath.Join(dir, "etrnflush")
 	baseConfig = filepath.Join(dir, "base.toml")
-	if err := os.WriteFile(baseConfig, []byte("log = \"stderr\"\n"), 0o644); err != nil {
+	if err := os.WriteFile(baseConfig, []byte("log = \"stderr\"\nbounce = false\n"), 0o644); err != nil {
 		fmt.Fprintf(os.Stderr, "TestMain: %v\n", err)
 		return 1
 	}

@@ -11,11 +11,6 @@ import (
 	"time"
 )
 
-// DefaultSendmail is the command that takes a DSN when the configuration
-// names none: the null sender, so that a DSN that cannot be delivered is
-// not bounced again (RFC 3464 section 2 and RFC 5321 section 4.5.5).
-var DefaultSendmail = []string{"/usr/sbin/sendmail", "-i", "-f", "<>", "--"}
-
 // sendTimeout bounds one run of the command: a local MTA that hangs must
 // not hold the host's flush (and its lock) for ever.
 const sendTimeout = 2 * time.Minute

@@ -47,6 +47,8 @@ type Host struct {
 
 	MaxConnections *int   `toml:"max_connections"`
 	EightBit       string `toml:"eight_bit"`
+
+	Bounce *bool `toml:"bounce"` // nil: as the global key says
 }
 
 // Config is the whole file. Durations stay strings until validated so that
@@ -75,6 +77,11 @@ type Config struct {
 	MailstoreSuffixLines int    `toml:"mailstore_suffix_lines"`
 	MaildirEnvelope      string `toml:"maildir_envelope"`
 	DeliveredToPrefix    string `toml:"delivered_to_prefix"`
+
+	// Bounce (default on) returns failed mail to its sender as a DSN,
+	// handed to the Sendmail argv (nil: DefaultSendmail).
+	Bounce   *bool    `toml:"bounce"`
+	Sendmail []string `toml:"sendmail"`
 
 	// File is the path the config was read from ("" for built-in defaults).
 	File string `toml:"-"`
@@ -124,14 +131,16 @@ const MaxMaxInflight = 1000
 func Keys() []string {
 	return []string{"spool_dir", "format", "helo", "tls", "timeout", "data_timeout", "log",
 		"mailstore_prefix_lines", "mailstore_suffix_lines", "maildir_envelope", "delivered_to_prefix",
-		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit"}
+		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit",
+		"bounce", "sendmail"}
 }
 
 // HostKeys lists the keys of a [host."name"] table.
 func HostKeys() []string {
 	return []string{"route", "spool", "format", "helo", "tls", "tls_name", "auth_user", "auth_password_file",
 		"mailstore_prefix_lines", "mailstore_suffix_lines", "maildir_envelope", "delivered_to_prefix",
-		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit"}
+		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit",
+		"bounce"}
 }
 
 // Formats and TLS levels accepted in the file and on the command line.
@@ -399,6 +408,9 @@ func (c *Config) validate(data []byte) error {
 	if err := check(toml.Key{"eight_bit"}, c.EightBit, CheckEightBit); err != nil {
 		return err
 	}
+	if err := CheckSendmail(c.Sendmail); err != nil {
+		return c.errAt(data, toml.Key{"sendmail"}, err.Error())
+	}
 	names := make([]string, 0, len(c.Hosts))
 	for n := range c.Hosts {
 		names = append(names, n)
@@ -609,6 +621,31 @@ func ParseDuration(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q must be positive", v)
 	}
 	return d, nil
+}
+
+// DefaultSendmail is the command a DSN is handed to when sendmail is not
+// set: the local MTA's sendmail interface, with the null sender so that a
+// DSN that cannot be delivered is not bounced in turn. The recipient is
+// appended after the "--".
+var DefaultSendmail = []string{"/usr/sbin/sendmail", "-i", "-f", "<>", "--"}
+
+// CheckSendmail validates the sendmail argv: it runs without a shell and
+// without $PATH (an ETRN-started run has an empty environment), so its
+// first word is an absolute path; no word may hold a NUL. nil is the
+// default.
+func CheckSendmail(argv []string) error {
+	if argv == nil {
+		return nil
+	}
+	if len(argv) == 0 || !filepath.IsAbs(argv[0]) {
+		return errors.New("must be a list whose first element is an absolute path, e.g. [\"/usr/sbin/sendmail\", \"-i\", \"-f\", \"<>\", \"--\"]")
+	}
+	for _, a := range argv {
+		if strings.ContainsRune(a, 0) {
+			return errors.New("contains a NUL character")
+		}
+	}
+	return nil
 }
 
 // CheckHelo validates a name for EHLO: a domain name, never localhost.

@@ -29,7 +29,7 @@ func fakeSendmail(t *testing.T, dir string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return append([]string{script, dir}, bounce.DefaultSendmail[1:]...)
+	return []string{script, dir, "-i", "-f", "<>", "--"}
 }
 
 func flushBouncing(t *testing.T, path, addr string, sendmail []string) (Summary, string) {
