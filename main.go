@@ -536,6 +536,7 @@ func flushAction(c *cli.Context) error {
 	if s.Bounce {
 		fc.Sendmail = s.Sendmail
 	}
+	fc.MaxAge = s.MaxAge
 	if s.Route != "" {
 		fc.Dests = []string{withPort(s.Route)}
 	} else {

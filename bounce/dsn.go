@@ -49,14 +49,15 @@ const maxDiag = 900
 var enhanced = regexp.MustCompile(`^([245])\.(\d{1,3})\.(\d{1,3})$`)
 
 // Status is the RFC 3463 status for a failed recipient: the enhanced code
-// in reply, if it has one of class 5, else 5.0.0. A reply with a 4.x.x
-// code that was still taken as permanent (a 5xx with a wrong enhanced
-// code) is reported as 5.0.0 so that Action and Status agree.
+// in reply, if it has one of class 5, else 5.0.0. A server's 5xx reply
+// with a 4.x.x code is reported as 5.0.0 so that Action and Status agree.
+// A local reason keeps its own code: expiry is 4.4.7 with Action failed,
+// as Postfix reports it (the last trouble was temporary, giving up is not).
 func Status(reply string) string {
 	f := strings.Fields(reply)
 	for i := 0; i < len(f) && i < 2; i++ {
 		if m := enhanced.FindStringSubmatch(f[i]); m != nil {
-			if m[1] == "5" {
+			if m[1] == "5" || (m[1] == "4" && !fromServer(reply)) {
 				return f[i]
 			}
 			break

@@ -191,6 +191,7 @@ func TestStatus(t *testing.T) {
 		"550 4.2.2 said 4 but 5": "5.0.0",
 		"":                       "5.0.0",
 		"550 5.1.1000 bad":       "5.0.0",
+		"4.4.7 expired: held 5d": "4.4.7",
 	} {
 		if got := Status(in); got != want {
 			t.Errorf("Status(%q) = %q, want %q", in, got, want)

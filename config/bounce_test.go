@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func loadText(t *testing.T, text string) (*Config, error) {
@@ -53,6 +54,35 @@ func TestBounceKeys(t *testing.T) {
 		_, err := loadText(t, "\n"+bad+"\n")
 		if err == nil || !strings.Contains(err.Error(), "sendmail") {
 			t.Errorf("%s: %v, want an error naming sendmail", bad, err)
+		}
+	}
+}
+
+// TestAgeKeys: max_age defaults to five days, takes days or durations,
+// globally and per host; warn_age is off unless set.
+func TestAgeKeys(t *testing.T) {
+	c, err := loadText(t, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.For("a.example"); s.MaxAge != 5*24*time.Hour || s.WarnAge != 0 {
+		t.Errorf("defaults: max_age %v warn_age %v", s.MaxAge, s.WarnAge)
+	}
+	c, err = loadText(t, "max_age = \"2d\"\nwarn_age = \"4h\"\n[host.\"b.example\"]\nmax_age = \"36h\"\nwarn_age = \"1d\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.For("a.example"); s.MaxAge != 48*time.Hour || s.WarnAge != 4*time.Hour {
+		t.Errorf("global: %v %v", s.MaxAge, s.WarnAge)
+	}
+	if s := c.For("b.example"); s.MaxAge != 36*time.Hour || s.WarnAge != 24*time.Hour {
+		t.Errorf("host: %v %v", s.MaxAge, s.WarnAge)
+	}
+	for _, bad := range []string{`max_age = "0d"`, `max_age = "5 days"`, `warn_age = "-1h"`, `max_age = "d"`,
+		"[host.\"b.example\"]\nwarn_age = \"soon\""} {
+		_, err := loadText(t, "\n"+bad+"\n")
+		if err == nil || !strings.Contains(err.Error(), "_age") {
+			t.Errorf("%s: %v, want an error naming the key", bad, err)
 		}
 	}
 }

@@ -38,6 +38,8 @@ type Settings struct {
 
 	Bounce   bool     // return failed mail to its sender
 	Sendmail []string // the command that takes a DSN
+	MaxAge   time.Duration
+	WarnAge  time.Duration // 0: no delay warnings
 }
 
 // For returns the settings for host (already validated and folded); flags
@@ -94,6 +96,11 @@ func (c *Config) For(host string) Settings {
 	if s.Sendmail == nil {
 		s.Sendmail = DefaultSendmail
 	}
+	// Validated at load; the default parses.
+	s.MaxAge, _ = ParseAge(pick(h.MaxAge, pick(c.MaxAge, DefaultMaxAge)))
+	if w := pick(h.WarnAge, c.WarnAge); w != "" {
+		s.WarnAge, _ = ParseAge(w)
+	}
 	// Validated at load; the built-in defaults parse.
 	s.Timeout, _ = ParseDuration(pick(c.Timeout, "5m"))
 	s.DataTimeout, _ = ParseDuration(pick(c.DataTimeout, "10m"))
@@ -109,6 +116,13 @@ func pickBool(host, global *bool) bool {
 		return *global
 	}
 	return true
+}
+
+func warnAge(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
 }
 
 // tomlList writes argv as a TOML array of strings.
@@ -163,6 +177,8 @@ func (s Settings) Print(w io.Writer) error {
 		{"eight_bit", q(s.EightBit)},
 		{"bounce", fmt.Sprint(s.Bounce)},
 		{"sendmail", tomlList(s.Sendmail)},
+		{"max_age", q(s.MaxAge.String())},
+		{"warn_age", q(warnAge(s.WarnAge))},
 	}
 	for _, l := range lines {
 		if _, err := fmt.Fprintf(w, "%s = %s\n", l[0], l[1]); err != nil {

@@ -126,6 +126,41 @@ func TestBounceThroughSendmail(t *testing.T) {
 	}
 }
 
+// parseDSNFlush returns the field groups of a DSN's
+// message/delivery-status part: per message first, then per recipient.
+func parseDSNFlush(t *testing.T, raw []byte) []textproto.MIMEHeader {
+	t.Helper()
+	m, err := mail.ReadMessage(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, params, err := mime.ParseMediaType(m.Header.Get("Content-Type"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr := multipart.NewReader(m.Body, params["boundary"])
+	for {
+		p, err := mr.NextPart()
+		if err != nil {
+			t.Fatalf("no message/delivery-status part: %v", err)
+		}
+		if p.Header.Get("Content-Type") != "message/delivery-status" {
+			continue
+		}
+		var out []textproto.MIMEHeader
+		tr := textproto.NewReader(bufio.NewReader(p))
+		for {
+			h, err := tr.ReadMIMEHeader()
+			if len(h) > 0 {
+				out = append(out, h)
+			}
+			if err != nil {
+				return out
+			}
+		}
+	}
+}
+
 func checkDSN(t *testing.T, raw []byte) {
 	t.Helper()
 	m, err := mail.ReadMessage(bytes.NewReader(raw))

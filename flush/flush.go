@@ -49,6 +49,8 @@ type Config struct {
 	// message in the failed folder (see bounceFailed); nil keeps failed
 	// copies for the admin, unreported.
 	Sendmail []string
+	// MaxAge, when set, expires messages held longer (see expire).
+	MaxAge time.Duration
 }
 
 // Summary counts messages by outcome. A message with recipients in several
@@ -207,6 +209,9 @@ func (r *run) event(e spool.Event) {
 }
 
 func (r *run) pass(ctx context.Context) (err error) {
+	if err := r.expire(); err != nil {
+		return err
+	}
 	sp, err := spool.Open(r.cfg.Spool)
 	if err != nil {
 		return spoolErr("open spool", err)

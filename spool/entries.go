@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"etrnflush/bsmtp"
 )
@@ -64,6 +65,7 @@ type unit struct {
 	next   int // next message to hand out
 	out    int // handed out, not settled
 	aux    any // the kind's own
+	mtime  time.Time
 }
 
 // unitMsg is one message of an entry.
@@ -155,7 +157,7 @@ func (s *entrySpool) Next() (*Message, error) {
 		if len(u.msgs) > 1 || um.stuffed {
 			id += "@" + strconv.FormatInt(um.off, 10)
 		}
-		m := &Message{ID: id, From: um.env.From, To: to, Size: um.size, WireSize: um.wire, EightBit: um.eight, Open: open, ref: ref}
+		m := &Message{ID: id, From: um.env.From, To: to, Size: um.size, WireSize: um.wire, EightBit: um.eight, Open: open, ref: ref, ModTime: u.mtime}
 		u.out++
 		s.fifo = append(s.fifo, m)
 		return m, nil
@@ -169,6 +171,7 @@ func (s *entrySpool) openUnit(c candidate) (*unit, error) {
 	if err != nil || u == nil {
 		return nil, err
 	}
+	u.mtime = time.Unix(0, c.mtime)
 	if damage == "" && len(u.msgs) == 0 {
 		damage = "no message in it"
 	}

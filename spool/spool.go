@@ -69,6 +69,10 @@ type Message struct {
 	WireSize int64
 	EightBit bool
 	Open     func() (io.ReadCloser, error) // content, unstuffed, line ends as stored
+	// ModTime is the modification time of the entry holding the message:
+	// for an appended file, its last append (so never earlier than the
+	// message's arrival).
+	ModTime time.Time
 
 	ref *msgRef
 }
