@@ -536,7 +536,7 @@ func flushAction(c *cli.Context) error {
 	if s.Bounce {
 		fc.Sendmail = s.Sendmail
 	}
-	fc.MaxAge = s.MaxAge
+	fc.MaxAge, fc.WarnAge = s.MaxAge, s.WarnAge
 	if s.Route != "" {
 		fc.Dests = []string{withPort(s.Route)}
 	} else {

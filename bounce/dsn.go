@@ -35,6 +35,11 @@ type Report struct {
 	Arrival      time.Time // zero when not known
 	Date         time.Time // the DSN's Date; zero: now
 	Rcpts        []Recipient
+	// Delayed makes a delay warning (Action: delayed, Status 4.0.0)
+	// instead of a failure report; RetryUntil, when set, is when the
+	// message will be given up.
+	Delayed    bool
+	RetryUntil time.Time
 }
 
 // MaxHeaders caps the original header block returned in the DSN: the
@@ -136,7 +141,11 @@ func Write(w io.Writer, r Report, original io.Reader) error {
 	mta := Sanitize(r.ReportingMTA)
 	h("From", "Mail Delivery System <MAILER-DAEMON@"+mta+">")
 	h("To", "<"+Sanitize(r.Sender)+">")
-	h("Subject", "Undelivered Mail Returned to Sender")
+	if r.Delayed {
+		h("Subject", "Delayed Mail (still being retried)")
+	} else {
+		h("Subject", "Undelivered Mail Returned to Sender")
+	}
 	h("Date", date.Format(time.RFC1123Z))
 	h("Message-ID", "<"+randomID()+".etrnflush@"+mta+">")
 	// RFC 3834: an automatic reply; vacation programs must not answer it.
@@ -158,17 +167,29 @@ func Write(w io.Writer, r Report, original io.Reader) error {
 	}
 	var t strings.Builder
 	fmt.Fprintf(&t, "This is the mail system at %s.\r\n\r\n", mta)
-	fmt.Fprintf(&t, "Your message held for %s could not be delivered to the\r\n", Sanitize(r.Host))
-	t.WriteString("recipients below. The failure is permanent: it will not be tried again.\r\n\r\n")
-	for _, rc := range r.Rcpts {
-		who := "our mail system said"
-		if fromServer(rc.Reply) {
-			who = "the server said"
-			if r.RemoteMTA != "" {
-				who = Sanitize(r.RemoteMTA) + " said"
-			}
+	if r.Delayed {
+		fmt.Fprintf(&t, "Your message held for %s has not yet been delivered to the\r\n", Sanitize(r.Host))
+		t.WriteString("recipients below. Delivery is still being tried; you need not resend it.\r\n")
+		if !r.RetryUntil.IsZero() {
+			fmt.Fprintf(&t, "It will be given up after %s.\r\n", r.RetryUntil.Format(time.RFC1123Z))
 		}
-		fmt.Fprintf(&t, "<%s>: %s: %s\r\n", Sanitize(rc.Addr), who, Sanitize(rc.Reply))
+		t.WriteString("\r\n")
+		for _, rc := range r.Rcpts {
+			fmt.Fprintf(&t, "<%s>\r\n", Sanitize(rc.Addr))
+		}
+	} else {
+		fmt.Fprintf(&t, "Your message held for %s could not be delivered to the\r\n", Sanitize(r.Host))
+		t.WriteString("recipients below. The failure is permanent: it will not be tried again.\r\n\r\n")
+		for _, rc := range r.Rcpts {
+			who := "our mail system said"
+			if fromServer(rc.Reply) {
+				who = "the server said"
+				if r.RemoteMTA != "" {
+					who = Sanitize(r.RemoteMTA) + " said"
+				}
+			}
+			fmt.Fprintf(&t, "<%s>: %s: %s\r\n", Sanitize(rc.Addr), who, Sanitize(rc.Reply))
+		}
 	}
 	if _, err := io.WriteString(p, t.String()); err != nil {
 		return err
@@ -187,6 +208,13 @@ func Write(w io.Writer, r Report, original io.Reader) error {
 	for _, rc := range r.Rcpts {
 		d.WriteString("\r\n")
 		fmt.Fprintf(&d, "Final-Recipient: %s\r\n", addrField(rc.Addr))
+		if r.Delayed {
+			d.WriteString("Action: delayed\r\nStatus: 4.0.0\r\n")
+			if !r.RetryUntil.IsZero() {
+				fmt.Fprintf(&d, "Will-Retry-Until: %s\r\n", r.RetryUntil.Format(time.RFC1123Z))
+			}
+			continue
+		}
 		d.WriteString("Action: failed\r\n")
 		fmt.Fprintf(&d, "Status: %s\r\n", Status(rc.Reply))
 		if fromServer(rc.Reply) {

@@ -233,3 +233,26 @@ func TestSend(t *testing.T) {
 		t.Errorf("a missing command succeeded")
 	}
 }
+
+func TestWriteDelayWarning(t *testing.T) {
+	until := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	r := Report{ReportingMTA: "relay.isp.example", Host: "dialup.example", Sender: "alice@sender.example",
+		Rcpts: []Recipient{{Addr: "ann@dialup.example"}, {Addr: "bob@dialup.example"}}, Delayed: true, RetryUntil: until}
+	var buf bytes.Buffer
+	if err := Write(&buf, r, strings.NewReader(original)); err != nil {
+		t.Fatal(err)
+	}
+	p := parseDSN(t, buf.Bytes())
+	if !strings.HasPrefix(p.top.Get("Subject"), "Delayed Mail") || !strings.Contains(p.text, "still being tried") {
+		t.Errorf("subject %q, text:\n%s", p.top.Get("Subject"), p.text)
+	}
+	if len(p.perRcpt) != 2 {
+		t.Fatalf("groups %v", p.perRcpt)
+	}
+	for _, g := range p.perRcpt {
+		if g.Get("Action") != "delayed" || g.Get("Status") != "4.0.0" || g.Get("Will-Retry-Until") != until.Format(time.RFC1123Z) ||
+			g.Get("Diagnostic-Code") != "" {
+			t.Errorf("recipient %v", g)
+		}
+	}
+}

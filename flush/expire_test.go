@@ -131,3 +131,71 @@ func TestExpiryByModTime(t *testing.T) {
 		})
 	}
 }
+
+// TestDelayWarningOnce: a message held longer than warn_age gets one
+// Action: delayed DSN over three runs; a command that fails is tried
+// again on the next run; the null sender and a fresh message get none.
+func TestDelayWarningOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "h.example")
+	now := time.Now()
+	writeDated(t, path, []testMsg{
+		{"slow@s.example", []string{"w1@h.example"}},
+		{"", []string{"w2@h.example"}},
+		{"new@s.example", []string{"w3@h.example"}},
+	}, []time.Time{now.Add(-6 * time.Hour), now.Add(-6 * time.Hour), now.Add(-time.Hour)})
+	out := t.TempDir()
+	run := func(exit string) (Summary, string) {
+		t.Helper()
+		t.Setenv("FAKE_SENDMAIL_EXIT", exit)
+		var logBuf bytes.Buffer
+		cfg := Config{
+			Host:     "h.example",
+			Spool:    spool.Options{Path: path},
+			Sender:   sender.Options{Helo: "relay.test.example", TLS: sender.TLSNone, Timeout: 5 * time.Second},
+			Log:      NewWriterLogger(&logBuf, true),
+			Sendmail: fakeSendmail(t, out),
+			MaxAge:   5 * 24 * time.Hour,
+			WarnAge:  4 * time.Hour,
+			Dests:    []string{"127.0.0.1:1"},
+		}
+		sum, err := Run(context.Background(), cfg)
+		if err != nil {
+			t.Fatalf("flush: %v\n%s", err, logBuf.String())
+		}
+		return sum, logBuf.String()
+	}
+	_, logs := run("1")
+	if !strings.Contains(logs, "from=<slow@s.example> to=<w1@h.example> status=warn_failed") || len(dsnFiles(t, out)) != 1 {
+		t.Errorf("run 1: %d calls\n%s", len(dsnFiles(t, out)), logs)
+	}
+	for i := 2; i <= 4; i++ {
+		sum, logs := run("0")
+		warned := strings.Count(logs, "status=delay_warned")
+		if want := map[bool]int{true: 1, false: 0}[i == 2]; warned != want {
+			t.Errorf("run %d: %d warnings logged, want %d\n%s", i, warned, want, logs)
+		}
+		if sum.Deferred != 3 || sum.Failed != 0 {
+			t.Errorf("run %d: summary %+v", i, sum)
+		}
+	}
+	dsns := dsnFiles(t, out)
+	if len(dsns) != 2 {
+		t.Fatalf("%d calls of sendmail, want 2 (one refused, one taken)", len(dsns))
+	}
+	raw, err := os.ReadFile(filepath.Join(out, "dsn.2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv, err := os.ReadFile(filepath.Join(out, "argv.2"))
+	if err != nil || !strings.HasSuffix(string(argv), "--\nslow@s.example\n") {
+		t.Errorf("argv %q %v", argv, err)
+	}
+	p := parseDSNFlush(t, raw)
+	if len(p) != 2 || p[1].Get("Final-Recipient") != "rfc822; w1@h.example" || p[1].Get("Action") != "delayed" ||
+		p[1].Get("Will-Retry-Until") == "" {
+		t.Errorf("status groups %v", p)
+	}
+	if got := leftIn(t, path); len(got) != 3 {
+		t.Errorf("a warning changed the spool: %q", got)
+	}
+}

@@ -49,8 +49,9 @@ type Config struct {
 	// message in the failed folder (see bounceFailed); nil keeps failed
 	// copies for the admin, unreported.
 	Sendmail []string
-	// MaxAge, when set, expires messages held longer (see expire).
-	MaxAge time.Duration
+	// MaxAge, when set, expires messages held longer (see expire);
+	// WarnAge, when set, warns their senders once (see warn).
+	MaxAge, WarnAge time.Duration
 }
 
 // Summary counts messages by outcome. A message with recipients in several
@@ -209,7 +210,7 @@ func (r *run) event(e spool.Event) {
 }
 
 func (r *run) pass(ctx context.Context) (err error) {
-	if err := r.expire(); err != nil {
+	if err := r.expire(ctx); err != nil {
 		return err
 	}
 	sp, err := spool.Open(r.cfg.Spool)

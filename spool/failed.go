@@ -124,3 +124,64 @@ func (c FailedCopy) Remove() error {
 	}
 	return syncDirectory(filepath.Dir(c.path))
 }
+
+// warnedDir holds one empty file per message whose sender was warned of
+// its delay, named by a key the engine makes from the message.
+func warnedDir(spoolPath string) string {
+	spoolPath = filepath.Clean(spoolPath)
+	return filepath.Join(filepath.Dir(spoolPath), ".etrnflush-"+privName(filepath.Base(spoolPath))+".warned")
+}
+
+// Warned reports whether MarkWarned recorded key for this spool.
+func Warned(spoolPath, key string) (bool, error) {
+	_, err := os.Lstat(filepath.Join(warnedDir(spoolPath), key))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("warned mark: %w", err)
+	}
+	return true, nil
+}
+
+// MarkWarned records, durably, that the delay warning for key was sent.
+// key must be a plain file name (the engine uses a hex digest).
+func MarkWarned(spoolPath, key string) error {
+	if key == "" || strings.ContainsAny(key, "/.") {
+		return fmt.Errorf("warned mark: bad key %q", key)
+	}
+	dir := warnedDir(spoolPath)
+	if err := mkdirPrivate(dir); err != nil {
+		return err
+	}
+	err := writeFileNew(filepath.Join(dir, key), 0o600, func(io.Writer) error { return nil })
+	if errors.Is(err, os.ErrExist) {
+		return nil
+	}
+	return err
+}
+
+// PruneWarned removes the marks older than age: their messages have been
+// delivered or expired by then, and the folder must not grow for ever.
+func PruneWarned(spoolPath string, age time.Duration) error {
+	dir := warnedDir(spoolPath)
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("warned marks: %w", err)
+	}
+	cut := time.Now().Add(-age)
+	for _, e := range ents {
+		fi, err := e.Info()
+		// Everything here is ours, a killed run's temporary files too.
+		if err != nil || !fi.Mode().IsRegular() || !fi.ModTime().Before(cut) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("warned marks: %w", err)
+		}
+	}
+	return nil
+}
