@@ -86,7 +86,7 @@ func TestBounceThroughSendmail(t *testing.T) {
 	if sum.Sent != 2 || sum.Failed != 2 || sum.Bounced != 0 || sum.BounceFailed != 1 || !sum.Left() {
 		t.Errorf("run 1: summary %+v\n%s", sum, logs)
 	}
-	if !strings.Contains(logs, "from=<a@s.example> to=<a1@h.example> status=bounce_failed reason=") {
+	if !strings.Contains(logs, "from=<a@s.example> to=<a1@h.example> status=bounce_failed reason=") || !strings.Contains(logs, " bounced=0 bounce_failed=1\n") {
 		t.Errorf("run 1: no bounce_failed line:\n%s", logs)
 	}
 	if got, _ := failedIn(t, path); !reflect.DeepEqual(got, sorted(">n1@h.example", "a@s.example>a1@h.example")) {
@@ -98,7 +98,7 @@ func TestBounceThroughSendmail(t *testing.T) {
 	if sum.Bounced != 1 || sum.BounceFailed != 0 || sum.Left() {
 		t.Errorf("run 2: summary %+v\n%s", sum, logs)
 	}
-	if !strings.Contains(logs, "from=<a@s.example> to=<a1@h.example> status=bounced") {
+	if !strings.Contains(logs, "from=<a@s.example> to=<a1@h.example> status=bounced") || !strings.Contains(logs, " bounced=1 bounce_failed=0\n") {
 		t.Errorf("run 2: no bounced line:\n%s", logs)
 	}
 	if got, _ := failedIn(t, path); !reflect.DeepEqual(got, []string{">n1@h.example"}) {

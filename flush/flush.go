@@ -99,8 +99,12 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	// summary that reads like a real flush.
 	if !r.sum.Busy && !cfg.DryRun {
 		s := r.sum
-		r.log.Infof("host=%s summary sent=%d deferred=%d failed=%d quarantined=%d uncertain=%d bytes=%d elapsed=%s",
-			cfg.Host, s.Sent, s.Deferred, s.Failed, s.Quarantined, s.Uncertain, s.Bytes, s.Elapsed.Round(time.Millisecond))
+		bounces := ""
+		if len(cfg.Sendmail) > 0 {
+			bounces = fmt.Sprintf(" bounced=%d bounce_failed=%d", s.Bounced, s.BounceFailed)
+		}
+		r.log.Infof("host=%s summary sent=%d deferred=%d failed=%d quarantined=%d uncertain=%d bytes=%d elapsed=%s%s",
+			cfg.Host, s.Sent, s.Deferred, s.Failed, s.Quarantined, s.Uncertain, s.Bytes, s.Elapsed.Round(time.Millisecond), bounces)
 	}
 	return r.sum, err
 }
