@@ -139,7 +139,7 @@ func TestEximBounceDSN(t *testing.T) {
 		t.Errorf("per-message fields %v", groups[0])
 	}
 	g := groups[1]
-	if g.Get("Final-Recipient") != "rfc822; reject550x@"+host || g.Get("Action") != "failed" ||
+	if g.Get("Final-Recipient") != "rfc822; reject550x@"+host || g.Get("Action") != "failed" || g.Get("Remote-MTA") != "dns; 127.0.0.1" ||
 		!strings.HasPrefix(g.Get("Status"), "5.") ||
 		!strings.HasPrefix(g.Get("Diagnostic-Code"), "smtp; 550 ") || !strings.Contains(g.Get("Diagnostic-Code"), "recipient rejected (scripted)") {
 		t.Errorf("recipient fields %v", g)

@@ -11,6 +11,7 @@ import (
 
 	"etrnflush/bounce"
 	"etrnflush/bsmtp"
+	"etrnflush/sender"
 	"etrnflush/spool"
 )
 
@@ -55,12 +56,14 @@ func (r *run) bounceOne(ctx context.Context, c spool.FailedCopy) {
 		return
 	}
 	if err == nil {
+		why, remote := cutRemoteTag(c.Why)
 		rep := bounce.Report{
 			ReportingMTA: r.cfg.Sender.Helo,
 			Host:         r.cfg.Host,
+			RemoteMTA:    remote,
 			Sender:       env.From,
 			Arrival:      arrival,
-			Rcpts:        rcptReasons(env.To, c.Why),
+			Rcpts:        rcptReasons(env.To, why),
 		}
 		err = bounce.Send(ctx, r.cfg.Sendmail, env.From, func(w io.Writer) error {
 			return c.Read(func(_ bsmtp.Envelope, content io.Reader) error {
@@ -129,4 +132,36 @@ func receivedDate(content io.Reader) time.Time {
 		return time.Time{}
 	}
 	return t
+}
+
+// remoteTagStart begins the note at the end of a .why line naming the
+// server that gave the replies in it, for the DSN's Remote-MTA.
+const remoteTagStart = " [remote-mta: "
+
+// remoteTag is that note for the failed recipients of res, "" when the
+// refusal was local (too big for SIZE, no SMTPUTF8) or nothing failed.
+func remoteTag(remote string, res sender.Result) string {
+	if remote == "" || res.Local || strings.ContainsAny(remote, " []") {
+		return ""
+	}
+	for _, st := range res.Rcpts {
+		if st == sender.Failed {
+			return remoteTagStart + remote + "]"
+		}
+	}
+	return ""
+}
+
+// cutRemoteTag splits a .why line into the replies and the server named
+// by remoteTag ("" when none).
+func cutRemoteTag(why string) (string, string) {
+	i := strings.LastIndex(why, remoteTagStart)
+	if i < 0 || !strings.HasSuffix(why, "]") {
+		return why, ""
+	}
+	remote := why[i+len(remoteTagStart) : len(why)-1]
+	if remote == "" || strings.ContainsAny(remote, " []") {
+		return why, ""
+	}
+	return why[:i], remote
 }

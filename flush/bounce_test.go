@@ -217,7 +217,8 @@ func checkDSN(t *testing.T, raw []byte) {
 	}
 	r := status[1]
 	if r.Get("Final-Recipient") != "rfc822; a1@h.example" || r.Get("Action") != "failed" || r.Get("Status") != "5.7.1" ||
-		r.Get("Diagnostic-Code") != "smtp; 550 5.7.1 scripted refusal for RCPT a1@h.example" {
+		r.Get("Diagnostic-Code") != "smtp; 550 5.7.1 scripted refusal for RCPT a1@h.example" ||
+		r.Get("Remote-MTA") != "dns; 127.0.0.1" {
 		t.Errorf("recipient fields %v", r)
 	}
 }
@@ -259,5 +260,32 @@ func TestReceivedDate(t *testing.T) {
 	}
 	if got := receivedDate(strings.NewReader("Subject: s\n\nbody\n")); !got.IsZero() {
 		t.Errorf("no Received: %v", got)
+	}
+}
+
+func TestRemoteTag(t *testing.T) {
+	failed := sender.Result{Rcpts: []sender.Status{sender.Sent, sender.Failed}}
+	tag := remoteTag("mx.h.example", failed)
+	if tag != " [remote-mta: mx.h.example]" {
+		t.Errorf("tag %q", tag)
+	}
+	for _, tc := range []struct {
+		why, rest, remote string
+	}{
+		{"550 5.1.1 no" + tag, "550 5.1.1 no", "mx.h.example"},
+		{"550 5.1.1 no", "550 5.1.1 no", ""},
+		{"550 odd [remote-mta: a b]", "550 odd [remote-mta: a b]", ""},
+		{"<a@h> 550 x; <b@h> 550 y" + tag, "<a@h> 550 x; <b@h> 550 y", "mx.h.example"},
+	} {
+		rest, remote := cutRemoteTag(tc.why)
+		if rest != tc.rest || remote != tc.remote {
+			t.Errorf("cutRemoteTag(%q) = %q, %q", tc.why, rest, remote)
+		}
+	}
+	if remoteTag("mx.h.example", sender.Result{Rcpts: []sender.Status{sender.Failed}, Local: true}) != "" {
+		t.Errorf("a local refusal named a server")
+	}
+	if remoteTag("mx.h.example", sender.Result{Rcpts: []sender.Status{sender.Sent}}) != "" {
+		t.Errorf("a tag without a failure")
 	}
 }

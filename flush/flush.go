@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,6 +121,7 @@ type run struct {
 	// that hangs up at every MAIL) is not followed by another.
 	conns, progress int
 	struck          map[string]bool // spool ids that were in progress when a session died
+	remote          string          // the server dialled last, for Remote-MTA (see remoteTag)
 }
 
 func (r *run) maxConns() int {
@@ -397,6 +399,10 @@ func (r *run) dial(ctx context.Context) bool {
 		r.log.Debugf("host=%s connected to %s tls=%v", r.cfg.Host, d, s.TLS())
 		r.conns++
 		r.sess = s
+		r.remote = d
+		if h, _, err := net.SplitHostPort(d); err == nil {
+			r.remote = h
+		}
 		return true
 	}
 	return false
@@ -428,7 +434,7 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn st
 	reply := replyText(res)
 	why := failReason(m, res, out)
 	// Record first, log second: the log line claims what the spool now holds.
-	if err := sp.Settle(m, out, why); err != nil {
+	if err := sp.Settle(m, out, why+remoteTag(r.remote, res)); err != nil {
 		return fmt.Errorf("settle %s: %w", m.ID, err)
 	}
 	status := ""
