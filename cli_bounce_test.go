@@ -1,0 +1,81 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestCLIExpiryBounce drives the configuration keys through the binary: a
+// message whose Received: date is ten days old expires (max_age "5d") on
+// a host that is never dialled; while sendmail fails the run exits 75 and
+// the copy stays; the next run hands the DSN over and exits 0. With
+// bounce = false for the host the copy stays and nothing is run.
+func TestCLIExpiryBounce(t *testing.T) {
+	script, err := filepath.Abs("bounce/testdata/fake-sendmail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bounce := range []bool{true, false} {
+		name := map[bool]string{true: "bounce", false: "no-bounce"}[bounce]
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := t.TempDir()
+			host := "old.example"
+			spool := filepath.Join(dir, host)
+			date := time.Now().Add(-10 * 24 * time.Hour).Format(time.RFC1123Z)
+			bsmtp := "MAIL FROM:<alice@sender.example>\nRCPT TO:<ann@old.example>\nDATA\n" +
+				"Received: from a by relay.example; " + date + "\nSubject: old\n\nbody\n.\n"
+			if err := os.WriteFile(spool, []byte(bsmtp), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			conf := "log = \"stderr\"\nmax_age = \"5d\"\nsendmail = [\"" + script + "\", \"" + out + "\", \"-i\", \"-f\", \"<>\", \"--\"]\n"
+			if !bounce {
+				conf += "[host.\"" + host + "\"]\nbounce = false\n"
+			}
+			cfg := filepath.Join(t.TempDir(), "etrnflush.toml")
+			if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"-c", cfg, "--spool", spool, "--to", "127.0.0.1:1", "--tls", "none", "--helo", "relay.test.example", host}
+			failed := func() []string {
+				m, err := filepath.Glob(filepath.Join(dir, ".etrnflush-"+host+".failed", "*.bsmtp"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return m
+			}
+
+			t.Setenv("FAKE_SENDMAIL_EXIT", "1")
+			_, stderr, code := runEtrnflush(t, args...)
+			wantCode := map[bool]int{true: 75, false: 0}[bounce]
+			if code != wantCode || !strings.Contains(stderr, "status=expired reason=\"4.4.7 expired") {
+				t.Fatalf("run 1: exit %d, want %d; stderr:\n%s", code, wantCode, stderr)
+			}
+			if bounce != strings.Contains(stderr, "status=bounce_failed") || len(failed()) != 1 {
+				t.Errorf("run 1: %d failed copies; stderr:\n%s", len(failed()), stderr)
+			}
+
+			t.Setenv("FAKE_SENDMAIL_EXIT", "0")
+			_, stderr, code = runEtrnflush(t, args...)
+			if code != 0 {
+				t.Fatalf("run 2: exit %d; stderr:\n%s", code, stderr)
+			}
+			dsns, err := filepath.Glob(filepath.Join(out, "dsn.*"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bounce {
+				if len(failed()) != 0 || len(dsns) != 2 || !strings.Contains(stderr, "status=bounced") {
+					t.Errorf("run 2: %d failed copies, %d sendmail calls; stderr:\n%s", len(failed()), len(dsns), stderr)
+				}
+				return
+			}
+			if len(failed()) != 1 || len(dsns) != 0 || strings.Contains(stderr, "bounce") {
+				t.Errorf("bounce = false: %d failed copies, %d sendmail calls; stderr:\n%s", len(failed()), len(dsns), stderr)
+			}
+		})
+	}
+}
