@@ -207,10 +207,7 @@ func TestSend(t *testing.T) {
 	dir := t.TempDir()
 	argv := []string{script, dir, "-i", "-f", "<>", "--"}
 	t.Setenv("FAKE_SENDMAIL_EXIT", "0")
-	if err := Send(context.Background(), argv, "-alice@x.example", func(w io.Writer) error {
-		_, err := io.WriteString(w, "the dsn")
-		return err
-	}); err != nil {
+	if err := Send(context.Background(), argv, "-alice@x.example", []byte("the dsn")); err != nil {
 		t.Fatal(err)
 	}
 	a, err := os.ReadFile(filepath.Join(dir, "argv.1"))
@@ -224,12 +221,11 @@ func TestSend(t *testing.T) {
 		t.Errorf("stdin %q, %v", d, err)
 	}
 	t.Setenv("FAKE_SENDMAIL_EXIT", "75")
-	err = Send(context.Background(), argv, "a@x.example", func(w io.Writer) error { return nil })
+	err = Send(context.Background(), argv, "a@x.example", nil)
 	if err == nil || !strings.Contains(err.Error(), "exit status 75") {
 		t.Errorf("exit 75: %v", err)
 	}
-	if err := Send(context.Background(), []string{filepath.Join(dir, "missing")}, "a@x.example",
-		func(io.Writer) error { return nil }); err == nil {
+	if err := Send(context.Background(), []string{filepath.Join(dir, "missing")}, "a@x.example", nil); err == nil {
 		t.Errorf("a missing command succeeded")
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os/exec"
 	"strings"
 	"time"
@@ -16,11 +15,14 @@ import (
 const sendTimeout = 2 * time.Minute
 
 // Send runs argv with rcpt appended as its last argument, without a shell,
-// and writes the message produced by write to its standard input. It
-// returns nil only if the command exited 0: until then the caller keeps
-// the undelivered message. The error carries the exit status and the
-// first part of what the command wrote to stderr.
-func Send(ctx context.Context, argv []string, rcpt string, write func(io.Writer) error) error {
+// and writes msg to its standard input. The message is whole before the
+// command starts (a DSN is small: the original's header block is capped):
+// a sendmail that exits 0 at the end of its input would otherwise send a
+// truncated DSN when building it failed half way. Send returns nil only
+// if the command exited 0: until then the caller keeps the undelivered
+// message. The error carries the exit status and the first part of what
+// the command wrote to stderr.
+func Send(ctx context.Context, argv []string, rcpt string, msg []byte) error {
 	if len(argv) == 0 {
 		return errors.New("sendmail: empty command")
 	}
@@ -39,7 +41,7 @@ func Send(ctx context.Context, argv []string, rcpt string, write func(io.Writer)
 		_ = stdin.Close() // nothing was written; the start error matters
 		return fmt.Errorf("sendmail: %w", err)
 	}
-	werr := write(stdin)
+	_, werr := stdin.Write(msg)
 	if cerr := stdin.Close(); cerr != nil && werr == nil {
 		werr = cerr
 	}
@@ -53,7 +55,8 @@ func Send(ctx context.Context, argv []string, rcpt string, write func(io.Writer)
 	}
 	if werr != nil {
 		// The command exited 0 without reading all of the DSN: it
-		// cannot have taken the whole message.
+		// cannot have taken the whole message. (A write error is no
+		// reason to wait less: Wait reaps the command either way.)
 		return fmt.Errorf("%s: writing the DSN: %w", argv[0], werr)
 	}
 	return nil

@@ -2,6 +2,7 @@ package flush
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net/mail"
@@ -65,15 +66,13 @@ func (r *run) bounceOne(ctx context.Context, c spool.FailedCopy) {
 			Arrival:      arrival,
 			Rcpts:        rcptReasons(env.To, why),
 		}
-		err = bounce.Send(ctx, r.cfg.Sendmail, env.From, func(w io.Writer) error {
-			return c.Read(func(_ bsmtp.Envelope, content io.Reader) error {
-				bw := bufio.NewWriter(w)
-				if err := bounce.Write(bw, rep, content); err != nil {
-					return err
-				}
-				return bw.Flush()
-			})
+		var dsn bytes.Buffer
+		err = c.Read(func(_ bsmtp.Envelope, content io.Reader) error {
+			return bounce.Write(&dsn, rep, content)
 		})
+		if err == nil {
+			err = bounce.Send(ctx, r.cfg.Sendmail, env.From, dsn.Bytes())
+		}
 		if err == nil {
 			if rerr := c.Remove(); rerr != nil {
 				// The DSN is out; the copy will be bounced once more.

@@ -2,6 +2,7 @@ package flush
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -117,22 +118,10 @@ func (r *run) warn(ctx context.Context, m *spool.Message, since time.Time) {
 		for _, a := range m.To {
 			rep.Rcpts = append(rep.Rcpts, bounce.Recipient{Addr: a})
 		}
-		err = bounce.Send(ctx, r.cfg.Sendmail, m.From, func(w io.Writer) (err error) {
-			rc, err := m.Open()
-			if err != nil {
-				return err
-			}
-			defer func() {
-				if cerr := rc.Close(); cerr != nil && err == nil {
-					err = cerr
-				}
-			}()
-			bw := bufio.NewWriter(w)
-			if err := bounce.Write(bw, rep, rc); err != nil {
-				return err
-			}
-			return bw.Flush()
-		})
+		var dsn bytes.Buffer
+		if err = writeFromSpool(&dsn, rep, m); err == nil {
+			err = bounce.Send(ctx, r.cfg.Sendmail, m.From, dsn.Bytes())
+		}
 		if err == nil {
 			err = spool.MarkWarned(r.cfg.Spool.Path, key)
 		}
@@ -167,4 +156,18 @@ func warnKey(m *spool.Message) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16]), nil
+}
+
+// writeFromSpool writes the DSN rep for m, reading m's header block.
+func writeFromSpool(w io.Writer, rep bounce.Report, m *spool.Message) (err error) {
+	rc, err := m.Open()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := rc.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	return bounce.Write(w, rep, rc)
 }
