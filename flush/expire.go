@@ -18,9 +18,11 @@ import (
 // expire sets aside as failed every message held for longer than MaxAge,
 // with a reason that starts with status 4.4.7, so that bounceFailed
 // returns it to its sender like any refusal. It is a pass of its own,
-// before the delivery pass and before any connection: mail for a host
-// that never comes back must expire too. Everything else is settled
-// untouched, as keepAll does. A message's age is counted from the date
+// after the delivery pass and whether or not the host answered: mail for
+// a host that never comes back must expire too, while an old message the
+// host takes now is better delivered than bounced, and the first message
+// of a large spool must not wait for a scan of all of it. Everything else
+// is settled untouched, as keepAll does. A message's age is counted from the date
 // of its newest Received: field (the one the MTA that spooled it wrote),
 // else from its entry's modification time.
 func (r *run) expire(ctx context.Context) (err error) {
@@ -69,6 +71,14 @@ func (r *run) expire(ctx context.Context) (err error) {
 			return spoolErr("expire "+m.ID, err)
 		}
 		if why != "" {
+			// The pass before counted it as kept; it is not any more,
+			// and a run that has nothing left must not exit 75.
+			switch {
+			case r.sum.Deferred > 0:
+				r.sum.Deferred--
+			case r.sum.Uncertain > 0:
+				r.sum.Uncertain--
+			}
 			r.sum.Failed++
 			r.log.Warnf("host=%s id=%s from=%s to=%s size=%d status=expired reason=%s",
 				r.cfg.Host, logID(m.ID), logAddr(m.From), addrs(m.To), m.Size, Quote(why))

@@ -166,7 +166,14 @@ func (r *run) run(ctx context.Context) (err error) {
 		}
 	}()
 	for passes := 0; ; passes++ {
-		if err := r.pass(ctx); err != nil {
+		left := r.sum.Deferred + r.sum.Uncertain
+		err := r.pass(ctx)
+		if err == nil && (r.sum.Deferred+r.sum.Uncertain > left || r.sum.Unreachable) {
+			// Only what a pass left can have grown too old; a spool
+			// the pass emptied is not opened again.
+			err = r.expire(ctx)
+		}
+		if err != nil {
 			if aerr := lock.Abandon(); aerr != nil {
 				r.log.Warnf("host=%s release lock: %v", r.cfg.Host, aerr)
 			}
@@ -216,9 +223,6 @@ func (r *run) event(e spool.Event) {
 }
 
 func (r *run) pass(ctx context.Context) (err error) {
-	if err := r.expire(ctx); err != nil {
-		return err
-	}
 	sp, err := spool.Open(r.cfg.Spool)
 	if err != nil {
 		return spoolErr("open spool", err)
