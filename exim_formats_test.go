@@ -41,7 +41,9 @@ func (fc formatCase) spoolPath(w *writer, host string) string {
 func (fc formatCase) config(t *testing.T) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "etrnflush.toml")
-	conf := fmt.Sprintf("mailstore_prefix_lines = %d\nmailstore_suffix_lines = %d\n", fc.pre, fc.suf)
+	// bounce = false: the test reads the failed folder, and must never
+	// run the machine's sendmail.
+	conf := fmt.Sprintf("bounce = false\nmailstore_prefix_lines = %d\nmailstore_suffix_lines = %d\n", fc.pre, fc.suf)
 	if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

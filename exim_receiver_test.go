@@ -577,7 +577,7 @@ func TestEximReceiverCannotCarry(t *testing.T) {
 			}
 			hard, easy := stored[0], stored[1]
 			cfg := filepath.Join(t.TempDir(), "etrnflush.toml")
-			if err := os.WriteFile(cfg, []byte("log = \"stderr\"\n"+tc.config), 0o600); err != nil {
+			if err := os.WriteFile(cfg, []byte("log = \"stderr\"\nbounce = false\n"+tc.config), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			_, stderr, code := runEtrnflush(t, "-c", cfg, "--spool", path, "--to", s.addr(), "--tls", "none", "--helo", "test.example", host)

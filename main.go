@@ -587,6 +587,10 @@ func flushAction(c *cli.Context) error {
 		Out:            c.App.Writer,
 		Log:            log,
 	}
+	if s.Bounce {
+		fc.Sendmail = s.Sendmail
+	}
+	fc.MaxAge, fc.WarnAge = s.MaxAge, s.WarnAge
 	if s.Route != "" {
 		fc.Dests = []string{withPort(s.Route)}
 	} else {

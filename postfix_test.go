@@ -889,7 +889,7 @@ func TestSmtpSinkEightBit(t *testing.T) {
 				Data: []byte("From: alice@sender.example\nSubject: Gr\xc3\xbc\xc3\x9fe\nMessage-ID: <8bit-hdr@test.example>\n\nbody\n")}
 			msgs = append(msgs, hdr)
 			conf := filepath.Join(t.TempDir(), "etrnflush.toml")
-			if err := os.WriteFile(conf, []byte("log = \"stderr\"\neight_bit = \""+mode+"\"\n"), 0o644); err != nil {
+			if err := os.WriteFile(conf, []byte("log = \"stderr\"\nbounce = false\neight_bit = \""+mode+"\"\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			s := startSmtpSink(t, "-8")

@@ -22,6 +22,9 @@ var etrnflushBin string
 // unless the test set that variable itself: a config installed on the
 // machine must never leak into a test, and with stderr not a terminal the
 // default log destination would be syslog, where no test can read it.
+// It turns bounces off (a test must never run the machine's sendmail)
+// and sets max_age far out: the Exim fixtures' Received: dates do not
+// move while the clock does.
 var baseConfig string
 
 // runTimeout bounds one child run; a hang is a bug, not a reason to wait
@@ -50,7 +53,7 @@ func testMain(m *testing.M) int {
 	}
 	etrnflushBin = filepath.Join(dir, "etrnflush")
 	baseConfig = filepath.Join(dir, "base.toml")
-	if err := os.WriteFile(baseConfig, []byte("log = \"stderr\"\n"), 0o644); err != nil {
+	if err := os.WriteFile(baseConfig, []byte("log = \"stderr\"\nbounce = false\nmax_age = \"3650d\"\n"), 0o644); err != nil {
 		fmt.Fprintf(os.Stderr, "TestMain: %v\n", err)
 		return 1
 	}

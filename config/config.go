@@ -47,6 +47,10 @@ type Host struct {
 
 	MaxConnections *int   `toml:"max_connections"`
 	EightBit       string `toml:"eight_bit"`
+
+	Bounce  *bool  `toml:"bounce"` // nil: as the global key says
+	MaxAge  string `toml:"max_age"`
+	WarnAge string `toml:"warn_age"`
 }
 
 // Config is the whole file. Durations stay strings until validated so that
@@ -75,6 +79,15 @@ type Config struct {
 	MailstoreSuffixLines int    `toml:"mailstore_suffix_lines"`
 	MaildirEnvelope      string `toml:"maildir_envelope"`
 	DeliveredToPrefix    string `toml:"delivered_to_prefix"`
+
+	// Bounce (default on) returns failed mail to its sender as a DSN,
+	// handed to the Sendmail argv (nil: DefaultSendmail).
+	Bounce   *bool    `toml:"bounce"`
+	Sendmail []string `toml:"sendmail"`
+	// MaxAge expires held mail (default 5d); WarnAge ("": never) sends
+	// one delay warning. Both are ParseAge strings.
+	MaxAge  string `toml:"max_age"`
+	WarnAge string `toml:"warn_age"`
 
 	// File is the path the config was read from ("" for built-in defaults).
 	File string `toml:"-"`
@@ -124,14 +137,16 @@ const MaxMaxInflight = 1000
 func Keys() []string {
 	return []string{"spool_dir", "format", "helo", "tls", "timeout", "data_timeout", "log",
 		"mailstore_prefix_lines", "mailstore_suffix_lines", "maildir_envelope", "delivered_to_prefix",
-		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit"}
+		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit",
+		"bounce", "sendmail", "max_age", "warn_age"}
 }
 
 // HostKeys lists the keys of a [host."name"] table.
 func HostKeys() []string {
 	return []string{"route", "spool", "format", "helo", "tls", "tls_name", "auth_user", "auth_password_file",
 		"mailstore_prefix_lines", "mailstore_suffix_lines", "maildir_envelope", "delivered_to_prefix",
-		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit"}
+		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit",
+		"bounce", "max_age", "warn_age"}
 }
 
 // Formats and TLS levels accepted in the file and on the command line.
@@ -399,6 +414,14 @@ func (c *Config) validate(data []byte) error {
 	if err := check(toml.Key{"eight_bit"}, c.EightBit, CheckEightBit); err != nil {
 		return err
 	}
+	if err := CheckSendmail(c.Sendmail); err != nil {
+		return c.errAt(data, toml.Key{"sendmail"}, err.Error())
+	}
+	for _, a := range []struct{ k, v string }{{"max_age", c.MaxAge}, {"warn_age", c.WarnAge}} {
+		if err := check(toml.Key{a.k}, a.v, checkAge); err != nil {
+			return err
+		}
+	}
 	names := make([]string, 0, len(c.Hosts))
 	for n := range c.Hosts {
 		names = append(names, n)
@@ -446,6 +469,11 @@ func (c *Config) validate(data []byte) error {
 		}
 		if err := check(k("eight_bit"), h.EightBit, CheckEightBit); err != nil {
 			return err
+		}
+		for _, a := range []struct{ k, v string }{{"max_age", h.MaxAge}, {"warn_age", h.WarnAge}} {
+			if err := check(k(a.k), a.v, checkAge); err != nil {
+				return err
+			}
 		}
 		if (h.AuthUser == "") != (h.AuthPasswordFile == "") {
 			return c.errAt(data, k("auth_user"), "auth_user and auth_password_file go together")
@@ -609,6 +637,57 @@ func ParseDuration(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q must be positive", v)
 	}
 	return d, nil
+}
+
+// DefaultMaxAge is how long mail is held before it is returned to its
+// sender: Exim's and Postfix's default for their own queues.
+const DefaultMaxAge = "5d"
+
+func checkAge(v string) error {
+	_, err := ParseAge(v)
+	return err
+}
+
+// ParseAge reads max_age and warn_age: a number of days ("5d") or a
+// duration as for timeout ("36h"); positive.
+func ParseAge(v string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(v, "d"); ok {
+		d, err := strconv.Atoi(n)
+		if err != nil || d <= 0 || d > 3650 {
+			return 0, fmt.Errorf("%q is not a number of days (1d to 3650d) or a duration like 36h", v)
+		}
+		return time.Duration(d) * 24 * time.Hour, nil
+	}
+	d, err := ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a number of days like 5d or a duration like 36h", v)
+	}
+	return d, nil
+}
+
+// DefaultSendmail is the command a DSN is handed to when sendmail is not
+// set: the local MTA's sendmail interface, with the null sender so that a
+// DSN that cannot be delivered is not bounced in turn. The recipient is
+// appended after the "--".
+var DefaultSendmail = []string{"/usr/sbin/sendmail", "-i", "-f", "<>", "--"}
+
+// CheckSendmail validates the sendmail argv: it runs without a shell and
+// without $PATH (an ETRN-started run has an empty environment), so its
+// first word is an absolute path; no word may hold a NUL. nil is the
+// default.
+func CheckSendmail(argv []string) error {
+	if argv == nil {
+		return nil
+	}
+	if len(argv) == 0 || !filepath.IsAbs(argv[0]) {
+		return errors.New("must be a list whose first element is an absolute path, e.g. [\"/usr/sbin/sendmail\", \"-i\", \"-f\", \"<>\", \"--\"]")
+	}
+	for _, a := range argv {
+		if strings.ContainsRune(a, 0) {
+			return errors.New("contains a NUL character")
+		}
+	}
+	return nil
 }
 
 // CheckHelo validates a name for EHLO: a domain name, never localhost.

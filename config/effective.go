@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -33,6 +35,11 @@ type Settings struct {
 	Coalesce             bool   // one transaction for identical copies of a message
 	MaxConnections       int    // sessions one run may open
 	EightBit             string // "convert" or "refuse"
+
+	Bounce   bool     // return failed mail to its sender
+	Sendmail []string // the command that takes a DSN
+	MaxAge   time.Duration
+	WarnAge  time.Duration // 0: no delay warnings
 }
 
 // For returns the settings for host (already validated and folded); flags
@@ -84,6 +91,16 @@ func (c *Config) For(host string) Settings {
 		s.MaxConnections = DefaultMaxConnections // a Config not made by Load
 	}
 	s.EightBit = pick(h.EightBit, pick(c.EightBit, "convert"))
+	s.Bounce = pickBool(h.Bounce, c.Bounce)
+	s.Sendmail = c.Sendmail
+	if s.Sendmail == nil {
+		s.Sendmail = DefaultSendmail
+	}
+	// Validated at load; the default parses.
+	s.MaxAge, _ = ParseAge(pick(h.MaxAge, pick(c.MaxAge, DefaultMaxAge)))
+	if w := pick(h.WarnAge, c.WarnAge); w != "" {
+		s.WarnAge, _ = ParseAge(w)
+	}
 	// Validated at load; the built-in defaults parse.
 	s.Timeout, _ = ParseDuration(pick(c.Timeout, "5m"))
 	s.DataTimeout, _ = ParseDuration(pick(c.DataTimeout, "10m"))
@@ -99,6 +116,22 @@ func pickBool(host, global *bool) bool {
 		return *global
 	}
 	return true
+}
+
+func warnAge(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
+// tomlList writes argv as a TOML array of strings.
+func tomlList(argv []string) string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		q[i] = strconv.Quote(a)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
 }
 
 func pick(v, def string) string {
@@ -142,6 +175,10 @@ func (s Settings) Print(w io.Writer) error {
 		{"coalesce", fmt.Sprint(s.Coalesce)},
 		{"max_connections", fmt.Sprint(s.MaxConnections)},
 		{"eight_bit", q(s.EightBit)},
+		{"bounce", fmt.Sprint(s.Bounce)},
+		{"sendmail", tomlList(s.Sendmail)},
+		{"max_age", q(s.MaxAge.String())},
+		{"warn_age", q(warnAge(s.WarnAge))},
 	}
 	for _, l := range lines {
 		if _, err := fmt.Fprintf(w, "%s = %s\n", l[0], l[1]); err != nil {

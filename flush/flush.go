@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +46,13 @@ type Config struct {
 	// ATRN's turned-around connection, which carries several hosts one
 	// after another. Run never closes it; the caller says QUIT.
 	Session *sender.Session
+	// Sendmail, when set, is the command that takes a DSN for each
+	// message in the failed folder (see bounceFailed); nil keeps failed
+	// copies for the admin, unreported.
+	Sendmail []string
+	// MaxAge, when set, expires messages held longer (see expire);
+	// WarnAge, when set, warns their senders once (see warn).
+	MaxAge, WarnAge time.Duration
 }
 
 // Summary counts messages by outcome, each message once: Sent (every
@@ -60,11 +68,12 @@ type Summary struct {
 	Busy                                           bool // another flush was running; it was asked for another pass
 	Unreachable                                    bool // no destination answered, or the connection failed with messages not yet offered
 	Layout                                         string
+	Bounced, BounceFailed                          int // DSNs handed to Sendmail, and those it did not take
 }
 
 // Left reports whether anything is left for a later run.
 func (s Summary) Left() bool {
-	return s.Deferred > 0 || s.Uncertain > 0 || s.PartialLeft > 0 || s.Unreachable
+	return s.Deferred > 0 || s.Uncertain > 0 || s.PartialLeft > 0 || s.Unreachable || s.BounceFailed > 0
 }
 
 // ErrSpool wraps local I/O trouble with the spool (exit 74).
@@ -94,8 +103,12 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	// summary that reads like a real flush.
 	if !r.sum.Busy && !cfg.DryRun {
 		s := r.sum
-		r.log.Infof("host=%s summary sent=%d deferred=%d failed=%d quarantined=%d uncertain=%d partial=%d bytes=%d elapsed=%s",
-			cfg.Host, s.Sent, s.Deferred, s.Failed, s.Quarantined, s.Uncertain, s.Partial, s.Bytes, s.Elapsed.Round(time.Millisecond))
+		bounces := ""
+		if len(cfg.Sendmail) > 0 {
+			bounces = fmt.Sprintf(" bounced=%d bounce_failed=%d", s.Bounced, s.BounceFailed)
+		}
+		r.log.Infof("host=%s summary sent=%d deferred=%d failed=%d quarantined=%d uncertain=%d partial=%d bytes=%d elapsed=%s%s",
+			cfg.Host, s.Sent, s.Deferred, s.Failed, s.Quarantined, s.Uncertain, s.Partial, s.Bytes, s.Elapsed.Round(time.Millisecond), bounces)
 	}
 	return r.sum, err
 }
@@ -111,6 +124,7 @@ type run struct {
 	// that hangs up at every MAIL) is not followed by another.
 	conns, progress int
 	struck          map[string]bool // spool ids that were in progress when a session died
+	remote          string          // the server dialled last, for Remote-MTA (see remoteTag)
 }
 
 func (r *run) maxConns() int {
@@ -155,12 +169,20 @@ func (r *run) run(ctx context.Context) (err error) {
 		}
 	}()
 	for passes := 0; ; passes++ {
-		if err := r.pass(ctx); err != nil {
+		left := r.sum.Deferred + r.sum.Uncertain
+		err := r.pass(ctx)
+		if err == nil && (r.sum.Deferred+r.sum.Uncertain > left || r.sum.Unreachable) {
+			// Only what a pass left can have grown too old; a spool
+			// the pass emptied is not opened again.
+			err = r.expire(ctx)
+		}
+		if err != nil {
 			if aerr := lock.Abandon(); aerr != nil {
 				r.log.Warnf("host=%s release lock: %v", r.cfg.Host, aerr)
 			}
 			return err
 		}
+		r.bounceFailed(ctx)
 		again := lock.TakeAgain()
 		if !again {
 			var rerr error
@@ -386,6 +408,10 @@ func (r *run) dial(ctx context.Context) bool {
 		r.log.Debugf("host=%s connected to %s tls=%v", r.cfg.Host, d, s.TLS())
 		r.conns++
 		r.sess = s
+		r.remote = d
+		if h, _, err := net.SplitHostPort(d); err == nil {
+			r.remote = h
+		}
 		return true
 	}
 	return false
@@ -417,7 +443,7 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn st
 	reply := replyText(res)
 	why := failReason(m, res, out)
 	// Record first, log second: the log line claims what the spool now holds.
-	if err := sp.Settle(m, out, why); err != nil {
+	if err := sp.Settle(m, out, why+remoteTag(r.remote, res)); err != nil {
 		return fmt.Errorf("settle %s: %w", m.ID, err)
 	}
 	status := ""

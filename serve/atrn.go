@@ -143,7 +143,7 @@ func (s *session) deliver(ctx context.Context, hosts []string) error {
 	}
 	for _, h := range hosts {
 		hs := s.cfg.Conf.For(h)
-		sum, err := flush.Run(ctx, flush.Config{
+		fc := flush.Config{
 			Host:    h,
 			Spool:   SpoolOptions(hs),
 			Sender:  so,
@@ -151,7 +151,15 @@ func (s *session) deliver(ctx context.Context, hosts []string) error {
 			Log:     s.log,
 			// Coalescing is the flush's, not the session's: per host.
 			NoCoalesce: !hs.Coalesce,
-		})
+			// An ODMR customer may never be flushed otherwise: its
+			// refusals, expiries and warnings are handled here too.
+			MaxAge:  hs.MaxAge,
+			WarnAge: hs.WarnAge,
+		}
+		if hs.Bounce {
+			fc.Sendmail = hs.Sendmail
+		}
+		sum, err := flush.Run(ctx, fc)
 		if err != nil || sum.Unreachable {
 			break // Run logged it; a dead session serves no further host
 		}

@@ -62,10 +62,10 @@ type unit struct {
 	size   int64    // of the entry, for the quarantine log line
 	idBase string
 	msgs   []unitMsg
-	next   int   // next message to hand out
-	out    int   // handed out, not settled
-	aux    any   // the kind's own
-	mtime  int64 // the candidate's, for Message.Time
+	next   int       // next message to hand out
+	out    int       // handed out, not settled
+	aux    any       // the kind's own
+	mtime  time.Time // the candidate's, for Message.Time and ModTime
 }
 
 // unitMsg is one message of an entry.
@@ -158,7 +158,7 @@ func (s *entrySpool) Next() (*Message, error) {
 			id += "@" + strconv.FormatInt(um.off, 10)
 		}
 		m := &Message{ID: id, From: um.env.From, To: to, Size: um.size, WireSize: um.wire, EightBit: um.eight, Open: open, ref: ref,
-			Time: time.Unix(0, u.mtime)}
+			Time: u.mtime, ModTime: u.mtime}
 		u.out++
 		s.fifo = append(s.fifo, m)
 		return m, nil
@@ -172,7 +172,7 @@ func (s *entrySpool) openUnit(c candidate) (*unit, error) {
 	if err != nil || u == nil {
 		return nil, err
 	}
-	u.mtime = c.mtime
+	u.mtime = time.Unix(0, c.mtime)
 	if damage == "" && len(u.msgs) == 0 {
 		damage = "no message in it"
 	}

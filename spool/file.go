@@ -50,6 +50,7 @@ type workFile struct {
 	inPlace bool // dry run reading Exim's file itself
 	f       *os.File
 	idBase  string
+	mtime   time.Time // of the claimed file: its last append
 	state   int
 	rd      *bsmtp.Reader
 	parsed  int64 // end of the last complete entry
@@ -297,6 +298,7 @@ func (w *workFile) open() error {
 		w.lastLn = 1
 	}
 	mtime := time.Unix(st.Mtim.Unix())
+	w.mtime = mtime
 	if w.inPlace {
 		w.idBase = filepath.Base(w.path) + "." + genTag(mtime, st.Ino)
 		ready()
@@ -477,7 +479,7 @@ func (w *workFile) message(e bsmtp.Entry, st string, idx []int) *Message {
 		to[i] = msg.To[j]
 	}
 	return &Message{
-		ID: w.id(e.Start), From: msg.From, To: to, Size: msg.Size, WireSize: msg.WireSize(), EightBit: msg.EightBit,
+		ID: w.id(e.Start), From: msg.From, To: to, Size: msg.Size, WireSize: msg.WireSize(), EightBit: msg.EightBit, ModTime: w.mtime,
 		Open: func() (io.ReadCloser, error) {
 			return io.NopCloser(bsmtp.Unstuff(io.NewSectionReader(sec, 0, sec.Size()))), nil
 		},

@@ -101,24 +101,6 @@ func ListCopies(dir string) ([]Copy, error) {
 	return out, nil
 }
 
-// readSmall reads at most max octets of a regular file; a reason file is
-// one line, and a planted FIFO must not hang a listing.
-func readSmall(path string, max int) (string, error) {
-	f, err := openRegular(path, os.O_RDONLY, 0)
-	if err != nil {
-		return "", err
-	}
-	buf := make([]byte, max)
-	n, rerr := f.Read(buf)
-	if cerr := f.Close(); cerr != nil {
-		return "", fmt.Errorf("%s: %w", path, cerr)
-	}
-	if rerr != nil && !errors.Is(rerr, io.EOF) {
-		return "", fmt.Errorf("%s: %w", path, rerr)
-	}
-	return string(buf[:n]), nil
-}
-
 // CopyEnvelope is the envelope of the first message of a BSMTP copy, for a
 // listing; a copy of another kind gives an error.
 func CopyEnvelope(c Copy) (bsmtp.Envelope, error) {

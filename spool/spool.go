@@ -70,10 +70,13 @@ type Message struct {
 	WireSize int64
 	EightBit bool
 	Open     func() (io.ReadCloser, error) // content, unstuffed, line ends as stored
-	// Time is the modification time of the entry file in a directory
-	// layout, for a listing's age when the message carries no Received:
-	// date; zero for an appended file, whose time is that of the last
-	// append or of a claim, not of this message.
+	// ModTime is the modification time of the entry holding the message:
+	// for an appended file, its last append (so never earlier than the
+	// message's arrival), which expiry may use as a lower bound.
+	ModTime time.Time
+	// Time is ModTime for a one-message-per-file layout and zero for an
+	// appended file, whose time says nothing of this message: what a
+	// listing shows as the message's own age.
 	Time time.Time
 
 	ref *msgRef
