@@ -306,7 +306,7 @@ func TestEximEngineSwitches(t *testing.T) {
 	const host = "file.rt.example"
 	cfgFile := func(body string) string {
 		p := filepath.Join(t.TempDir(), "etrnflush.toml")
-		if err := os.WriteFile(p, []byte("log = \"stderr\"\n"+body), 0o600); err != nil {
+		if err := os.WriteFile(p, []byte("log = \"stderr\"\nbounce = false\nmax_age = \"3650d\"\n"+body), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return p

@@ -44,7 +44,7 @@ type listRow struct {
 func writeConfig(t *testing.T, spoolDir, extra string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "etrnflush.toml")
-	if err := os.WriteFile(p, []byte("log = \"stderr\"\nspool_dir = \""+spoolDir+"\"\n"+extra), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte("log = \"stderr\"\nbounce = false\nmax_age = \"3650d\"\nspool_dir = \""+spoolDir+"\"\n"+extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -133,7 +133,7 @@ func TestRootThenEximUser(t *testing.T) {
 				t.Fatal(err)
 			}
 			conf := filepath.Join(base, "etrnflush.toml")
-			if err := os.WriteFile(conf, fmt.Appendf(nil, "spool_dir = %q\nlog = \"stderr\"\n", spoolDir), 0o644); err != nil {
+			if err := os.WriteFile(conf, fmt.Appendf(nil, "spool_dir = %q\nlog = \"stderr\"\nbounce = false\nmax_age = \"3650d\"\n", spoolDir), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			rec := newPolicyRecorder(t, policy)

@@ -29,8 +29,23 @@ mkdir -p "$WORK/bin"
 cp -R "$ROOT/testdata/demo/spool" "$WORK/spool"
 chmod 700 "$WORK/spool"
 chmod 600 "$WORK/spool/demo.example"
-# An empty config, so that one installed on this machine cannot interfere.
-: >"$WORK/etrnflush.toml"
+# A config of its own, so that one installed on this machine cannot
+# interfere. The delivery status notifications for refused mail go to a
+# stand-in for sendmail that files them under $WORK/bounces, never to this
+# machine's MTA; the sample's old dates must not expire it.
+mkdir -p "$WORK/bounces"
+cat >"$WORK/bin/sendmail" <<'SH'
+#!/bin/sh
+# Stand-in for sendmail: keeps the DSN that etrnflush hands over.
+for a; do rcpt=$a; done
+n=$(ls "$(dirname "$0")/../bounces" | wc -l)
+cat >"$(dirname "$0")/../bounces/dsn-$n-to-$rcpt.eml"
+SH
+chmod 755 "$WORK/bin/sendmail"
+cat >"$WORK/etrnflush.toml" <<EOF
+sendmail = ["$WORK/bin/sendmail", "-i", "-f", "<>", "--"]
+max_age = "3650d"
+EOF
 unset ETRNFLUSH_CONFIG
 
 say "starting the sink (it plays demo.example's mail server)"
@@ -80,7 +95,9 @@ say "where things are"
 echo "received messages:   $WORK/received/"
 echo "spool directory:     $WORK/spool/"
 (cd "$WORK/spool" && find . -mindepth 1 | sort | sed 's|^\./|                       |')
-echo "failed (5xx) copies: $WORK/spool/.etrnflush-demo.example.failed/"
+echo "failed (5xx) copies: $WORK/spool/.etrnflush-demo.example.failed/ (gone once bounced)"
+echo "bounces (DSNs):      $WORK/bounces/"
+ls "$WORK/bounces" | sed 's|^|                       |'
 echo "remove it all with:  rm -rf $WORK"
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 75 ]; then
 	exit "$rc"
