@@ -578,14 +578,15 @@ func flushAction(c *cli.Context) error {
 	}
 
 	fc := flush.Config{
-		Host:           host,
-		Spool:          serve.SpoolOptions(s),
-		Sender:         so,
-		DryRun:         dryRun,
-		NoCoalesce:     !s.Coalesce,
-		MaxConnections: s.MaxConnections,
-		Out:            c.App.Writer,
-		Log:            log,
+		Host:            host,
+		Spool:           serve.SpoolOptions(s),
+		Sender:          so,
+		DryRun:          dryRun,
+		NoCoalesce:      !s.Coalesce,
+		MaxConnections:  s.MaxConnections,
+		MaxMailRefusals: s.MaxMailRefusals,
+		Out:             c.App.Writer,
+		Log:             log,
 	}
 	if s.Bounce {
 		fc.Sendmail = s.Sendmail

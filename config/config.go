@@ -46,6 +46,8 @@ type Host struct {
 	Coalesce    *bool `toml:"coalesce"`
 
 	MaxConnections *int   `toml:"max_connections"`
+	// MaxMailRefusals: nil means the global value.
+	MaxMailRefusals *int `toml:"max_mail_refusals"`
 	EightBit       string `toml:"eight_bit"`
 
 	Bounce  *bool  `toml:"bounce"` // nil: as the global key says
@@ -70,6 +72,10 @@ type Config struct {
 	// MaxConnections bounds the sessions one run opens: a server that
 	// ends a session after N messages (421) is dialled again.
 	MaxConnections int             `toml:"max_connections"`
+	// MaxMailRefusals: a server that refuses MAIL FROM for more than this
+	// many consecutive messages from different senders refuses us, not
+	// them: the run stops and keeps everything (0: never).
+	MaxMailRefusals *int `toml:"max_mail_refusals"`
 	EightBit       string          `toml:"eight_bit"`
 	Hosts          map[string]Host `toml:"host"`
 	Serve          Serve           `toml:"serve"`
@@ -116,6 +122,9 @@ func Defaults() Config {
 // closing every session at once costs little.
 const DefaultMaxConnections = 10
 
+// DefaultMaxMailRefusals is max_mail_refusals when not set.
+const DefaultMaxMailRefusals = 5
+
 // MaxMaxConnections caps max_connections.
 const MaxMaxConnections = 1000
 
@@ -137,7 +146,7 @@ const MaxMaxInflight = 1000
 func Keys() []string {
 	return []string{"spool_dir", "format", "helo", "tls", "timeout", "data_timeout", "log",
 		"mailstore_prefix_lines", "mailstore_suffix_lines", "maildir_envelope", "delivered_to_prefix",
-		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit",
+		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit", "max_mail_refusals",
 		"bounce", "sendmail", "max_age", "warn_age"}
 }
 
@@ -145,7 +154,7 @@ func Keys() []string {
 func HostKeys() []string {
 	return []string{"route", "spool", "format", "helo", "tls", "tls_name", "auth_user", "auth_password_file",
 		"mailstore_prefix_lines", "mailstore_suffix_lines", "maildir_envelope", "delivered_to_prefix",
-		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit",
+		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit", "max_mail_refusals",
 		"bounce", "max_age", "warn_age"}
 }
 
@@ -411,6 +420,9 @@ func (c *Config) validate(data []byte) error {
 	if err := CheckMaxConnections(c.MaxConnections); err != nil {
 		return c.errAt(data, toml.Key{"max_connections"}, err.Error())
 	}
+	if c.MaxMailRefusals != nil && (*c.MaxMailRefusals < 0 || *c.MaxMailRefusals > 10000) {
+		return c.errAt(data, toml.Key{"max_mail_refusals"}, fmt.Sprintf("%d is not between 0 and 10000", *c.MaxMailRefusals))
+	}
 	if err := check(toml.Key{"eight_bit"}, c.EightBit, CheckEightBit); err != nil {
 		return err
 	}
@@ -466,6 +478,9 @@ func (c *Config) validate(data []byte) error {
 			if err := CheckMaxConnections(*h.MaxConnections); err != nil {
 				return c.errAt(data, k("max_connections"), err.Error())
 			}
+		}
+		if h.MaxMailRefusals != nil && (*h.MaxMailRefusals < 0 || *h.MaxMailRefusals > 10000) {
+			return c.errAt(data, k("max_mail_refusals"), fmt.Sprintf("%d is not between 0 and 10000", *h.MaxMailRefusals))
 		}
 		if err := check(k("eight_bit"), h.EightBit, CheckEightBit); err != nil {
 			return err

@@ -34,6 +34,7 @@ type Settings struct {
 	Chunking             bool   // use CHUNKING when offered
 	Coalesce             bool   // one transaction for identical copies of a message
 	MaxConnections       int    // sessions one run may open
+	MaxMailRefusals      int    // consecutive MAIL refusals of different senders before a run stops; 0 never
 	EightBit             string // "convert" or "refuse"
 
 	Bounce   bool     // return failed mail to its sender
@@ -83,6 +84,13 @@ func (c *Config) For(host string) Settings {
 	s.Pipelining = pickBool(h.Pipelining, c.Pipelining)
 	s.Chunking = pickBool(h.Chunking, c.Chunking)
 	s.Coalesce = pickBool(h.Coalesce, c.Coalesce)
+	s.MaxMailRefusals = DefaultMaxMailRefusals
+	if c.MaxMailRefusals != nil {
+		s.MaxMailRefusals = *c.MaxMailRefusals
+	}
+	if h.MaxMailRefusals != nil {
+		s.MaxMailRefusals = *h.MaxMailRefusals
+	}
 	s.MaxConnections = c.MaxConnections
 	if h.MaxConnections != nil {
 		s.MaxConnections = *h.MaxConnections
@@ -174,6 +182,7 @@ func (s Settings) Print(w io.Writer) error {
 		{"chunking", fmt.Sprint(s.Chunking)},
 		{"coalesce", fmt.Sprint(s.Coalesce)},
 		{"max_connections", fmt.Sprint(s.MaxConnections)},
+		{"max_mail_refusals", fmt.Sprint(s.MaxMailRefusals)},
 		{"eight_bit", q(s.EightBit)},
 		{"bounce", fmt.Sprint(s.Bounce)},
 		{"sendmail", tomlList(s.Sendmail)},

@@ -38,6 +38,10 @@ type Config struct {
 	// MaxPasses bounds extra passes asked for by concurrent runs, so that
 	// a stream of ETRNs cannot keep one process alive forever.
 	MaxPasses int
+	// MaxMailRefusals, when above 0, stops a run whose server refuses
+	// MAIL FROM for more than this many consecutive messages from
+	// different senders, keeping them all (see refusedUs).
+	MaxMailRefusals int
 	// MaxConnections bounds the sessions one run opens when servers end
 	// them early (0: DefaultMaxConnections). An ATRN session is never
 	// redialled.
@@ -264,9 +268,33 @@ func (r *run) pass(ctx context.Context) (err error) {
 	// queue maps each report back to its spool messages.
 	f := &feeder{sp: sp, coalesce: !r.cfg.NoCoalesce, pending: first}
 	struckNow := false // a message of this session was struck (see below)
+	// held are transactions whose MAIL FROM the server refused with a
+	// 5xx, not settled yet: a run of them from more than
+	// MaxMailRefusals different senders means the server refuses us,
+	// not them, and then they are kept instead of failed (and bounced).
+	var held []heldReport
+	release := func() error {
+		for _, h := range held {
+			if err := r.settleGroup(sp, h.group, h.res); err != nil {
+				return err
+			}
+		}
+		held = nil
+		return nil
+	}
 	report := func(_ *sender.Message, res sender.Result) error {
 		group := f.queue[0]
 		f.queue = f.queue[1:]
+		if lim := r.cfg.MaxMailRefusals; lim > 0 && res.MailRefused && res.Reply.Code >= 500 {
+			held = append(held, heldReport{group, res})
+			if distinctSenders(held) > lim {
+				return errRefusesUs
+			}
+			return nil
+		}
+		if err := release(); err != nil {
+			return err
+		}
 		if res.Unsent && r.cfg.Session == nil && !r.struck[group[0].ID] {
 			// The session ended before the server did anything with it:
 			// the next session of this run offers it again. The first
@@ -286,22 +314,20 @@ func (r *run) pass(ctx context.Context) (err error) {
 			f.retry = append(f.retry, group)
 			return nil
 		}
-		r.progress++
-		txn := ""
-		if len(group) > 1 {
-			txn = group[0].ID
-		}
-		for i, part := range split(group, res) {
-			if err := r.settle(sp, group[i], part, txn); err != nil {
-				return err
-			}
-		}
-		return nil
+		return r.settleGroup(sp, group, res)
 	}
 	for {
 		before := r.progress
 		struckNow = false
 		serr := r.sess.Send(ctx, f.next, report)
+		if errors.Is(serr, errRefusesUs) {
+			return r.refusedUs(sp, held)
+		}
+		// A run of refusals that ended without tripping the limit was
+		// the server's word on those senders.
+		if err := release(); err != nil {
+			return spoolErr("flush", err)
+		}
 		if serr == nil {
 			return nil
 		}
@@ -344,6 +370,66 @@ func (r *run) pass(ctx context.Context) (err error) {
 		r.sum.Unreachable = true
 		return r.keepAll(sp, m, f.leftover, "the connection ended before these were offered; kept for the next run")
 	}
+}
+
+// heldReport is one transaction's outcome held back (see pass).
+type heldReport struct {
+	group []*spool.Message
+	res   sender.Result
+}
+
+// errRefusesUs stops a Send whose server refused MAIL FROM for more than
+// MaxMailRefusals different senders in a row.
+var errRefusesUs = errors.New("the server refuses our MAIL FROM")
+
+// distinctSenders counts the different reverse paths among held.
+func distinctSenders(held []heldReport) int {
+	seen := map[string]bool{}
+	for _, h := range held {
+		seen[strings.ToLower(h.group[0].From)] = true
+	}
+	return len(seen)
+}
+
+// settleGroup records and logs the outcome of one transaction, split
+// back over the spool messages it carried.
+func (r *run) settleGroup(sp spool.Spool, group []*spool.Message, res sender.Result) error {
+	r.progress++
+	txn := ""
+	if len(group) > 1 {
+		txn = group[0].ID
+	}
+	for i, part := range split(group, res) {
+		if err := r.settle(sp, group[i], part, txn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refusedUs ends a run whose server turned away MAIL FROM for sender
+// after sender: a customer's misconfiguration (a relay restriction, a
+// blocklist entry for the provider), not a verdict on each message. The
+// refused messages are kept, not failed and bounced; nothing more is
+// offered; one line tells the postmaster.
+func (r *run) refusedUs(sp spool.Spool, held []heldReport) error {
+	n := 0
+	for _, h := range held {
+		for _, m := range h.group {
+			if err := sp.Settle(m, make([]spool.Outcome, len(m.To)), ""); err != nil {
+				return spoolErr("keep "+m.ID, err)
+			}
+			n++
+		}
+	}
+	r.sum.Deferred += n
+	r.dead = true
+	r.sum.Unreachable = true
+	last := held[len(held)-1].res.Reply
+	r.log.Errorf("host=%s status=refuses-us messages=%d senders=%d reply=%s reason=%s", r.cfg.Host, n, distinctSenders(held),
+		Quote(fmt.Sprintf("%d %s", last.Code, last.Text)),
+		Quote("the server refused MAIL FROM for every one of these senders: it refuses this relay, not them; all mail is kept, nothing is bounced"))
+	return nil
 }
 
 // keepAll counts what an unreachable host leaves in the spool, so that the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -647,6 +648,74 @@ func TestWarnings(t *testing.T) {
 	} {
 		if !strings.Contains(logBuf.String(), want) {
 			t.Errorf("no line %q in the log:\n%s", want, &logBuf)
+		}
+	}
+}
+
+// TestRefusesUs: a server that refuses MAIL FROM for sender after sender
+// refuses the relay, not the mail (a customer's misconfiguration): past
+// MaxMailRefusals different senders in a row the run stops, keeps every
+// message and fails (and so bounces) none, with one host-level line.
+// Refusals of one sender, or a run shorter than the limit, are the
+// server's word on those messages.
+func TestRefusesUs(t *testing.T) {
+	mk := func(senders ...string) []testMsg {
+		var out []testMsg
+		for i, s := range senders {
+			out = append(out, testMsg{s, []string{fmt.Sprintf("r%d@h.example", i)}})
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name      string
+		batch     []testMsg
+		refuse    []string // senders refused at MAIL
+		sent      int
+		failed    int
+		kept      int
+		refusesUs bool
+	}{
+		{"every sender refused", mk("a@x", "b@x", "c@x", "d@x", "e@x", "f@x", "g@x", "h@x"),
+			[]string{"a@x", "b@x", "c@x", "d@x", "e@x", "f@x", "g@x", "h@x"}, 0, 0, 8, true},
+		{"one sender refused, again and again", mk("a@x", "a@x", "a@x", "a@x", "a@x", "a@x", "a@x", "b@x"),
+			[]string{"a@x"}, 1, 7, 0, false},
+		{"a short run of refusals", mk("a@x", "b@x", "c@x", "d@x", "e@x", "f@x"),
+			[]string{"a@x", "b@x", "c@x"}, 3, 3, 0, false},
+	} {
+		for _, window := range []int{1, 0} {
+			t.Run(fmt.Sprintf("%s/window %d", c.name, window), func(t *testing.T) {
+				faults := map[string]string{}
+				for _, s := range c.refuse {
+					faults["MAIL "+s] = "550"
+				}
+				be := &faultSink{faults: faults}
+				addr := startFaultSink(t, be)
+				path := filepath.Join(t.TempDir(), "h.example")
+				writeSpool(t, path, c.batch, -1)
+				var logBuf bytes.Buffer
+				sum, err := Run(context.Background(), Config{
+					Host:            "h.example",
+					Spool:           spool.Options{Path: path},
+					Sender:          sender.Options{Helo: "test.example", TLS: sender.TLSNone, Timeout: 5 * time.Second, MaxInflight: window},
+					Dests:           []string{addr},
+					Log:             NewWriterLogger(&logBuf, false),
+					MaxMailRefusals: 5,
+				})
+				if err != nil {
+					t.Fatalf("Run: %v\n%s", err, &logBuf)
+				}
+				failed, _ := failedIn(t, path)
+				if len(be.accepted()) != c.sent || len(failed) != c.failed || len(leftIn(t, path)) != c.kept {
+					t.Errorf("sent %d, failed %d, kept %d; want %d, %d, %d\n%s", len(be.accepted()), len(failed), len(leftIn(t, path)),
+						c.sent, c.failed, c.kept, &logBuf)
+				}
+				if got := strings.Count(logBuf.String(), "status=refuses-us"); (got == 1) != c.refusesUs || got > 1 {
+					t.Errorf("%d refuses-us lines\n%s", got, &logBuf)
+				}
+				if c.refusesUs && (!sum.Left() || sum.Failed != 0) {
+					t.Errorf("summary %+v: want everything kept, exit 75", sum)
+				}
+			})
 		}
 	}
 }

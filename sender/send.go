@@ -99,6 +99,7 @@ func (t *txn) judge(kind ekind, i int, last bool, r reply) bool {
 			t.mail = 1
 		case fourOrFive:
 			t.mail = -1
+			t.res.MailRefused = true
 			t.refuse(r, t.all())
 		default:
 			return false

@@ -170,6 +170,9 @@ type Result struct {
 	// Local is set when the message was refused here, without being
 	// offered: the server could never take it as it is (see Reply).
 	Local bool
+	// MailRefused is set when the server refused MAIL FROM itself (Reply
+	// is that refusal): the sender, not a recipient, was turned away.
+	MailRefused bool
 	// Converted is set when 8-bit content was re-encoded as 7-bit MIME
 	// for a server without 8BITMIME.
 	Converted bool

@@ -155,6 +155,8 @@ func (s *session) deliver(ctx context.Context, hosts []string) error {
 			// refusals, expiries and warnings are handled here too.
 			MaxAge:  hs.MaxAge,
 			WarnAge: hs.WarnAge,
+
+			MaxMailRefusals: hs.MaxMailRefusals,
 		}
 		if hs.Bounce {
 			fc.Sendmail = hs.Sendmail
