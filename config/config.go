@@ -45,10 +45,10 @@ type Host struct {
 	Chunking    *bool `toml:"chunking"`
 	Coalesce    *bool `toml:"coalesce"`
 
-	MaxConnections *int   `toml:"max_connections"`
+	MaxConnections *int `toml:"max_connections"`
 	// MaxMailRefusals: nil means the global value.
-	MaxMailRefusals *int `toml:"max_mail_refusals"`
-	EightBit       string `toml:"eight_bit"`
+	MaxMailRefusals *int   `toml:"max_mail_refusals"`
+	EightBit        string `toml:"eight_bit"`
 
 	Bounce  *bool  `toml:"bounce"` // nil: as the global key says
 	MaxAge  string `toml:"max_age"`
@@ -71,15 +71,15 @@ type Config struct {
 	Coalesce    *bool  `toml:"coalesce"`
 	// MaxConnections bounds the sessions one run opens: a server that
 	// ends a session after N messages (421) is dialled again.
-	MaxConnections int             `toml:"max_connections"`
+	MaxConnections int `toml:"max_connections"`
 	// MaxMailRefusals: a server that refuses MAIL FROM for more than this
 	// many consecutive messages from different senders refuses us, not
 	// them: the run stops and keeps everything (0: never).
-	MaxMailRefusals *int `toml:"max_mail_refusals"`
-	EightBit       string          `toml:"eight_bit"`
-	Hosts          map[string]Host `toml:"host"`
-	Serve          Serve           `toml:"serve"`
-	Users          map[string]User `toml:"user"`
+	MaxMailRefusals *int            `toml:"max_mail_refusals"`
+	EightBit        string          `toml:"eight_bit"`
+	Hosts           map[string]Host `toml:"host"`
+	Serve           Serve           `toml:"serve"`
+	Users           map[string]User `toml:"user"`
 
 	MailstorePrefixLines int    `toml:"mailstore_prefix_lines"`
 	MailstoreSuffixLines int    `toml:"mailstore_suffix_lines"`
