@@ -592,16 +592,24 @@ func replyText(res sender.Result) string {
 // was refused there, else the reply that ended the transaction. When they
 // differ, each reason names its recipient.
 func failReason(m *spool.Message, res sender.Result, out []spool.Outcome) string {
+	return reasonFor(m, res, out, spool.Failed, 5)
+}
+
+// reasonFor explains the recipients with outcome want: each one's RCPT
+// reply when it got one of class (4 or 5) there, else the reply that
+// ended the transaction; one reason when they share it, else each
+// recipient with its own.
+func reasonFor(m *spool.Message, res sender.Result, out []spool.Outcome, want spool.Outcome, class int) string {
 	all := replyText(res)
 	var per []string
 	same := true
 	first := ""
 	for i, o := range out {
-		if o != spool.Failed {
+		if o != want {
 			continue
 		}
 		t := all
-		if i < len(res.RcptReplies) && res.RcptReplies[i].Code >= 500 {
+		if i < len(res.RcptReplies) && res.RcptReplies[i].Code/100 == class {
 			rr := res.RcptReplies[i]
 			t = fmt.Sprintf("%d %s", rr.Code, rr.Text)
 		}

@@ -1,8 +1,6 @@
 package flush
 
 import (
-	"fmt"
-	"strings"
 
 	"etrnflush/sender"
 	"etrnflush/spool"
@@ -37,31 +35,5 @@ func (r *run) count(status string, m *spool.Message, anySent, anyKept bool) {
 // not take (out == Keep), as failReason is for the refused ones: one reply
 // when they share it, else each recipient with its own.
 func deferReason(m *spool.Message, res sender.Result, out []spool.Outcome) string {
-	all := replyText(res)
-	var per []string
-	same := true
-	first := ""
-	for i, o := range out {
-		if o != spool.Keep {
-			continue
-		}
-		t := all
-		if i < len(res.RcptReplies) && res.RcptReplies[i].Code >= 400 && res.RcptReplies[i].Code < 500 {
-			rr := res.RcptReplies[i]
-			t = fmt.Sprintf("%d %s", rr.Code, rr.Text)
-		}
-		if len(per) == 0 {
-			first = t
-		} else if t != first {
-			same = false
-		}
-		per = append(per, "<"+m.To[i]+"> "+t)
-	}
-	if len(per) == 0 {
-		return ""
-	}
-	if same {
-		return first
-	}
-	return strings.Join(per, "; ")
+	return reasonFor(m, res, out, spool.Keep, 4)
 }
