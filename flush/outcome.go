@@ -1,7 +1,6 @@
 package flush
 
 import (
-
 	"etrnflush/sender"
 	"etrnflush/spool"
 )
