@@ -305,15 +305,6 @@ func TestEximReceiverBlockedHead(t *testing.T) {
 	}
 }
 
-// knownBug skips a test that shows a product bug not fixed yet, unless
-// ETRNFLUSH_KNOWN_BUGS=1 asks to see it fail.
-func knownBug(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("ETRNFLUSH_KNOWN_BUGS") == "" {
-		t.Skip("BUG: " + why + " (ETRNFLUSH_KNOWN_BUGS=1 runs it)")
-	}
-}
-
 // TestEximReceiverLimits is issue 10's second case: Exim with
 // recipients_max = 10 (RCPT 11 gets 452 4.5.3) and
 // smtp_accept_max_per_connection = 20 (MAIL 21 gets 421), and a spool of
@@ -327,21 +318,14 @@ func TestEximReceiverLimits(t *testing.T) {
 	cases := []struct {
 		name     string
 		defines  []string
-		sessions int    // at least; exactly 1 without a connection limit
-		bug      string // a known product bug makes this case fail
+		sessions int // at least; exactly 1 without a connection limit
 	}{
 		{name: "recipients_max", defines: []string{"-DSINKRCPTMAX=10"}, sessions: 1},
 		{name: "smtp_accept_max_per_connection", defines: []string{"-DSINKCONNMSGS=20"}, sessions: 3},
-		{name: "both", defines: []string{"-DSINKRCPTMAX=10", "-DSINKCONNMSGS=20"}, sessions: 4,
-			bug: "recipients refused with 452 4.5.3 whose new transaction had not started when the session ended (421 at a " +
-				"later MAIL) are logged deferred and kept for the next run instead of being sent in the next session " +
-				"(exit 75, 20 recipients of each 30-recipient message left)"},
+		{name: "both", defines: []string{"-DSINKRCPTMAX=10", "-DSINKCONNMSGS=20"}, sessions: 4},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.bug != "" {
-				knownBug(t, tc.bug)
-			}
 			t.Parallel()
 			testEximLimits(t, tc.defines, tc.sessions)
 		})

@@ -31,10 +31,85 @@ type feeder struct {
 	pendingSum []byte         // its digest, when it was computed
 	err        error          // what the spool said after the last lookahead (io.EOF included)
 
-	queue [][]*spool.Message // offered groups awaiting their report, oldest first
-	// retry holds groups a session ended without touching (Result.Unsent),
-	// in spool order: the next session offers them first.
-	retry [][]*spool.Message
+	queue []*item // offered transactions awaiting their report, oldest first
+	// retry holds what a session ended without touching (Result.Unsent)
+	// and the remainders it ended part-way through (see item), in spool
+	// order: the next session offers them first.
+	retry []*item
+	// order holds the outcomes that must wait, because an earlier
+	// transaction's remainder went to retry: the spool records outcomes
+	// in its own order only.
+	order []*slot
+}
+
+// item is one transaction's spool messages. A remainder (prior set) is
+// the part of one a session ended in the middle of: the recipients the
+// server's limit left for a further transaction that never started. The
+// recipients at idx (in the group's recipients, in order) go again, and
+// their outcome joins prior's; slot holds the group's place in order.
+type item struct {
+	group []*spool.Message
+	prior *sender.Result
+	idx   []int
+	slot  *slot
+}
+
+// slot is a transaction's outcome waiting for its turn to be recorded;
+// ready once it is final.
+type slot struct {
+	group []*spool.Message
+	res   sender.Result
+	ready bool
+}
+
+// join merges the outcome c of a remainder's transaction into the
+// outcome of its whole group.
+func (it *item) join(c sender.Result) sender.Result {
+	p := *it.prior
+	r := p
+	r.Rcpts = append([]sender.Status(nil), p.Rcpts...)
+	r.RcptReplies = append([]sender.Reply(nil), p.RcptReplies...)
+	r.RcptUnsent = nil
+	r.Unsent, r.MailRefused = false, false
+	whole := true
+	for j, i := range it.idx {
+		if j >= len(c.Rcpts) || i >= len(r.Rcpts) {
+			break
+		}
+		r.Rcpts[i] = c.Rcpts[j]
+		if j < len(c.RcptReplies) && i < len(r.RcptReplies) {
+			r.RcptReplies[i] = c.RcptReplies[j]
+		}
+		whole = whole && c.Rcpts[j] == sender.Sent
+		if c.Unsent || (c.RcptUnsent != nil && c.RcptUnsent[j]) {
+			if r.RcptUnsent == nil {
+				r.RcptUnsent = make([]bool, len(r.Rcpts))
+			}
+			r.RcptUnsent[i] = true
+		}
+	}
+	if !whole {
+		r.Reply = c.Reply // what explains the recipients not delivered
+	}
+	r.Uncertain = r.Uncertain || c.Uncertain
+	r.Local = r.Local || c.Local
+	r.Converted = r.Converted || c.Converted
+	return r
+}
+
+// unsentRcpts lists the recipients of res marked RcptUnsent, when some
+// of its recipients are not: a remainder worth a new session.
+func unsentRcpts(res sender.Result) []int {
+	if res.Unsent {
+		return nil
+	}
+	var idx []int
+	for i, u := range res.RcptUnsent {
+		if u && i < len(res.Rcpts) && res.Rcpts[i] == sender.Deferred {
+			idx = append(idx, i)
+		}
+	}
+	return idx
 }
 
 // take returns the next spool message not yet offered.
@@ -56,11 +131,11 @@ func (f *feeder) take() (*spool.Message, []byte, error) {
 
 // leftover yields what is left to keep once no session will take more:
 // the groups set aside for a retry, then the spool's messages not yet
-// offered.
+// offered. Remainders must have been resolved (see run.resolve) first.
 func (f *feeder) leftover() (*spool.Message, error) {
 	for len(f.retry) > 0 {
-		if g := f.retry[0]; len(g) > 0 {
-			f.retry[0] = g[1:]
+		if g := f.retry[0].group; len(g) > 0 {
+			f.retry[0].group = g[1:]
 			return g[0], nil
 		}
 		f.retry = f.retry[1:]
@@ -71,7 +146,7 @@ func (f *feeder) leftover() (*spool.Message, error) {
 // unread puts back the message leftover returned, for the next session.
 func (f *feeder) unread(m *spool.Message) {
 	if len(f.retry) > 0 {
-		f.retry[0] = append([]*spool.Message{m}, f.retry[0]...)
+		f.retry[0].group = append([]*spool.Message{m}, f.retry[0].group...)
 		return
 	}
 	f.pending, f.pendingSum = m, nil
@@ -86,9 +161,9 @@ func (f *feeder) nextSpool() (*spool.Message, error) {
 // next is the sender's source of transactions.
 func (f *feeder) next() (*sender.Message, error) {
 	if len(f.retry) > 0 {
-		group := f.retry[0]
+		it := f.retry[0]
 		f.retry = f.retry[1:]
-		return f.offer(group), nil
+		return f.offer(it), nil
 	}
 	head, headSum, err := f.take()
 	if err != nil {
@@ -98,18 +173,25 @@ func (f *feeder) next() (*sender.Message, error) {
 	if f.coalesce && len(head.To) > 0 {
 		group = f.grow(head, headSum)
 	}
-	return f.offer(group), nil
+	return f.offer(&item{group: group}), nil
 }
 
-// offer queues group for its report and makes its transaction.
-func (f *feeder) offer(group []*spool.Message) *sender.Message {
-	f.queue = append(f.queue, group)
-	head := group[0]
+// offer queues it for its report and makes its transaction.
+func (f *feeder) offer(it *item) *sender.Message {
+	f.queue = append(f.queue, it)
+	head := it.group[0]
 	to := head.To
-	if len(group) > 1 {
+	if len(it.group) > 1 {
 		to = make([]string, 0, maxGroupRcpts)
-		for _, m := range group {
+		for _, m := range it.group {
 			to = append(to, m.To...)
+		}
+	}
+	if it.prior != nil {
+		all := to
+		to = make([]string, len(it.idx))
+		for j, i := range it.idx {
+			to[j] = all[i]
 		}
 	}
 	return &sender.Message{From: head.From, To: to, Size: head.Size, WireSize: head.WireSize, EightBit: head.EightBit, Open: head.Open}

@@ -273,9 +273,19 @@ func (r *run) pass(ctx context.Context) (err error) {
 	// MaxMailRefusals different senders means the server refuses us,
 	// not them, and then they are kept instead of failed (and bounced).
 	var held []heldReport
+	// commit records a transaction's outcome now, or after the remainder
+	// of an earlier one (see item) when there is one waiting.
+	commit := func(group []*spool.Message, res sender.Result) error {
+		if len(f.order) == 0 {
+			return r.settleGroup(sp, group, res)
+		}
+		f.order = append(f.order, &slot{group: group, res: res, ready: true})
+		r.progress++ // known, if not recorded yet: worth another session
+		return nil
+	}
 	release := func() error {
 		for _, h := range held {
-			if err := r.settleGroup(sp, h.group, h.res); err != nil {
+			if err := commit(h.group, h.res); err != nil {
 				return err
 			}
 		}
@@ -283,8 +293,42 @@ func (r *run) pass(ctx context.Context) (err error) {
 		return nil
 	}
 	report := func(_ *sender.Message, res sender.Result) error {
-		group := f.queue[0]
+		it := f.queue[0]
 		f.queue = f.queue[1:]
+		group := it.group
+		if it.prior != nil {
+			before := it.prior.Rcpts
+			res = it.join(res)
+			for i, st := range res.Rcpts {
+				if st != before[i] {
+					r.progress++ // this session settled part of it
+					break
+				}
+			}
+		}
+		if idx := unsentRcpts(res); idx != nil && r.cfg.Session == nil {
+			// The session ended before the recipients the server's
+			// limit left out got their own transaction: the next
+			// session of this run offers them, and this group's outcome
+			// is recorded once they have one.
+			s := it.slot
+			if s == nil {
+				r.progress++ // some of it was delivered
+				s = &slot{group: group}
+				if err := release(); err != nil {
+					return err
+				}
+				f.order = append(f.order, s)
+			}
+			f.retry = append(f.retry, &item{group: group, prior: &res, idx: idx, slot: s})
+			r.log.Infof("host=%s id=%s event=remainder rcpts=%d reason=%s", r.cfg.Host, logID(group[0].ID), len(idx),
+				Quote("the session ended before the recipients over the server's limit were offered; the next session offers them"))
+			return nil
+		}
+		if it.slot != nil {
+			it.slot.res, it.slot.ready = res, true
+			return r.drain(sp, f)
+		}
 		if lim := r.cfg.MaxMailRefusals; lim > 0 && res.MailRefused && res.Reply.Code >= 500 {
 			held = append(held, heldReport{group, res})
 			if distinctSenders(held) > lim {
@@ -311,16 +355,19 @@ func (r *run) pass(ctx context.Context) (err error) {
 				}
 				r.struck[group[0].ID] = true
 			}
-			f.retry = append(f.retry, group)
+			f.retry = append(f.retry, it)
 			return nil
 		}
-		return r.settleGroup(sp, group, res)
+		return commit(group, res)
 	}
 	for {
 		before := r.progress
 		struckNow = false
 		serr := r.sess.Send(ctx, f.next, report)
 		if errors.Is(serr, errRefusesUs) {
+			if err := r.resolve(sp, f); err != nil {
+				return spoolErr("flush", err)
+			}
 			return r.refusedUs(sp, held)
 		}
 		// A run of refusals that ended without tripping the limit was
@@ -329,6 +376,9 @@ func (r *run) pass(ctx context.Context) (err error) {
 			return spoolErr("flush", err)
 		}
 		if serr == nil {
+			if err := r.resolve(sp, f); err != nil {
+				return spoolErr("flush", err)
+			}
 			return nil
 		}
 		var se *sender.Error
@@ -343,33 +393,70 @@ func (r *run) pass(ctx context.Context) (err error) {
 			}
 		}
 		r.sess = nil
-		m, err := f.leftover()
-		if err == io.EOF {
-			// A session that dies in the RSET or QUIT after the last
-			// message leaves nothing behind.
-			return nil
-		}
-		if err != nil {
-			return spoolErr("read spool", err)
+		if len(f.retry) == 0 {
+			m, err := f.leftover()
+			if err == io.EOF {
+				// A session that dies in the RSET or QUIT after the last
+				// message leaves nothing behind.
+				return nil
+			}
+			if err != nil {
+				return spoolErr("read spool", err)
+			}
+			f.unread(m)
 		}
 		// A server that ends sessions after N messages (Exim's
 		// smtp_accept_max_per_connection, a 421) or after N recipients
 		// gets a new session for the rest, as Exim's and Postfix's own
 		// clients do; one that made no progress at all does not.
 		if r.cfg.Session == nil && ctx.Err() == nil && r.progress > before && r.conns < r.maxConns() {
-			f.unread(m)
 			r.log.Infof("host=%s reconnecting for what is left: session %d of at most %d", r.cfg.Host, r.conns+1, r.maxConns())
 			if r.dial(ctx) {
 				continue
 			}
-			if m, err = f.leftover(); err != nil {
-				return spoolErr("read spool", err)
-			}
+		}
+		if err := r.resolve(sp, f); err != nil {
+			return spoolErr("flush", err)
 		}
 		r.dead = true
 		r.sum.Unreachable = true
+		m, err := f.leftover()
+		if err == io.EOF {
+			return nil // what was left were remainders, now recorded
+		}
+		if err != nil {
+			return spoolErr("read spool", err)
+		}
 		return r.keepAll(sp, m, f.leftover, "the connection ended before these were offered; kept for the next run")
 	}
+}
+
+// resolve records the outcomes that waited for remainders no session
+// will carry now: their recipients stay for the next run, the rest of
+// their group as the server answered.
+func (r *run) resolve(sp spool.Spool, f *feeder) error {
+	kept := f.retry[:0]
+	for _, it := range f.retry {
+		if it.prior == nil {
+			kept = append(kept, it)
+			continue
+		}
+		it.slot.res, it.slot.ready = *it.prior, true
+	}
+	f.retry = kept
+	return r.drain(sp, f)
+}
+
+// drain records the waiting outcomes that are final, in order.
+func (r *run) drain(sp spool.Spool, f *feeder) error {
+	for len(f.order) > 0 && f.order[0].ready {
+		s := f.order[0]
+		f.order = f.order[1:]
+		if err := r.settleGroup(sp, s.group, s.res); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // heldReport is one transaction's outcome held back (see pass).

@@ -33,6 +33,10 @@ import (
 type faultSink struct {
 	faults map[string]string
 	slow   time.Duration
+	// maxRcpts answers RCPTs past it in a transaction with 452 4.5.3
+	// (Exim's recipients_max); maxMails answers the MAIL past it in a
+	// session with 421 and closes (smtp_accept_max_per_connection).
+	maxRcpts, maxMails int
 
 	mu  sync.Mutex
 	got []string // "from>to1,to2" per accepted message
@@ -51,10 +55,11 @@ func (b *faultSink) accepted() []string {
 }
 
 type faultSession struct {
-	be   *faultSink
-	conn net.Conn
-	from string
-	to   []string
+	be    *faultSink
+	conn  net.Conn
+	from  string
+	to    []string
+	mails int
 }
 
 func (s *faultSession) Reset()        { s.from, s.to = "", nil }
@@ -80,6 +85,18 @@ func (s *faultSession) fault(key string) error {
 }
 
 func (s *faultSession) Mail(from string, _ *smtp.MailOptions) error {
+	if s.mails++; s.be.maxMails > 0 && s.mails > s.be.maxMails {
+		// What Exim does: the reply, then the end of its side. It reads
+		// on what was pipelined (a close with unread input would reset
+		// the connection and lose the 421 on the way).
+		_, _ = io.WriteString(s.conn, "421 4.7.0 too many messages in this connection\r\n")
+		if tc, ok := s.conn.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+			_, _ = io.Copy(io.Discard, tc)
+		}
+		_ = s.conn.Close()
+		return errors.New("closed")
+	}
 	if err := s.fault("MAIL " + from); err != nil {
 		return err
 	}
@@ -88,6 +105,9 @@ func (s *faultSession) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (s *faultSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.be.maxRcpts > 0 && len(s.to) >= s.be.maxRcpts {
+		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "too many recipients"}
+	}
 	if err := s.fault("RCPT " + to); err != nil {
 		return err
 	}
@@ -443,6 +463,77 @@ func TestFaults(t *testing.T) {
 			}
 			if t.Failed() {
 				t.Logf("log:\n%s", logBuf)
+			}
+		})
+	}
+}
+
+// TestLimitsAcrossSessions: a server that takes 3 recipients per
+// transaction and 4 messages per session. The wide messages' recipients
+// past the limit whose new transaction meets the 421 go in the next
+// session of the same run, every recipient exactly once, and messages
+// answered while a remainder waits are still recorded in spool order.
+func TestLimitsAcrossSessions(t *testing.T) {
+	for _, mode := range []string{"chunking", "pipelining", "lockstep"} {
+		t.Run(mode, func(t *testing.T) {
+			be := &faultSink{maxRcpts: 3, maxMails: 4}
+			addr := startFaultSink(t, be)
+			path := filepath.Join(t.TempDir(), "h.example")
+			var batch []testMsg
+			var want []string
+			for i := range 12 {
+				m := testMsg{from: fmt.Sprintf("m%d@s.example", i)}
+				n := 1
+				if i%4 == 0 {
+					n = 8
+				}
+				for j := range n {
+					m.to = append(m.to, fmt.Sprintf("r%d-%d@h.example", i, j))
+					want = append(want, m.from+">"+m.to[j])
+				}
+				batch = append(batch, m)
+			}
+			writeSpool(t, path, batch, -1)
+			var logBuf bytes.Buffer
+			sum, err := Run(context.Background(), Config{
+				Host:  "h.example",
+				Spool: spool.Options{Path: path},
+				Dests: []string{addr},
+				Sender: sender.Options{Helo: "test.example", TLS: sender.TLSNone, Timeout: 5 * time.Second,
+					NoPipelining: mode == "lockstep", NoChunking: mode == "pipelining"},
+				Log:            NewWriterLogger(&logBuf, true),
+				MaxPasses:      1,
+				MaxConnections: 30,
+			})
+			if err != nil {
+				t.Fatalf("Run: %v\nlog:\n%s", err, logBuf.String())
+			}
+			var got []string
+			for _, a := range be.accepted() {
+				from, tos, _ := strings.Cut(a, ">")
+				if n := len(strings.Split(tos, ",")); n > 3 {
+					t.Errorf("a transaction with %d recipients got through", n)
+				}
+				for _, to := range strings.Split(tos, ",") {
+					got = append(got, from+">"+to)
+				}
+			}
+			sort.Strings(got)
+			sort.Strings(want)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("delivered %d recipient copies, want %d (each once):\n got %q\nwant %q", len(got), len(want), got, want)
+			}
+			if left := leftIn(t, path); len(left) != 0 {
+				t.Errorf("left in the spool: %q", left)
+			}
+			if sum.Sent != 12 || sum.Deferred != 0 || sum.Partial != 0 || sum.Unreachable {
+				t.Errorf("summary %+v, want 12 sent", sum)
+			}
+			if !strings.Contains(logBuf.String(), "event=remainder") {
+				t.Errorf("no remainder was carried to a new session; the test does not test it:\n%s", logBuf.String())
+			}
+			if t.Failed() {
+				t.Logf("log:\n%s", logBuf.String())
 			}
 		})
 	}

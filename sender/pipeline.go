@@ -315,6 +315,7 @@ func (e *engine) end(ctx context.Context, stopErr error) error {
 // unfinished.
 func (e *engine) judgeDead(t *ptx) {
 	if t.sealed && t.final() {
+		t.leftUnsent()
 		return
 	}
 	if !e.answered && t.dotEnd > 0 && !t.finalRead && e.s.dc.total() >= t.dotEnd && t.mayDeliver() {
@@ -331,7 +332,20 @@ func (e *engine) judgeDead(t *ptx) {
 	}
 	t.res.Reply = e.dead.Reply
 	t.markUnsent()
+	t.leftUnsent()
 	t.open, t.outstanding, t.sealed, t.spawned = false, 0, true, true
+}
+
+// leftUnsent marks the recipients the server's limit left out of t as
+// RcptUnsent when the dead session never gave them their own transaction.
+func (t *ptx) leftUnsent() {
+	if t.spawned {
+		return // a child carries them, and reports for itself
+	}
+	t.spawned = true
+	for _, i := range t.overUnsent() {
+		t.res.unsentRcpt(i)
+	}
 }
 
 // settle reports, in order, every message whose outcome is final. Once

@@ -229,6 +229,9 @@ func (t *txn) merge(c Result, idx []int) {
 		t.res.Rcpts[i] = c.Rcpts[j]
 		t.res.RcptReplies[i] = c.RcptReplies[j]
 		whole = whole && c.Rcpts[j] == Sent
+		if c.Unsent || (c.RcptUnsent != nil && c.RcptUnsent[j]) {
+			t.res.unsentRcpt(i)
+		}
 	}
 	if !whole {
 		// The reply that explains the recipients not delivered.
@@ -271,7 +274,34 @@ func (s *Session) transact(m *Message) (Result, *Error) {
 		t.merge(next.res, top)
 		cur, idx = next, top
 	}
+	if err != nil {
+		// The session ended before cur's leftovers got their own
+		// transaction.
+		for _, i := range cur.overUnsent() {
+			if idx != nil {
+				i = idx[i]
+			}
+			t.res.unsentRcpt(i)
+		}
+	}
 	return t.res, err
+}
+
+// overUnsent lists the recipients the server's limit left out of t when
+// no further transaction will carry them in this session: they were never
+// offered in a transaction that could have delivered. Like rest, it
+// lists none when t delivered to nobody, so that a server that takes no
+// recipient is not given them again and again.
+func (t *txn) overUnsent() []int {
+	if len(t.over) == 0 {
+		return nil
+	}
+	for _, st := range t.res.Rcpts {
+		if st == Sent {
+			return t.over
+		}
+	}
+	return nil
 }
 
 // local ends the message before anything is sent: every recipient stays

@@ -182,4 +182,19 @@ type Result struct {
 	// the end of the content never left or was answered 421. Offering it
 	// again in a new session cannot deliver it twice.
 	Unsent bool
+	// RcptUnsent marks, per Message.To, a recipient the server's
+	// recipient limit left for a further transaction (RFC 5321
+	// 4.5.3.1.10) that the session ended before the server said anything
+	// about: the recipient is Deferred, and was never part of a
+	// transaction that may have delivered, so a new session may offer it
+	// again. Nil when there is none.
+	RcptUnsent []bool
+}
+
+// unsentRcpt marks recipient i of r as RcptUnsent.
+func (r *Result) unsentRcpt(i int) {
+	if r.RcptUnsent == nil {
+		r.RcptUnsent = make([]bool, len(r.Rcpts))
+	}
+	r.RcptUnsent[i] = true
 }
