@@ -49,10 +49,10 @@ type journal struct {
 	since    time.Time // when the first of them was written
 	// syncing is closed when the background fsync in flight ends (nil:
 	// none); syncErr is what it returned, read only after that.
-	syncing chan struct{}
-	syncErr error
-	reserved int64     // the file's blocks are allocated up to here (fallocate)
-	noAlloc  bool      // the file system cannot preallocate
+	syncing  chan struct{}
+	syncErr  error
+	reserved int64 // the file's blocks are allocated up to here (fallocate)
+	noAlloc  bool  // the file system cannot preallocate
 }
 
 // A record is in the kernel when appendRecords returns, which is all a
