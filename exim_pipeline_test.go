@@ -271,7 +271,7 @@ func TestEximCoalesce(t *testing.T) {
 	}
 	// Per copy: one line, its own recipient, status=sent, and the copies
 	// of one transaction share one coalesced= id.
-	line := regexp.MustCompile(`id=(\S+) from=<alice@sender\.example> to=<([^>]+)> size=\d+ status=sent coalesced=(\S+) reply=`)
+	line := regexp.MustCompile(` id=(\S+) (?:message_id=\S+ )?(?:exim_id=\S+ )?from=<alice@sender\.example> to=<([^>]+)> size=\d+ status=sent coalesced=(\S+) reply=`)
 	txnOf := map[string]string{}
 	ids := map[string]bool{}
 	for _, m := range line.FindAllStringSubmatch(stderr, -1) {

@@ -174,7 +174,6 @@ func folderChangeAction(c *cli.Context, which string) error {
 		return usageErr("invalid host %q: %v", raw, err)
 	}
 	st := cfg.For(host)
-	sp := st.Spool
 	code := exOK
 	worse := func(n int) {
 		// The highest code wins: 75 (Exim's lock not had: try again)
@@ -184,7 +183,7 @@ func folderChangeAction(c *cli.Context, which string) error {
 		}
 	}
 	for _, id := range c.Args().Slice()[1:] {
-		cp, folder, err := findCopy(sp, id)
+		cps, folder, err := findCopies(st.Spool, id)
 		if err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s: %v\n", host, id, err)
 			if errors.Is(err, errNoCopy) {
@@ -194,29 +193,9 @@ func folderChangeAction(c *cli.Context, which string) error {
 			}
 			continue
 		}
-		if which == "delete" {
-			if err := spool.Delete(cp); err != nil {
-				fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s: %v\n", host, id, err)
-				worse(exIOErr)
-				continue
-			}
-			fmt.Fprintf(c.App.Writer, "host=%s id=%s deleted from=%s\n", host, id, folder)
-			continue
+		for _, cp := range cps {
+			worse(changeCopy(c, which, host, st, cp, folder))
 		}
-		dest, err := spool.Release(sp, st.Format, cp)
-		if err != nil {
-			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s not released: %s\n", host, id, oneLine(err.Error()))
-			switch {
-			case errors.Is(err, spool.ErrNotReleasable):
-				worse(exDataErr)
-			case errors.Is(err, spool.ErrLocked):
-				worse(exTempFail)
-			default:
-				worse(exIOErr)
-			}
-			continue
-		}
-		fmt.Fprintf(c.App.Writer, "host=%s id=%s released from=%s to=%s\n", host, id, folder, dest)
 	}
 	if code != exOK {
 		return &exitError{code, nil}
@@ -224,23 +203,69 @@ func folderChangeAction(c *cli.Context, which string) error {
 	return nil
 }
 
+// changeCopy releases or deletes one copy and returns the exit status
+// it earns.
+func changeCopy(c *cli.Context, which, host string, st config.Settings, cp spool.Copy, folder string) int {
+	id := cp.ID
+	if which == "delete" {
+		if err := spool.Delete(cp); err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s: %v\n", host, id, err)
+			return exIOErr
+		}
+		fmt.Fprintf(c.App.Writer, "host=%s id=%s deleted from=%s\n", host, id, folder)
+		return exOK
+	}
+	dest, err := spool.Release(st.Spool, st.Format, cp)
+	if err != nil {
+		fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s not released: %s\n", host, id, oneLine(err.Error()))
+		switch {
+		case errors.Is(err, spool.ErrNotReleasable):
+			return exDataErr
+		case errors.Is(err, spool.ErrLocked):
+			return exTempFail
+		}
+		return exIOErr
+	}
+	fmt.Fprintf(c.App.Writer, "host=%s id=%s released from=%s to=%s\n", host, id, folder, dest)
+	return exOK
+}
+
 var errNoCopy = errors.New("no such copy in the failed or quarantine folder")
 
-// findCopy looks for id in the failed folder, then the quarantine folder.
-func findCopy(spoolPath, id string) (spool.Copy, string, error) {
+// findCopies looks for id in the failed folder, then the quarantine
+// folder. id is a copy's own id, or a message's id as the log and the
+// dry run give it: that names every failed copy of the message (one per
+// refusal), which are named after it (ID-DIGEST).
+func findCopies(spoolPath, id string) ([]spool.Copy, string, error) {
 	if id == "" || strings.ContainsAny(id, "/\x00") || strings.HasPrefix(id, ".") {
-		return spool.Copy{}, "", errNoCopy
+		return nil, "", errNoCopy
 	}
 	for _, which := range []string{"failed", "quarantine"} {
 		cs, err := spool.ListCopies(folderDir(which, spoolPath))
 		if err != nil {
-			return spool.Copy{}, "", err
+			return nil, "", err
 		}
+		var of []spool.Copy
 		for _, cp := range cs {
 			if cp.ID == id {
-				return cp, which, nil
+				return []spool.Copy{cp}, which, nil
+			}
+			if which == "failed" && messageOf(cp.ID) == id {
+				of = append(of, cp)
 			}
 		}
+		if len(of) > 0 {
+			return of, which, nil
+		}
 	}
-	return spool.Copy{}, "", errNoCopy
+	return nil, "", errNoCopy
+}
+
+// messageOf is the id of the message a failed copy's id names: the part
+// before the digest of its recipients.
+func messageOf(copyID string) string {
+	if i := strings.IndexByte(copyID, '-'); i > 0 {
+		return copyID[:i]
+	}
+	return copyID
 }

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/mail"
-	"net/textproto"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -231,11 +228,7 @@ func readSpool(o spool.Options, hl *hostList, verbose bool) (err error) {
 		if err != nil {
 			return err
 		}
-		hd, err := readHead(m)
-		if err != nil {
-			return fmt.Errorf("%s: %w", m.ID, err)
-		}
-		t := hd.received
+		t := m.Received
 		if t.IsZero() {
 			t = m.Time
 		}
@@ -261,53 +254,10 @@ func readSpool(o spool.Options, hl *hostList, verbose bool) (err error) {
 			}
 		}
 		if verbose {
-			hl.List = append(hl.List, msgList{ID: m.ID, EximID: hd.eximID, MessageID: hd.messageID,
+			hl.List = append(hl.List, msgList{ID: m.Key, EximID: m.EximID, MessageID: m.MessageID,
 				Arrived: t, Size: m.Size, From: m.From, To: append([]string(nil), m.To...)})
 		}
 	}
-}
-
-// head is what a listing takes from a message's header.
-type head struct {
-	received  time.Time // the date of the top Received: field: when our Exim took it
-	eximID    string
-	messageID string
-}
-
-// eximIDRe finds Exim's message id in a Received: field ("id 1xXKke-000173-05");
-// both the 4.97+ form and the older 6-6-2 one.
-var eximIDRe = regexp.MustCompile(`\bid ([0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4})\b`)
-
-// maxHead bounds what is read of a header: a listing must not read a
-// message of gigabytes whose header never ends.
-const maxHead = 256 << 10
-
-// readHead reads the header of m. A header that is damaged or cut short
-// gives what could be read; the listing then falls back to the file time.
-func readHead(m *spool.Message) (head, error) {
-	var h head
-	rc, err := m.Open()
-	if err != nil {
-		return h, err
-	}
-	tp := textproto.NewReader(bufio.NewReader(io.LimitReader(rc, maxHead)))
-	mh, _ := tp.ReadMIMEHeader() // partial on damage: use what there is
-	if err := rc.Close(); err != nil {
-		return h, err
-	}
-	if rs := mh["Received"]; len(rs) > 0 {
-		top := rs[0]
-		if i := strings.LastIndexByte(top, ';'); i >= 0 {
-			if t, err := mail.ParseDate(strings.TrimSpace(top[i+1:])); err == nil {
-				h.received = t
-			}
-		}
-		if sm := eximIDRe.FindStringSubmatch(top); sm != nil {
-			h.eximID = sm[1]
-		}
-	}
-	h.messageID = strings.TrimSpace(mh.Get("Message-Id"))
-	return h, nil
 }
 
 // age prints a duration as mailq does: the largest unit, whole.

@@ -81,7 +81,7 @@ func (r *run) expire(ctx context.Context) (err error) {
 			}
 			r.sum.Failed++
 			r.log.Warnf("host=%s id=%s from=%s to=%s size=%d status=expired reason=%s",
-				r.cfg.Host, logID(m.ID), logAddr(m.From), addrs(m.To), m.Size, Quote(why))
+				r.cfg.Host, logID(m.Key), logAddr(m.From), addrs(m.To), m.Size, Quote(why))
 		}
 	}
 }
@@ -137,10 +137,10 @@ func (r *run) warn(ctx context.Context, m *spool.Message, since time.Time) {
 		}
 	}
 	if err != nil {
-		r.log.Warnf("host=%s id=%s from=%s to=%s status=warn_failed reason=%s", r.cfg.Host, logID(m.ID), logAddr(m.From), addrs(m.To), Quote(err.Error()))
+		r.log.Warnf("host=%s id=%s from=%s to=%s status=warn_failed reason=%s", r.cfg.Host, logID(m.Key), logAddr(m.From), addrs(m.To), Quote(err.Error()))
 		return
 	}
-	r.log.Infof("host=%s id=%s from=%s to=%s status=delay_warned", r.cfg.Host, logID(m.ID), logAddr(m.From), addrs(m.To))
+	r.log.Infof("host=%s id=%s from=%s to=%s status=delay_warned", r.cfg.Host, logID(m.Key), logAddr(m.From), addrs(m.To))
 }
 
 // warnKey names m for the warned marks: its sender, its recipients and

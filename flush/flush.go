@@ -321,7 +321,7 @@ func (r *run) pass(ctx context.Context) (err error) {
 				f.order = append(f.order, s)
 			}
 			f.retry = append(f.retry, &item{group: group, prior: &res, idx: idx, slot: s})
-			r.log.Infof("host=%s id=%s event=remainder rcpts=%d reason=%s", r.cfg.Host, logID(group[0].ID), len(idx),
+			r.log.Infof("host=%s id=%s event=remainder rcpts=%d reason=%s", r.cfg.Host, logID(group[0].Key), len(idx),
 				Quote("the session ended before the recipients over the server's limit were offered; the next session offers them"))
 			return nil
 		}
@@ -484,7 +484,7 @@ func (r *run) settleGroup(sp spool.Spool, group []*spool.Message, res sender.Res
 	r.progress++
 	txn := ""
 	if len(group) > 1 {
-		txn = group[0].ID
+		txn = group[0].Key
 	}
 	for i, part := range split(group, res) {
 		if err := r.settle(sp, group[i], part, txn); err != nil {
@@ -654,8 +654,8 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn st
 		// reply alone would hide why they failed.
 		extra += " failed_reply=" + Quote(why)
 	}
-	line := fmt.Sprintf("host=%s id=%s from=%s to=%s size=%d status=%s%s reply=%s",
-		r.cfg.Host, logID(m.ID), logAddr(m.From), addrs(m.To), m.Size, status, extra, Quote(reply))
+	line := fmt.Sprintf("host=%s id=%s%s from=%s to=%s size=%d status=%s%s reply=%s",
+		r.cfg.Host, logID(m.Key), msgIDs(m), logAddr(m.From), addrs(m.To), m.Size, status, extra, Quote(reply))
 	if status == "sent" {
 		r.log.Infof("%s", line)
 	} else {
@@ -742,6 +742,19 @@ func addrs(list []string) string {
 	return b.String()
 }
 
+// msgIDs are the ids others gave m, for following it into their logs:
+// its Message-ID and Exim's id, each when the message has it.
+func msgIDs(m *spool.Message) string {
+	s := ""
+	if m.MessageID != "" {
+		s += " message_id=" + escape(m.MessageID)
+	}
+	if m.EximID != "" {
+		s += " exim_id=" + escape(m.EximID)
+	}
+	return s
+}
+
 func logAddr(a string) string { return "<" + escape(a) + ">" }
 
 // logID makes a message id safe for a log field. An id comes from a spool
@@ -772,7 +785,7 @@ func (r *run) dryRun(sp spool.Spool, m *spool.Message) error {
 		if r.cfg.Out != nil {
 			// The listing is for the admin at a terminal: every recipient,
 			// as stored.
-			fmt.Fprintf(r.cfg.Out, "would send id=%s from=<%s> to=<%s> size=%d\n", logID(m.ID), m.From, strings.Join(m.To, ">,<"), m.Size)
+			fmt.Fprintf(r.cfg.Out, "would send id=%s from=<%s> to=<%s> size=%d\n", logID(m.Key), m.From, strings.Join(m.To, ">,<"), m.Size)
 		}
 		r.sum.WouldSend++
 		r.sum.Bytes += m.Size

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -709,8 +710,62 @@ func TestLogIDFromHostileName(t *testing.T) {
 	if strings.Contains(logBuf.String(), " id=forged") {
 		t.Errorf("a file name forged a log line:\n%s", logBuf)
 	}
-	if !strings.Contains(logBuf.String(), `id=q1\x20status=sent\x0ahost=h.example\x20id=forged`) {
-		t.Errorf("the id is not escaped in its field:\n%s", logBuf)
+	// The id comes from the content, not the name: nothing of the name
+	// reaches the outcome line.
+	if !regexp.MustCompile(`id=[0-9a-f]{16} `).MatchString(logBuf.String()) {
+		t.Errorf("the outcome line has no content id:\n%s", logBuf)
+	}
+}
+
+// TestStableIDs: a message has one id in the dry run, in the flush that
+// delivers part of it, and in the run after, which reads the rewritten
+// spool (a compacted work file whose offsets and name changed).
+func TestStableIDs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "h.example")
+	writeSpool(t, path, []testMsg{
+		{"a@s.example", []string{"a1@h.example"}},
+		{"b@s.example", []string{"b1@h.example", "b2@h.example"}},
+		{"c@s.example", []string{"c1@h.example"}},
+	}, -1)
+	idRe := regexp.MustCompile(`(?m)id=(\S+) .*from=<([^>]*)>`)
+	ids := func(text string) map[string]string {
+		m := map[string]string{}
+		for _, sm := range idRe.FindAllStringSubmatch(text, -1) {
+			m[sm[2]] = sm[1]
+		}
+		return m
+	}
+	var dry bytes.Buffer
+	if _, err := Run(context.Background(), Config{Host: "h.example", Spool: spool.Options{Path: path}, DryRun: true, Out: &dry,
+		Log: NewWriterLogger(io.Discard, false)}); err != nil {
+		t.Fatal(err)
+	}
+	want := ids(dry.String())
+	if len(want) != 3 {
+		t.Fatalf("dry run listed %v:\n%s", want, dry.String())
+	}
+	be := &faultSink{faults: map[string]string{"RCPT b2@h.example": "451", "RCPT c1@h.example": "451"}}
+	_, log1, err := flushTo(path, startFaultSink(t, be), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, log2, err := flushTo(path, startFaultSink(t, &faultSink{}), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := ids(log1.String()), ids(log2.String())
+	for from, id := range want {
+		if first[from] != id {
+			t.Errorf("%s: dry run id %s, flush id %s\n%s", from, id, first[from], log1)
+		}
+	}
+	for _, from := range []string{"b@s.example", "c@s.example"} {
+		if second[from] != want[from] {
+			t.Errorf("%s: id %s before the rewrite, %s after\n%s", from, want[from], second[from], log2)
+		}
+	}
+	if len(second) != 2 {
+		t.Errorf("second run logged %v, want b and c", second)
 	}
 }
 

@@ -61,10 +61,19 @@ type Event struct {
 // Message is one transaction to replay. To holds only the recipients that
 // still need a final answer.
 type Message struct {
-	ID   string // stable within one version of its file, grep-able
-	From string
-	To   []string
-	Size int64
+	ID string // stable within one version of its file: where the spool finds it
+	// Key is the id the admin sees in every log line, listing and dry
+	// run: it depends on the message alone, not on the file holding it,
+	// so it stays the same across runs and partial rewrites (see keyed).
+	Key string
+	// MessageID is the Message-ID header field, EximID the id Exim gave
+	// the message (from the top Received: field), Received that field's
+	// date; each empty when the first KeyPrefix octets do not hold it.
+	MessageID, EximID string
+	Received          time.Time
+	From              string
+	To                []string
+	Size              int64
 	// WireSize is the size with CRLF line ends, not dot-stuffed (RFC
 	// 1870), when the parse already knows it; 0 when not.
 	WireSize int64
@@ -172,7 +181,16 @@ func shorten(name string, max int) string {
 
 // Open detects the layout at o.Path and returns a Spool for it. A missing
 // path is an empty spool, unless earlier runs left work files beside it.
+// Every message it returns carries its stable Key (see keyed).
 func Open(o Options) (Spool, error) {
+	s, err := openLayout(o)
+	if err != nil {
+		return nil, err
+	}
+	return &keyed{Spool: s, seen: map[string]int{}}, nil
+}
+
+func openLayout(o Options) (Spool, error) {
 	if o.Report == nil {
 		o.Report = func(Event) {}
 	}
@@ -409,7 +427,7 @@ func applyOutcomes(d, base string, m *Message, out []Outcome, reason string) (st
 	if err != nil {
 		return nil, false, err
 	}
-	if err := writeFailed(d, base, m.ID, m.ref, failed, reason); err != nil {
+	if err := writeFailed(d, base, m.copyName(), m.ref, failed, reason); err != nil {
 		return nil, false, diskFull(fmt.Errorf("settle %s: %w", m.ID, err))
 	}
 	return st, changed, nil
