@@ -58,8 +58,11 @@ type hostList struct {
 	Failed      int        `json:"failed"`
 	Quarantined int        `json:"quarantined"`
 	Running     bool       `json:"running"`
-	Error       string     `json:"error,omitempty"`
-	List        []msgList  `json:"list,omitempty"`
+	// LastFlush is the host's state file (spool.LastFlush), null when
+	// no flush has recorded one.
+	LastFlush *spool.LastFlush `json:"last_flush"`
+	Error     string           `json:"error,omitempty"`
+	List      []msgList        `json:"list,omitempty"`
 }
 
 // msgList is one message of a -v listing.
@@ -189,6 +192,9 @@ func listHost(s config.Settings, verbose bool) hostList {
 		errs = append(errs, err.Error())
 	}
 	hl.Running = running
+	if hl.LastFlush, err = spool.ReadLastFlush(filepath.Dir(filepath.Clean(s.Spool)), s.Host); err != nil {
+		errs = append(errs, err.Error())
+	}
 	o := serve.SpoolOptions(s)
 	o.DryRun = true
 	o.Report = func(e spool.Event) {
@@ -284,7 +290,7 @@ func age(now, t time.Time) string {
 // its own.
 func printList(w io.Writer, rows []hostList, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tLAYOUT\tMESSAGES\tRECIPIENTS\tBYTES\tOLDEST\tNEWEST\tFAILED\tQUARANTINED\tFLUSHING")
+	fmt.Fprintln(tw, "HOST\tLAYOUT\tMESSAGES\tRECIPIENTS\tBYTES\tOLDEST\tNEWEST\tFAILED\tQUARANTINED\tFLUSHING\tLAST FLUSH")
 	for _, r := range rows {
 		newest := "-"
 		if r.Newest != nil {
@@ -302,7 +308,11 @@ func printList(w io.Writer, rows []hostList, now time.Time) error {
 		if r.Running {
 			flushing = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%d\t%s\t%s\n", r.Host, r.Layout, r.Messages, r.Recipients, r.Bytes, oldest, newest, r.Failed, q, flushing)
+		last := "-"
+		if l := r.LastFlush; l != nil {
+			last = fmt.Sprintf("%s ago, exit %d, %d sent of %d", age(now, l.Time), l.Exit, l.Sent, l.Messages)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Host, r.Layout, r.Messages, r.Recipients, r.Bytes, oldest, newest, r.Failed, q, flushing, last)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -2,8 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -28,8 +31,16 @@ type listRow struct {
 	Failed      int        `json:"failed"`
 	Quarantined int        `json:"quarantined"`
 	Running     bool       `json:"running"`
-	Error       string     `json:"error"`
-	List        []struct {
+	LastFlush   *struct {
+		Time        time.Time `json:"time"`
+		Exit        int       `json:"exit"`
+		Messages    int       `json:"messages"`
+		Sent        int       `json:"sent"`
+		Deferred    int       `json:"deferred"`
+		Unreachable bool      `json:"unreachable"`
+	} `json:"last_flush"`
+	Error string `json:"error"`
+	List  []struct {
 		ID        string    `json:"id"`
 		EximID    string    `json:"exim_id"`
 		MessageID string    `json:"message_id"`
@@ -343,5 +354,77 @@ func TestCLIListUnreadable(t *testing.T) {
 	if !strings.Contains(out, `"host":"good.example","spool"`) || !strings.Contains(out, `"messages":1,`) ||
 		!strings.Contains(out, `"host":"bad.example"`) || !strings.Contains(out, `"error":`) {
 		t.Errorf("output:\n%s", out)
+	}
+}
+
+// TestCLIListLastFlush: each flush leaves the host's state file, which
+// list shows (LAST FLUSH; last_flush in --json): its time, exit status and
+// counts, those of the latest run. The file is replaced by a rename, so a
+// symbolic link planted in its place is replaced, never written through;
+// a dry run leaves none.
+func TestCLIListLastFlush(t *testing.T) {
+	dir := t.TempDir()
+	host := "h.example"
+	sp := filepath.Join(dir, host)
+	if err := os.Mkdir(sp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for i, to := range []string{"a@h.example", "b@h.example"} {
+		if err := os.WriteFile(filepath.Join(sp, fmt.Sprintf("q1aaaa-%d", i)), []byte(bsmtpEntry("s@x.example", to, "")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := writeConfig(t, dir, "")
+	if _, stderr, code := runEtrnflush(t, "-c", cfg, "--dry-run", host); code != exOK {
+		t.Fatalf("dry run: exit %d\n%s", code, stderr)
+	}
+	if rows, _ := listJSON(t, cfg); rows[host].LastFlush != nil {
+		t.Fatalf("a dry run recorded %+v", rows[host].LastFlush)
+	}
+	// Unreachable first: a port nobody listens on.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := filepath.Join(t.TempDir(), "target")
+	if err := os.WriteFile(elsewhere, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, ".etrnflush-"+host+".last")
+	if err := os.Symlink(elsewhere, state); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().Add(-time.Second)
+	if _, stderr, code := runEtrnflush(t, "-c", cfg, "--to", dead, "--tls", "none", "--helo", "tx.example", host); code != exTempFail {
+		t.Fatalf("flush to a dead port: exit %d\n%s", code, stderr)
+	}
+	if b, err := os.ReadFile(elsewhere); err != nil || string(b) != "keep" {
+		t.Errorf("the state file was written through a symbolic link: %q %v", b, err)
+	}
+	if fi, err := os.Lstat(state); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+		t.Errorf("state file: %v %v", fi, err)
+	}
+	rows, _ := listJSON(t, cfg)
+	lf := rows[host].LastFlush
+	if lf == nil || lf.Exit != exTempFail || lf.Messages != 2 || lf.Deferred != 2 || lf.Sent != 0 || !lf.Unreachable ||
+		lf.Time.Before(start.Truncate(time.Second)) || lf.Time.After(time.Now()) {
+		t.Fatalf("last_flush after an unreachable run: %+v", lf)
+	}
+
+	rx := newRecorder(t)
+	if _, stderr, code := runEtrnflush(t, "-c", cfg, "--to", rx.addr, "--tls", "none", "--helo", "tx.example", host); code != exOK {
+		t.Fatalf("flush: exit %d\n%s", code, stderr)
+	}
+	rows, _ = listJSON(t, cfg)
+	if lf := rows[host].LastFlush; lf == nil || lf.Exit != exOK || lf.Messages != 2 || lf.Sent != 2 || lf.Deferred != 0 || lf.Unreachable {
+		t.Errorf("last_flush after a full delivery: %+v", lf)
+	}
+	out, _, code := runEtrnflush(t, "-c", cfg, "list", host)
+	if code != exOK || !strings.Contains(out, "LAST FLUSH") || !regexp.MustCompile(`(?m)^h\.example .*\d+s ago, exit 0, 2 sent of 2$`).MatchString(out) {
+		t.Errorf("list: exit %d\n%s", code, out)
 	}
 }

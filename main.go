@@ -601,6 +601,38 @@ func flushAction(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
 	sum, err := flush.Run(ctx, fc)
+	res := flushResult(c, host, sum, err, dryRun)
+	if !dryRun && !sum.Busy {
+		recordLast(log, filepath.Dir(filepath.Clean(s.Spool)), host, sum, err, res)
+	}
+	return res
+}
+
+// recordLast writes the host's state file for list. A spool directory
+// that does not exist gets none: nothing was held, and creating it is
+// not ours to do. Trouble writing it costs the admin a listing, not mail:
+// a warning.
+func recordLast(log *flush.Logger, dir, host string, sum flush.Summary, runErr, res error) {
+	if _, err := os.Stat(dir); err != nil {
+		return
+	}
+	l := spool.LastFlush{
+		Time: time.Now().UTC().Truncate(time.Second), Exit: exitCode(res),
+		Messages: sum.Messages(), Sent: sum.Sent, Deferred: sum.Deferred, Failed: sum.Failed,
+		Quarantined: sum.Quarantined, Uncertain: sum.Uncertain, Partial: sum.Partial,
+		Bytes: sum.Bytes, ElapsedMS: sum.Elapsed.Milliseconds(), Unreachable: sum.Unreachable,
+	}
+	if runErr != nil {
+		l.Error = oneLine(runErr.Error())
+	}
+	if err := spool.WriteLastFlush(dir, host, l); err != nil {
+		log.Warnf("host=%s cannot record the last flush: %s", host, flush.Quote(err.Error()))
+	}
+}
+
+// flushResult turns a flush's outcome into the error run maps to the
+// exit status.
+func flushResult(c *cli.Context, host string, sum flush.Summary, err error, dryRun bool) error {
 	if err != nil {
 		return loggedError{err} // flush.Run has logged it
 	}

@@ -75,6 +75,11 @@ type Summary struct {
 	Bounced, BounceFailed                          int // DSNs handed to Sendmail, and those it did not take
 }
 
+// Messages is how many messages the run settled, each once.
+func (s Summary) Messages() int {
+	return s.Sent + s.Deferred + s.Failed + s.Quarantined + s.Uncertain + s.Partial
+}
+
 // Left reports whether anything is left for a later run.
 func (s Summary) Left() bool {
 	return s.Deferred > 0 || s.Uncertain > 0 || s.PartialLeft > 0 || s.Unreachable || s.BounceFailed > 0
