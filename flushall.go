@@ -167,11 +167,12 @@ func childArgs(c *cli.Context) []string {
 	if flagCtx(c, "verbose").Bool("verbose") {
 		a = append(a, "-v")
 	}
-	a = append(a, "flush")
+	// Several children share the terminal: no live lines.
+	a = append(a, "flush", "--no-progress")
 	for _, f := range flushFlags() {
 		name := f.Names()[0]
 		fc := flagCtx(c, name)
-		if !fc.IsSet(name) || name == "all" || name == "jobs" {
+		if !fc.IsSet(name) || name == "all" || name == "jobs" || name == "no-progress" {
 			continue
 		}
 		switch f.(type) {

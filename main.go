@@ -220,6 +220,7 @@ func flushFlags() []cli.Flag {
 		&cli.IntFlag{Name: "max-connections", Usage: "open at most `N` sessions in this run when the server ends them early", DefaultText: "max_connections from the config, else 10"},
 		&cli.BoolFlag{Name: "all", Usage: "flush every host that has mail, each in a process of its own (see --jobs); no HOST"},
 		&cli.IntFlag{Name: "jobs", Usage: "with --all, flush at most `N` hosts at a time", DefaultText: "1"},
+		&cli.BoolFlag{Name: "no-progress", Usage: "on a terminal, show no live progress line (the summary is still shown)"},
 	}
 }
 
@@ -237,7 +238,7 @@ func settingFlags() []cli.Flag {
 	var fs []cli.Flag
 	for _, f := range flushFlags() {
 		switch f.Names()[0] {
-		case "dry-run", "all", "jobs":
+		case "dry-run", "all", "jobs", "no-progress":
 		default:
 			fs = append(fs, f)
 		}
@@ -598,9 +599,30 @@ func flushAction(c *cli.Context) error {
 		fc.Resolve = func() ([]string, error) { return resolveMX(host) }
 	}
 
+	// A person at a terminal sees the flush go, and its summary
+	// whatever the log is; under Exim, inetd, cron or a pipe standard
+	// error is no terminal and gets none of it.
+	tty := !dryRun && isTerminal(os.Stderr)
+	var prog *progress
+	if tty && !flagCtx(c, "no-progress").Bool("no-progress") {
+		held := listHost(s, false)
+		prog = newProgress(os.Stderr, host, held.Messages, held.Bytes)
+		fc.Progress = prog.update
+		if log.Stderr() {
+			log.SetBeforeLine(prog.clear)
+		}
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
 	sum, err := flush.Run(ctx, fc)
+	if prog != nil {
+		prog.clear()
+		log.SetBeforeLine(nil)
+	}
+	if tty && !log.Stderr() && !sum.Busy {
+		fmt.Fprintf(os.Stderr, "etrnflush: %s\n", flush.SummaryLine(host, sum, len(fc.Sendmail) > 0))
+	}
 	res := flushResult(c, host, sum, err, dryRun)
 	if !dryRun && !sum.Busy {
 		recordLast(log, filepath.Dir(filepath.Clean(s.Spool)), host, sum, err, res)

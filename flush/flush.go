@@ -57,6 +57,9 @@ type Config struct {
 	// MaxAge, when set, expires messages held longer (see expire);
 	// WarnAge, when set, warns their senders once (see warn).
 	MaxAge, WarnAge time.Duration
+	// Progress, when set, is called after each message is settled with
+	// the messages settled so far and their octets.
+	Progress func(messages int, bytes int64)
 }
 
 // Summary counts messages by outcome, each message once: Sent (every
@@ -111,15 +114,29 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	// A dry run prints its own listing and summary; it must not log a
 	// summary that reads like a real flush.
 	if !r.sum.Busy && !cfg.DryRun {
-		s := r.sum
-		bounces := ""
-		if len(cfg.Sendmail) > 0 {
-			bounces = fmt.Sprintf(" bounced=%d bounce_failed=%d", s.Bounced, s.BounceFailed)
-		}
-		r.log.Infof("host=%s summary sent=%d deferred=%d failed=%d quarantined=%d uncertain=%d partial=%d bytes=%d elapsed=%s%s",
-			cfg.Host, s.Sent, s.Deferred, s.Failed, s.Quarantined, s.Uncertain, s.Partial, s.Bytes, s.Elapsed.Round(time.Millisecond), bounces)
+		r.log.Infof("%s", SummaryLine(cfg.Host, r.sum, len(cfg.Sendmail) > 0))
 	}
 	return r.sum, err
+}
+
+// SummaryLine is the line that ends a flush of host, in the log and on
+// the terminal. bounces adds the DSN counts (bounce is on).
+func SummaryLine(host string, s Summary, bounces bool) string {
+	b := ""
+	if bounces {
+		b = fmt.Sprintf(" bounced=%d bounce_failed=%d", s.Bounced, s.BounceFailed)
+	}
+	return fmt.Sprintf("host=%s summary sent=%d deferred=%d failed=%d quarantined=%d uncertain=%d partial=%d bytes=%d elapsed=%s%s",
+		host, s.Sent, s.Deferred, s.Failed, s.Quarantined, s.Uncertain, s.Partial, s.Bytes, s.Elapsed.Round(time.Millisecond), b)
+}
+
+// advance counts one settled message for Progress.
+func (r *run) advance(m *spool.Message) {
+	r.done++
+	r.doneBytes += m.Size
+	if r.cfg.Progress != nil {
+		r.cfg.Progress(r.done, r.doneBytes)
+	}
 }
 
 type run struct {
@@ -134,6 +151,8 @@ type run struct {
 	conns, progress int
 	struck          map[string]bool // spool ids that were in progress when a session died
 	remote          string          // the server dialled last, for Remote-MTA (see remoteTag)
+	done            int             // messages settled, for Progress
+	doneBytes       int64
 }
 
 func (r *run) maxConns() int {
@@ -512,6 +531,7 @@ func (r *run) refusedUs(sp spool.Spool, held []heldReport) error {
 				return spoolErr("keep "+m.ID, err)
 			}
 			n++
+			r.advance(m)
 		}
 	}
 	r.sum.Deferred += n
@@ -535,6 +555,7 @@ func (r *run) keepAll(sp spool.Spool, m *spool.Message, next func() (*spool.Mess
 		}
 		n++
 		bytes += m.Size
+		r.advance(m)
 		var err error
 		m, err = next()
 		if err == io.EOF {
@@ -638,6 +659,7 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn st
 		status = "partial"
 	}
 	r.count(status, m, len(sent) > 0, len(kept) > 0)
+	defer r.advance(m) // after the line: the live line is drawn below it
 	extra := ""
 	if status == "partial" {
 		extra = fmt.Sprintf(" sent=%s failed=%s deferred=%s", addrs(sent), addrs(failed), addrs(kept))

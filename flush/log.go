@@ -22,7 +22,20 @@ type Logger struct {
 	closer  io.Closer
 	verbose bool
 	pid     int
+	before  func() // called before each line is written to w (see SetBeforeLine)
 }
+
+// SetBeforeLine makes the logger call f before it writes each line to
+// standard error or a file: a live progress line on the same terminal
+// is cleared first, so that the two never share a line.
+func (l *Logger) SetBeforeLine(f func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.before = f
+}
+
+// Stderr reports whether the log goes to standard error.
+func (l *Logger) Stderr() bool { return l != nil && l.w == os.Stderr }
 
 // NewLogger opens dest: "stderr", "syslog" or an absolute file name
 // (appended to, created 0640).
@@ -98,6 +111,9 @@ func (l *Logger) logf(lv level, format string, args ...any) {
 		prefix = "warning: "
 	case lvErr:
 		prefix = "error: "
+	}
+	if l.before != nil {
+		l.before()
 	}
 	ts := ""
 	if l.w != os.Stderr {
