@@ -452,18 +452,28 @@ func openLog(c *cli.Context, dest string, dryRun bool) *flush.Logger {
 	if dryRun && dest != "syslog" {
 		dest = "stderr"
 	}
+	// -vv (or -v given twice anywhere) adds the SMTP transcript.
+	trace := false
+	for _, cc := range c.Lineage() {
+		if cc.Count("verbose") >= 2 {
+			trace = true
+		}
+	}
 	log, err := flush.NewLogger(dest, verbose)
 	if err == nil {
+		log.SetTrace(trace)
 		return log
 	}
 	if dest != "syslog" && dest != "stderr" {
 		if sys, serr := flush.NewLogger("syslog", verbose); serr == nil {
+			sys.SetTrace(trace)
 			sys.Warnf("cannot use the log file: %v; logging to syslog", err)
 			return sys
 		}
 	}
 	// No syslog socket (a container): stderr beats losing the log.
 	log = flush.NewWriterLogger(c.App.ErrWriter, verbose)
+	log.SetTrace(trace)
 	log.Warnf("%v; logging to standard error", err)
 	return log
 }

@@ -134,3 +134,51 @@ func TestCLIProgress(t *testing.T) {
 		t.Errorf("flush with standard error on a pipe: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// TestCLITranscript: -vv logs the SMTP conversation as event=smtp lines,
+// commands and replies each on a line, content never, and the
+// extensions the server offered; -v alone logs none of it.
+func TestCLITranscript(t *testing.T) {
+	dir := t.TempDir()
+	host := "h.example"
+	sp := filepath.Join(dir, host)
+	rx := newRecorder(t)
+	cfg := writeConfig(t, dir, "")
+	for _, tc := range []struct {
+		v     string
+		trace bool
+	}{{"-v", false}, {"-vv", true}} {
+		if err := os.MkdirAll(sp, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sp, "q1aaaa-1"), []byte(bsmtpEntry("s@x.example", "r@h.example", "X-Secret: content\n")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, code := runEtrnflush(t, "-c", cfg, "flush", tc.v, "--to", rx.addr, "--tls", "none", "--helo", "tx.example", host)
+		if code != exOK {
+			t.Fatalf("%s: exit %d\n%s", tc.v, code, stderr)
+		}
+		if !tc.trace {
+			if strings.Contains(stderr, "event=smtp") {
+				t.Errorf("-v logged the transcript:\n%s", stderr)
+			}
+			continue
+		}
+		for _, want := range []string{
+			`event=smtp host=h.example server=` + rx.addr + ` dir=S line="220 `,
+			`dir=C line="EHLO tx.example"`,
+			`dir=C line="MAIL FROM:<s@x.example>`,
+			`dir=C line="RCPT TO:<r@h.example>"`,
+			`dir=S line="250 `,
+			`dir=C line="QUIT"`,
+			`event=smtp host=h.example server=` + rx.addr + ` tls=false extensions="`,
+		} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("-vv: no %s in\n%s", want, stderr)
+			}
+		}
+		if strings.Contains(stderr, "X-Secret") || strings.Contains(stderr, "body") {
+			t.Errorf("-vv logged content:\n%s", stderr)
+		}
+	}
+}

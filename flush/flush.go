@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -596,6 +597,11 @@ func (r *run) dial(ctx context.Context) bool {
 	for _, d := range dests {
 		o := r.cfg.Sender
 		o.Addr = d
+		if r.log.Tracing() && o.Trace == nil {
+			o.Trace = func(dir, line string) {
+				r.log.Tracef("event=smtp host=%s server=%s dir=%s line=%s", r.cfg.Host, d, dir, Quote(line))
+			}
+		}
 		s, err := sender.Dial(ctx, o)
 		if err != nil {
 			r.log.Warnf("host=%s to=%s cannot deliver: %s", r.cfg.Host, d, Quote(err.Error()))
@@ -605,6 +611,14 @@ func (r *run) dial(ctx context.Context) bool {
 			r.log.Warnf("host=%s to=%s tls=none sending in clear text (tls = may): %s", r.cfg.Host, d, Quote(terr.Error()))
 		}
 		r.log.Debugf("host=%s connected to %s tls=%v", r.cfg.Host, d, s.TLS())
+		if r.log.Tracing() {
+			var ext []string
+			for k, v := range s.Extensions() {
+				ext = append(ext, strings.TrimSpace(k+" "+v))
+			}
+			sort.Strings(ext)
+			r.log.Tracef("event=smtp host=%s server=%s tls=%v extensions=%s", r.cfg.Host, d, s.TLS(), Quote(strings.Join(ext, ", ")))
+		}
 		r.conns++
 		r.sess = s
 		r.remote = d

@@ -22,6 +22,7 @@ type Logger struct {
 	closer  io.Closer
 	verbose bool
 	pid     int
+	trace   bool   // -vv: the SMTP transcript too
 	before  func() // called before each line is written to w (see SetBeforeLine)
 }
 
@@ -32,6 +33,30 @@ func (l *Logger) SetBeforeLine(f func()) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.before = f
+}
+
+// SetTrace turns the SMTP transcript on (-vv; see Tracef).
+func (l *Logger) SetTrace(on bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.trace = on
+}
+
+// Tracing reports whether the transcript is wanted.
+func (l *Logger) Tracing() bool {
+	if l == nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.trace
+}
+
+// Tracef logs a transcript line: only with -vv.
+func (l *Logger) Tracef(format string, args ...any) {
+	if l.Tracing() {
+		l.logf(lvTrace, format, args...)
+	}
 }
 
 // Stderr reports whether the log goes to standard error.
@@ -78,14 +103,15 @@ func (l *Logger) Close() error {
 type level int
 
 const (
-	lvDebug level = iota
+	lvTrace level = iota
+	lvDebug
 	lvInfo
 	lvWarn
 	lvErr
 )
 
 func (l *Logger) logf(lv level, format string, args ...any) {
-	if l == nil || (lv == lvDebug && !l.verbose) {
+	if l == nil || (lv <= lvDebug && !l.verbose && !l.trace) {
 		return
 	}
 	line := fmt.Sprintf(format, args...)
@@ -94,7 +120,7 @@ func (l *Logger) logf(lv level, format string, args ...any) {
 	if l.sys != nil {
 		// A failing syslog cannot be reported anywhere better.
 		switch lv {
-		case lvDebug:
+		case lvTrace, lvDebug:
 			_ = l.sys.Debug(line)
 		case lvInfo:
 			_ = l.sys.Info(line)

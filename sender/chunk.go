@@ -97,6 +97,7 @@ func (e *engine) writeChunk(t *ptx, chunk []byte, last bool) bool {
 		cmd += " LAST"
 		t.dotEnd = e.s.dc.total() + int64(bw.Buffered()) + int64(len(cmd)+2+len(chunk))
 	}
+	e.s.trace("C", cmd)
 	if _, err := bw.WriteString(cmd + "\r\n"); err != nil {
 		e.writeFailed("bdat", err)
 		return false

@@ -423,6 +423,7 @@ func (e *engine) write(x expect, line string) {
 		e.fail(localError(x.kind.op(), err), false)
 		return
 	}
+	e.s.trace("C", line)
 	_, err := e.s.bw.WriteString(line)
 	if err == nil {
 		_, err = e.s.bw.WriteString("\r\n")

@@ -54,6 +54,9 @@ func (r *replyReader) run() {
 		if err == nil {
 			rep, err = readReply(r.s.br)
 		}
+		if err == nil {
+			r.s.traceReply(rep)
+		}
 		r.mu.Lock()
 		if err != nil {
 			r.err = err

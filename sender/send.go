@@ -643,6 +643,7 @@ func (t *txn) data(rc io.ReadCloser) *Error {
 		return t.ended(err)
 	}
 	target := s.dc.total() + int64(s.bw.Buffered()) + 3
+	s.trace("C", ".")
 	_, err := s.bw.WriteString(".\r\n")
 	if err == nil {
 		err = s.bw.Flush()

@@ -97,6 +97,11 @@ type Options struct {
 	// the server does not offer 8BITMIME (RFC 6152): converted to 7-bit
 	// MIME (the zero value), or refused as a permanent failure.
 	EightBit EightBitPolicy
+	// Trace, when set, gets the transcript: each command line written
+	// (dir "C": MAIL, RCPT, BDAT with its size, the final dot; never
+	// content, nor AUTH's credentials) and each reply line read (dir "S"),
+	// sanitised. A pipelined session calls it from two goroutines.
+	Trace func(dir, line string)
 }
 
 // EightBitPolicy is what to do with 8-bit content for a server without

@@ -369,10 +369,42 @@ func (s *Session) failure(op string, err error) *Error {
 	return localError(op, err)
 }
 
+// trace hands one transcript line to Options.Trace.
+func (s *Session) trace(dir, line string) {
+	if s.o.Trace != nil {
+		s.o.Trace(dir, Sanitize(line))
+	}
+}
+
+// traceReply traces each line of r as the server wrote it.
+func (s *Session) traceReply(r reply) {
+	if s.o.Trace == nil {
+		return
+	}
+	for i, l := range r.lines {
+		sep := "-"
+		if i == len(r.lines)-1 {
+			sep = " "
+		}
+		s.trace("S", strconv.Itoa(r.code)+sep+l)
+	}
+}
+
 // write sends one command line; the caller flushes via cmd or itself.
 func (s *Session) cmd(op string, wait time.Duration, line string) (reply, error) {
 	if err := checkLine(line); err != nil {
 		return reply{}, localError(op, err)
+	}
+	if op == "auth" {
+		// The mechanism may be shown, the credentials never.
+		shown := "<credentials elided>"
+		if rest, ok := strings.CutPrefix(line, "AUTH "); ok {
+			mech, _, _ := strings.Cut(rest, " ")
+			shown = "AUTH " + mech + " " + shown
+		}
+		s.trace("C", shown)
+	} else {
+		s.trace("C", line)
 	}
 	if s.dead != nil {
 		return reply{}, localError(op, fmt.Errorf("session unusable: %w", s.dead))
@@ -399,6 +431,7 @@ func (s *Session) read(op string, wait time.Duration) (reply, error) {
 	if err != nil {
 		return r, s.failure(op, fmt.Errorf("read reply: %w", err))
 	}
+	s.traceReply(r)
 	if r.code == 421 {
 		s.dead = errors.New("server closed the session (421)")
 		return r, replyError(op, r)
