@@ -79,7 +79,7 @@ chunking = true
 		{"flush", "--max-inflight", "3", "--no-pipelining", "--no-chunking", "--spool", spool, "--dry-run", "place.example"},
 	} {
 		out, stderr, code := runEtrnflush(t, append([]string{"-c", empty}, args...)...)
-		if code != exOK || !strings.Contains(out, "would send ") {
+		if code != exOK || !strings.Contains(out, "event=would-send ") {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, out, stderr)
 		}
 	}

@@ -23,8 +23,8 @@ func TestCLIFlagsAfterCommandWord(t *testing.T) {
 		out, stderr, code := runEtrnflush(t, args...)
 		// -v shows the spool's layout in the log; the dry run's summary
 		// reads like the flush's: host= first.
-		if code != exOK || !strings.Contains(stderr, "host=p.example spool="+sp+" layout=bsmtp-file") ||
-			!strings.Contains(out, "\nhost=p.example summary layout=bsmtp-file would_send=1 ") {
+		if code != exOK || !strings.Contains(stderr, "event=spool host=p.example spool=\""+sp+"\" layout=bsmtp-file") ||
+			!strings.Contains(out, "\nevent=summary host=p.example dry_run=true layout=bsmtp-file would_send=1 ") {
 			t.Errorf("%q: exit %d\nstdout:\n%s\nstderr:\n%s", args, code, out, stderr)
 		}
 	}
@@ -76,14 +76,14 @@ func TestCLIUnknownHostLeavesNothing(t *testing.T) {
 		t.Errorf("exit %d, want 0", code)
 	}
 	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
-	if len(lines) != 1 || !strings.Contains(lines[0], "host=misspelt.example nothing to send: "+filepath.Join(dir, "misspelt.example")+" does not exist") {
+	if len(lines) != 1 || !strings.Contains(lines[0], "event=nothing-to-send host=misspelt.example spool=\""+filepath.Join(dir, "misspelt.example")+"\" reason=") {
 		t.Errorf("stderr is not the one line naming the path:\n%s", stderr)
 	}
 	if d := diffSnapshots(before, treeSnapshot(t, dir)); d != "" {
 		t.Errorf("a flush of an unknown host changed the spool directory:\n%s", d)
 	}
 	_, stderr, code = runEtrnflush(t, "-c", cfg, "known.example")
-	if code != exOK || !strings.Contains(stderr, "host=known.example summary sent=0 ") {
+	if code != exOK || !strings.Contains(stderr, "event=summary host=known.example sent=0 ") {
 		t.Errorf("configured host: exit %d\n%s", code, stderr)
 	}
 }

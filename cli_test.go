@@ -230,15 +230,17 @@ func TestCLIGoodHostFolded(t *testing.T) {
 			if code != exOK {
 				t.Fatalf("exit %d, want 0 (nothing to send); stderr:\n%s", code, stderr)
 			}
-			if !strings.Contains(stderr, "host="+tc.host+" summary sent=0 ") {
+			if !strings.Contains(stderr, "event=summary host="+tc.host+" sent=0 ") {
 				t.Errorf("no summary for host=%s in stderr:\n%s", tc.host, stderr)
 			}
-			// At most the per-host lock may stay, and it carries the folded
-			// name (a name too long for the file system is shortened with
-			// a digest, within the 255-octet limit).
+			// At most the per-host lock and the state file of the last
+			// flush may stay, and they carry the folded name (a name too
+			// long for the file system is shortened with a digest, within
+			// the 255-octet limit).
 			for _, n := range dirNames(t, dir) {
-				short := len(n) <= 255 && len(tc.host) > 200 && strings.HasPrefix(n, ".etrnflush-"+tc.host[:120]) && strings.HasSuffix(n, ".lock")
-				if n != ".etrnflush-"+tc.host+".lock" && !short {
+				ext := filepath.Ext(n)
+				short := len(n) <= 255 && len(tc.host) > 200 && strings.HasPrefix(n, ".etrnflush-"+tc.host[:120]) && (ext == ".lock" || ext == ".last")
+				if n != ".etrnflush-"+tc.host+".lock" && n != ".etrnflush-"+tc.host+".last" && !short {
 					t.Errorf("unexpected file %q in the spool directory", n)
 				}
 			}
@@ -506,7 +508,7 @@ func envelope(from string, to []string) string {
 	return "from=<" + from + "> to=" + strings.Join(rc, ",")
 }
 
-var wouldSend = regexp.MustCompile(`^would send id=(\S+) (from=<[^>]*> to=\S+) size=([0-9]+)$`)
+var wouldSend = regexp.MustCompile(`^event=would-send host=\S+ id=(\S+) (?:message_id=\S+ )?(?:exim_id=\S+ )?(from=<[^>]*> to=\S+) size=([0-9]+)$`)
 
 // dryRunEnvelopes runs --dry-run and returns the envelope of every message
 // listed, in order.
@@ -534,7 +536,7 @@ func dryRunEnvelopes(t *testing.T, spool, host string, extra ...string) []string
 			envs = append(envs, m[2])
 		case strings.Contains(line, "summary") && strings.Contains(line, "host="+host):
 			summary = true
-		case strings.HasPrefix(line, "would quarantine"):
+		case strings.HasPrefix(line, "event=would-quarantine"):
 			t.Errorf("--dry-run would quarantine a fixture: %q", line)
 		default:
 			t.Errorf("--dry-run: unexpected stdout line %q", line)
@@ -648,11 +650,12 @@ func TestCLINothingToSend(t *testing.T) {
 			if code != exOK {
 				t.Fatalf("exit %d, want 0; stderr:\n%s", code, stderr)
 			}
-			if !strings.Contains(stderr, "host=quiet.example summary sent=0 deferred=0 failed=0 quarantined=0 uncertain=0 partial=0 bytes=0 ") {
+			if !strings.Contains(stderr, "event=summary host=quiet.example sent=0 deferred=0 failed=0 quarantined=0 uncertain=0 partial=0 messages=0 rcpts=0 ") {
 				t.Errorf("no empty summary in stderr:\n%s", stderr)
 			}
 			after := treeSnapshot(t, dir)
 			delete(after, ".etrnflush-quiet.example.lock")
+			delete(after, ".etrnflush-quiet.example.last") // the run's record, for list
 			if d := diffSnapshots(before, after); d != "" {
 				t.Errorf("an empty flush changed the spool directory:\n%s", d)
 			}
@@ -692,7 +695,7 @@ func TestCLIConnectionRefused(t *testing.T) {
 		if time.Since(start) > 30*time.Second {
 			t.Errorf("run %d: a refused connection took %s", run, time.Since(start))
 		}
-		if !strings.Contains(stderr, "host="+host+" summary sent=0 ") {
+		if !strings.Contains(stderr, "event=summary host="+host+" sent=0 ") {
 			t.Errorf("run %d: no summary in stderr:\n%s", run, stderr)
 		}
 
@@ -706,7 +709,7 @@ func TestCLIConnectionRefused(t *testing.T) {
 		for _, n := range dirNames(t, dir) {
 			switch {
 			case n == host:
-			case n == ".etrnflush-"+host+".lock":
+			case n == ".etrnflush-"+host+".lock", n == ".etrnflush-"+host+".last":
 			case strings.HasPrefix(n, ".etrnflush-"+host+".") && strings.HasSuffix(n, ".work"):
 				work = append(work, n)
 			case strings.HasPrefix(n, ".etrnflush-"+host+".") && strings.HasSuffix(n, ".journal"):
@@ -859,7 +862,7 @@ func TestCLIOptionPlacement(t *testing.T) {
 				full = append([]string{"flush", "--spool", spool}, args[1:]...)
 			}
 			stdout, stderr, code := runEtrnflush(t, full...)
-			if code != exOK || !strings.Contains(stdout, "would send ") {
+			if code != exOK || !strings.Contains(stdout, "event=would-send ") {
 				t.Fatalf("exit %d, stdout %q, stderr %q: not a dry run", code, stdout, stderr)
 			}
 			if d := diffSnapshots(before, treeSnapshot(t, filepath.Dir(spool))); d != "" {
@@ -881,7 +884,7 @@ func TestCLIOptionPlacement(t *testing.T) {
 		t.Run("-- "+word, func(t *testing.T) {
 			spool, _ := mkSpool(t, word)
 			stdout, stderr, code := runEtrnflush(t, "--spool", spool, "--dry-run", "--", word)
-			if code != exOK || !strings.Contains(stdout, "would send ") || !strings.Contains(stdout, "host="+word+" ") {
+			if code != exOK || !strings.Contains(stdout, "event=would-send ") || !strings.Contains(stdout, "host="+word+" ") {
 				t.Errorf("%q after -- was not taken as the host: exit %d, stdout %q, stderr %q", word, code, stdout, stderr)
 			}
 		})

@@ -55,7 +55,7 @@ func TestEximETRNSecondDuringFlush(t *testing.T) {
 		t.Fatalf("the spool holds %d messages after the late ones, want %d (did the first pass not claim it?)", len(lateMsgs), late)
 	}
 	want = append(want, lateMsgs...)
-	if b, _ := os.ReadFile(logFile); strings.Contains(string(b), " summary ") {
+	if b, _ := os.ReadFile(logFile); strings.Contains(string(b), " event=summary ") {
 		t.Fatalf("the first flush ended before the late mail was spooled, so this run cannot show anything; a slower sink is needed on this machine:\n%s", b)
 	}
 
@@ -66,7 +66,7 @@ func TestEximETRNSecondDuringFlush(t *testing.T) {
 	}
 	got := s.waitDelivered(t, early+late)
 	sameMessages(t, "delivered", want, got)
-	logText := waitLog(t, logFile, fmt.Sprintf("host=%s summary", host))
+	logText := waitLog(t, logFile, fmt.Sprintf("event=summary host=%s", host))
 	assertNoMailLeft(t, spoolPath)
 
 	// Who sent what: one process sent everything, and it is the one that
@@ -84,7 +84,7 @@ func TestEximETRNSecondDuringFlush(t *testing.T) {
 			senders[m[1]]++
 		case strings.Contains(msg, "event=another-pass"):
 			passPID = m[1]
-		case strings.Contains(msg, "busy: another flush is running"):
+		case strings.Contains(msg, "event=busy host="):
 			busyPID = m[1]
 		}
 	}
@@ -95,7 +95,7 @@ func TestEximETRNSecondDuringFlush(t *testing.T) {
 		t.Errorf("no second etrnflush found the first busy (busy pid %q, pass pid %q)", busyPID, passPID)
 	}
 	// The asking run writes no summary: one run, one summary, all mail.
-	if n := strings.Count(logText, " summary "); n != 1 || !strings.Contains(logText, fmt.Sprintf(" summary sent=%d deferred=0 ", early+late)) {
+	if n := strings.Count(logText, " event=summary "); n != 1 || !strings.Contains(logText, fmt.Sprintf(" event=summary host=%s sent=%d deferred=0 ", host, early+late)) {
 		t.Errorf("want one summary, of the run that sent all %d messages; %d summaries:\n%s", early+late, n, logText)
 	}
 

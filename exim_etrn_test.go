@@ -60,7 +60,7 @@ func TestEximETRNRecipe(t *testing.T) {
 	}
 	got := s.waitDelivered(t, 3)
 	sameMessages(t, "delivered after ETRN", want, got)
-	logText := waitLog(t, logFile, "host="+host+" summary sent=3")
+	logText := waitLog(t, logFile, "event=summary host="+host+" sent=3")
 	assertNoMailLeft(t, spoolPath)
 	if strings.Contains(logText, "error") {
 		t.Errorf("etrnflush logged an error:\n%s", logText)

@@ -246,7 +246,7 @@ func TestEximFormatsRoundTrip(t *testing.T) {
 			s.waitReplayed(t, want)
 			checkNoSpoolHeaders(t, s)
 			layout := strings.SplitN(fc.name, "-", 2)[0]
-			if !strings.Contains(stderr, `layout: "`+layout+` (detected)"`) {
+			if !strings.Contains(stderr, `layout="`+layout+` (detected)"`) {
 				t.Errorf("the log does not say the layout was detected as %s:\n%s", layout, stderr)
 			}
 			if n := strings.Count(stderr, "status=sent"); n != len(want) {

@@ -281,7 +281,7 @@ func TestEximReceiverBlockedHead(t *testing.T) {
 					t.Errorf("%d log lines with status=%s, want %d:\n%s", got, status, n, stderr)
 				}
 			}
-			if !strings.Contains(stderr, fmt.Sprintf("host=%s summary sent=30 deferred=6 failed=2 ", host)) {
+			if !strings.Contains(stderr, fmt.Sprintf("event=summary host=%s sent=30 deferred=6 failed=2 ", host)) {
 				t.Errorf("no summary sent=30 deferred=6 failed=2:\n%s", stderr)
 			}
 			sameMessages(t, "kept in the spool", wantKept, heldMessages(t, path))
@@ -440,8 +440,8 @@ func testEximLimits(t *testing.T, defines []string, minSessions int) {
 		}
 	}
 	sessions := s.sinkSessions(t)
-	reconnects := strings.Count(stderr, "reconnecting for what is left")
-	if i := strings.Index(stderr, " summary "); i >= 0 {
+	reconnects := strings.Count(stderr, "event=reconnect ")
+	if i := strings.Index(stderr, " event=summary "); i >= 0 {
 		t.Logf("etrnflush:%s", strings.SplitN(stderr[i:], "\n", 2)[0])
 	}
 	t.Logf("%d messages, %d recipients delivered (%d spooled), %d transactions at the sink, %d sessions (%d reconnects logged) in %s",
@@ -460,7 +460,7 @@ func testEximLimits(t *testing.T, defines []string, minSessions int) {
 	if c := strings.Count(stderr, " status=sent "); c != n {
 		t.Errorf("%d log lines with status=sent, want %d:\n%s", c, n, stderr)
 	}
-	if !strings.Contains(stderr, fmt.Sprintf("host=%s summary sent=%d deferred=0 failed=0 ", host, n)) {
+	if !strings.Contains(stderr, fmt.Sprintf("event=summary host=%s sent=%d deferred=0 failed=0 ", host, n)) {
 		t.Errorf("no summary sent=%d deferred=0 failed=0:\n%s", n, stderr)
 	}
 	assertNoMailLeft(t, path)

@@ -295,7 +295,7 @@ func TestFetchmailODMR(t *testing.T) {
 	assertNoMailLeft(t, f.spoolPath)
 	f.assertNothingRoots(t)
 	log := f.log(t)
-	for _, w := range []string{`auth=CRAM-MD5 user="carol" ok`, fmt.Sprintf("host=%s summary sent=%d ", host, len(f.want))} {
+	for _, w := range []string{`auth=CRAM-MD5 user="carol" status=ok`, fmt.Sprintf("event=summary host=%s sent=%d ", host, len(f.want))} {
 		if !strings.Contains(log, w) {
 			t.Errorf("etrnflush log lacks %q:\n%s", w, log)
 		}
@@ -338,12 +338,12 @@ func TestFetchmailETRN(t *testing.T) {
 	}
 	f.s.waitReplayed(t, f.want)
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(f.log(t), "host="+host+" summary") && time.Now().Before(deadline) {
+	for !strings.Contains(f.log(t), "event=summary host="+host) && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	assertNoMailLeft(t, f.spoolPath)
 	f.assertNothingRoots(t)
-	if log := f.log(t); !strings.Contains(log, fmt.Sprintf("host=%s summary sent=%d ", host, len(f.want))) {
+	if log := f.log(t); !strings.Contains(log, fmt.Sprintf("event=summary host=%s sent=%d ", host, len(f.want))) {
 		t.Errorf("etrnflush log:\n%s", log)
 	}
 }
@@ -392,7 +392,7 @@ func TestFetchmailODMRTLS(t *testing.T) {
 	f.s.waitReplayed(t, f.want)
 	assertNoMailLeft(t, f.spoolPath)
 	f.assertNothingRoots(t)
-	if log := f.log(t); !strings.Contains(log, fmt.Sprintf("host=%s summary sent=%d deferred=0", host, len(f.want))) || !strings.Contains(log, "tls=true") {
+	if log := f.log(t); !strings.Contains(log, fmt.Sprintf("event=summary host=%s sent=%d deferred=0", host, len(f.want))) || !strings.Contains(log, "tls=true") {
 		t.Errorf("etrnflush log:\n%s", log)
 	}
 }

@@ -61,7 +61,7 @@ route = "`+addr+`"
 		t.Errorf("the unreachable host's spool holds %v", envs)
 	}
 	for _, h := range []string{"a.example", "b.example"} {
-		if !strings.Contains(stderr, "host="+h+" summary sent=1 ") {
+		if !strings.Contains(stderr, "event=summary host="+h+" sent=1 ") {
 			t.Errorf("no summary for %s in stderr:\n%s", h, stderr)
 		}
 	}

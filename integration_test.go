@@ -100,7 +100,7 @@ func TestEximRoundTrip(t *testing.T) {
 			if n := strings.Count(stderr, "status=sent"); n != len(want) {
 				t.Errorf("%d log lines with status=sent, want %d:\n%s", n, len(want), stderr)
 			}
-			if !regexp.MustCompile(`host=` + regexp.QuoteMeta(host) + ` summary sent=` +
+			if !regexp.MustCompile(`event=summary host=` + regexp.QuoteMeta(host) + ` sent=` +
 				fmt.Sprint(len(want)) + ` deferred=0 failed=0 quarantined=0`).MatchString(stderr) {
 				t.Errorf("no summary line for %d sent messages:\n%s", len(want), stderr)
 			}
@@ -313,14 +313,14 @@ func mapsEqual(a, b map[string][]string) bool {
 	return true
 }
 
-var dryRunRe = regexp.MustCompile(`^would send id=(\S+) from=<([^>]*)> to=(\S+) size=(\d+)$`)
+var dryRunRe = regexp.MustCompile(`^event=would-send host=\S+ id=(\S+) (?:message_id=\S+ )?(?:exim_id=\S+ )?from=<([^>]*)> to=(\S+) size=(\d+)$`)
 
 // dryRunList turns --dry-run output into "from to,to" strings.
 func dryRunList(t *testing.T, out string) []string {
 	t.Helper()
 	var list []string
 	for _, l := range strings.Split(out, "\n") {
-		if !strings.HasPrefix(l, "would send ") {
+		if !strings.HasPrefix(l, "event=would-send ") {
 			continue
 		}
 		m := dryRunRe.FindStringSubmatch(l)
@@ -423,7 +423,7 @@ func TestConcurrentAppend(t *testing.T) {
 			_, stderr, code, err := execEtrnflush(args...)
 			runMu.Lock()
 			runs++
-			if strings.Contains(stderr, "busy: another flush is running") {
+			if strings.Contains(stderr, "event=busy host=") {
 				busy++
 			}
 			if err != nil || code != 0 {

@@ -467,14 +467,14 @@ func openLog(c *cli.Context, dest string, dryRun bool) *flush.Logger {
 	if dest != "syslog" && dest != "stderr" {
 		if sys, serr := flush.NewLogger("syslog", verbose); serr == nil {
 			sys.SetTrace(trace)
-			sys.Warnf("cannot use the log file: %v; logging to syslog", err)
+			sys.Warnf("event=log-fallback log=syslog error=%s", flush.Quote(err.Error()))
 			return sys
 		}
 	}
 	// No syslog socket (a container): stderr beats losing the log.
 	log = flush.NewWriterLogger(c.App.ErrWriter, verbose)
 	log.SetTrace(trace)
-	log.Warnf("%v; logging to standard error", err)
+	log.Warnf("event=log-fallback log=stderr error=%s", flush.Quote(err.Error()))
 	return log
 }
 
@@ -541,14 +541,15 @@ func flushAction(c *cli.Context) error {
 		}
 	}()
 	if sw.Changed {
-		log.Debugf("host=%s running as %s", host, sw)
+		log.Debugf("event=running-as host=%s user=%s", host, flush.Quote(sw.String()))
 	}
 	if _, known := cfg.Hosts[host]; !known && !dryRun && flagString(c, "spool") == "" {
 		// A HOST with no [host] table and nothing in spool_dir is most
 		// likely misspelt: say where we looked, and create nothing (not
 		// even the lock file a flush takes).
 		if held, err := spool.Holds(s.Spool); err == nil && !held {
-			log.Warnf("host=%s nothing to send: %s does not exist and there is no [host.%q] table; nothing was created", host, s.Spool, host)
+			log.Warnf("event=nothing-to-send host=%s spool=%s reason=%s", host, flush.Quote(s.Spool),
+				flush.Quote(fmt.Sprintf("%s does not exist and there is no [host.%q] table; nothing was created", s.Spool, host)))
 			return nil
 		}
 	}
@@ -658,7 +659,7 @@ func recordLast(log *flush.Logger, dir, host string, sum flush.Summary, runErr, 
 		l.Error = oneLine(runErr.Error())
 	}
 	if err := spool.WriteLastFlush(dir, host, l); err != nil {
-		log.Warnf("host=%s cannot record the last flush: %s", host, flush.Quote(err.Error()))
+		log.Warnf("event=state host=%s error=%s", host, flush.Quote("cannot record the last flush: "+err.Error()))
 	}
 }
 
@@ -669,7 +670,7 @@ func flushResult(c *cli.Context, host string, sum flush.Summary, err error, dryR
 		return loggedError{err} // flush.Run has logged it
 	}
 	if dryRun {
-		fmt.Fprintf(c.App.Writer, "host=%s summary layout=%s would_send=%d would_quarantine=%d bytes=%d\n",
+		fmt.Fprintf(c.App.Writer, "event=summary host=%s dry_run=true layout=%s would_send=%d would_quarantine=%d bytes=%d\n",
 			host, sum.Layout, sum.WouldSend, sum.Quarantined, sum.Bytes)
 		if sum.Quarantined > 0 {
 			return &exitError{exDataErr, nil}

@@ -441,7 +441,7 @@ type failedCopy struct {
 var (
 	logStatusRe  = regexp.MustCompile(` to=<([^>]*)>\S* .*\bstatus=(\w+)`)
 	logKeptRe    = regexp.MustCompile(` status=deferred messages=(\d+) `)
-	logSummaryRe = regexp.MustCompile(`summary sent=(\d+) deferred=(\d+) failed=(\d+) quarantined=(\d+) uncertain=(\d+)`)
+	logSummaryRe = regexp.MustCompile(`event=summary host=\S+ sent=(\d+) deferred=(\d+) failed=(\d+) quarantined=(\d+) uncertain=(\d+)`)
 )
 
 // flushToSink runs etrnflush for host on the spool directory spoolDir
@@ -823,7 +823,7 @@ func TestSmtpSinkMessageLimit(t *testing.T) {
 	r := flushToSink(t, s, spool, host)
 	first := s.dumped(t)
 	checkSinkRun(t, msgs, r, first, sinkExpect{code: 75, sent: 4, uncertain: 1, deferred: 7, uncertainDumped: true})
-	if !strings.Contains(r.stderr, "reconnecting for what is left: session 2") {
+	if !strings.Contains(r.stderr, "event=reconnect host="+host+" session=2 ") {
 		t.Errorf("no reconnect after the sink ended the session")
 	}
 	if st := r.status[msgs[4].To[0]]; st != "uncertain" {

@@ -87,7 +87,7 @@ func TestCLIProgress(t *testing.T) {
 	rx := newRecorder(t)
 	cfg := writeConfig(t, dir, "")
 	flushArgs := []string{"-c", cfg, "--log", logFile, "flush", "--to", rx.addr, "--tls", "none", "--helo", "tx.example"}
-	summary := regexp.MustCompile(`etrnflush: host=h\.example summary sent=3 deferred=0 .*\r?\n$`)
+	summary := regexp.MustCompile(`etrnflush: event=summary host=h\.example sent=3 deferred=0 .*\r?\n$`)
 	live := regexp.MustCompile(`\r\x1b\[Kh\.example: \d/3 messages, [0-9.]+ (B|KiB)/[0-9.]+ (B|KiB), [0-9.]+ (B|KiB)/s, (\d+:\d\d|--:--) left`)
 
 	write()
@@ -102,7 +102,7 @@ func TestCLIProgress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.ContainsAny(logged, "\r\x1b") || !strings.Contains(string(logged), "summary sent=3") {
+	if bytes.ContainsAny(logged, "\r\x1b") || !strings.Contains(string(logged), "event=summary host=h.example sent=3 ") {
 		t.Errorf("log file:\n%q", logged)
 	}
 
@@ -113,7 +113,7 @@ func TestCLIProgress(t *testing.T) {
 	ttyArgs := append([]string{}, flushArgs...)
 	ttyArgs[3] = "stderr"
 	shown, _, code = runOnTTY(t, append(ttyArgs, host)...)
-	if code != exOK || !live.MatchString(shown) || !regexp.MustCompile(`(\r\x1b\[K|\n)etrnflush\[\d+\]: host=h\.example summary sent=3 [^\r]*\r?\n$`).MatchString(shown) {
+	if code != exOK || !live.MatchString(shown) || !regexp.MustCompile(`(\r\x1b\[K|\n)etrnflush\[\d+\]: event=summary host=h\.example sent=3 [^\r]*\r?\n$`).MatchString(shown) {
 		t.Errorf("--log stderr on a terminal: exit %d, terminal %q", code, shown)
 	}
 	for _, l := range strings.Split(shown, "\n") {

@@ -323,8 +323,8 @@ route = "client:%s"
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("received\n%q\nwant\n%q", got, want)
 	}
-	logText := waitLog(t, logFile, "host=h1.example summary sent=3")
-	for _, w := range []string{"serve event=connect client=127.0.0.1", "event=flush-started to=127.0.0.1:" + port} {
+	logText := waitLog(t, logFile, "event=summary host=h1.example sent=3")
+	for _, w := range []string{"event=connect client=127.0.0.1", "event=flush-started client=127.0.0.1", " to=127.0.0.1:" + port} {
 		if !strings.Contains(logText, w) {
 			t.Errorf("log lacks %q:\n%s", w, logText)
 		}
@@ -415,7 +415,7 @@ hosts = ["odmr.example"]
 		t.Errorf("spool still holds %d octets", len(b))
 	}
 	logText, _ := os.ReadFile(logFile)
-	if !strings.Contains(string(logText), "host=odmr.example summary sent=2") {
+	if !strings.Contains(string(logText), "event=summary host=odmr.example sent=2") {
 		t.Errorf("log:\n%s", logText)
 	}
 	if strings.Contains(string(logText), "pw of carol") {

@@ -141,31 +141,31 @@ func serveAction(c *cli.Context) error {
 		}
 	}()
 	if sw.Changed {
-		log.Debugf("serve running as %s", sw)
+		log.Debugf("event=running-as user=%s", flush.Quote(sw.String()))
 	}
 	if prepErr != nil {
-		log.Errorf("%v", prepErr)
+		log.Errorf("event=serve-error error=%s", flush.Quote(oneLine(prepErr.Error())))
 		return unavailable(prepErr)
 	}
 	implicit := c.Bool("tls-on-connect")
 	if implicit && tconf == nil {
 		err := &exitError{exConfig, errors.New("serve --tls-on-connect needs [serve] tls_cert and tls_key")}
-		log.Errorf("%v", err)
+		log.Errorf("event=serve-error error=%s", flush.Quote(err.Error()))
 		return unavailable(err)
 	}
 	hostname := cfg.Helo
 	if hostname == "" {
 		if hostname, err = fqdn(); err != nil {
-			log.Errorf("serve: %v", err)
+			log.Errorf("event=serve-error error=%s", flush.Quote(err.Error()))
 			return unavailable(&exitError{exConfig, err})
 		}
 	}
 	if len(cfg.Users) > 0 && tconf == nil && !ss.AllowPlaintextAuth {
-		log.Warnf("serve: [user] tables exist, but AUTH (and so ATRN) is offered only over TLS: set [serve] tls_cert and tls_key")
+		log.Warnf("event=serve-warning reason=%s", flush.Quote("[user] tables exist, but AUTH (and so ATRN) is offered only over TLS: set [serve] tls_cert and tls_key"))
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		log.Errorf("serve: cannot find my own binary: %v", err)
+		log.Errorf("event=serve-error error=%s", flush.Quote("cannot find my own binary: "+err.Error()))
 		return unavailable(&exitError{exConfig, err})
 	}
 	sp := &serve.Spawner{Exe: exe, Config: cfg.File, Verbose: c.Bool("verbose")}

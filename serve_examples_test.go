@@ -144,7 +144,7 @@ func TestServeExampleUnits(t *testing.T) {
 		})
 	}
 	b, err := os.ReadFile(logFile)
-	if err != nil || strings.Count(string(b), "serve event=connect client=127.0.0.1") != 2 {
+	if err != nil || strings.Count(string(b), "event=connect client=127.0.0.1") != 2 {
 		t.Errorf("log (%v):\n%s", err, b)
 	}
 }

@@ -103,7 +103,7 @@ hosts = ["odmr.example"]
 		t.Errorf("received\n%q\nwant\n%q", got, want)
 	}
 	logText, _ := os.ReadFile(logFile)
-	for _, w := range []string{"auth=CRAM-MD5 user=\"carol\" ok", "tls=true", "host=odmr.example summary sent=3"} {
+	for _, w := range []string{"auth=CRAM-MD5 user=\"carol\" status=ok", "tls=true", "event=summary host=odmr.example sent=3"} {
 		if !strings.Contains(string(logText), w) {
 			t.Errorf("log lacks %q:\n%s", w, logText)
 		}

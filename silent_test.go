@@ -133,7 +133,7 @@ func TestNeverSilent(t *testing.T) {
 		}
 		lines := sys.wait("summary")
 		joined := strings.Join(lines, "\n")
-		for _, want := range []string{"cannot use the log file", badLog, "status=sent", "summary sent=2"} {
+		for _, want := range []string{"event=log-fallback log=syslog", badLog, "status=sent", "event=summary host=h.example sent=2 "} {
 			if !strings.Contains(joined, want) {
 				t.Errorf("syslog lacks %q:\n%s", want, joined)
 			}

@@ -30,7 +30,7 @@ func (r *run) bounceFailed(ctx context.Context) {
 	copies, err := spool.ListFailed(r.cfg.Spool.Path)
 	if err != nil {
 		r.sum.BounceFailed++
-		r.log.Errorf("host=%s status=bounce_failed reason=%s", r.cfg.Host, Quote(err.Error()))
+		r.log.Errorf("event=bounce host=%s status=bounce_failed reason=%s", r.cfg.Host, Quote(err.Error()))
 		return
 	}
 	for _, c := range copies {
@@ -53,7 +53,7 @@ func (r *run) bounceOne(ctx context.Context, c spool.FailedCopy) {
 		// RFC 5321 section 6.1: a message from the null sender is
 		// never bounced; its copy stays for the admin, as without
 		// bounces.
-		r.log.Debugf("host=%s id=%s from=<> status=failed not bounced: null sender", r.cfg.Host, logID(c.Stem))
+		r.log.Debugf("event=bounce host=%s id=%s from=<> status=not_bounced reason=%s", r.cfg.Host, logID(c.Stem), Quote("null sender"))
 		return
 	}
 	if err == nil {
@@ -76,15 +76,15 @@ func (r *run) bounceOne(ctx context.Context, c spool.FailedCopy) {
 		if err == nil {
 			if rerr := c.Remove(); rerr != nil {
 				// The DSN is out; the copy will be bounced once more.
-				r.log.Errorf("host=%s id=%s %s", r.cfg.Host, logID(c.Stem), Quote(rerr.Error()))
+				r.log.Errorf("event=error host=%s id=%s error=%s", r.cfg.Host, logID(c.Stem), Quote(rerr.Error()))
 			}
 			r.sum.Bounced++
-			r.log.Infof("host=%s id=%s from=%s to=%s status=bounced", r.cfg.Host, logID(c.Stem), logAddr(env.From), addrs(env.To))
+			r.log.Infof("event=bounce host=%s id=%s from=%s to=%s status=bounced", r.cfg.Host, logID(c.Stem), logAddr(env.From), addrs(env.To))
 			return
 		}
 	}
 	r.sum.BounceFailed++
-	r.log.Warnf("host=%s id=%s from=%s to=%s status=bounce_failed reason=%s",
+	r.log.Warnf("event=bounce host=%s id=%s from=%s to=%s status=bounce_failed reason=%s",
 		r.cfg.Host, logID(c.Stem), logAddr(env.From), addrs(env.To), Quote(err.Error()))
 }
 

@@ -209,7 +209,7 @@ func TestCoalesce(t *testing.T) {
 			if got, _ := failedIn(t, path); !reflect.DeepEqual(got, tc.failed) {
 				t.Errorf("failed folder %q, want %q", got, tc.failed)
 			}
-			sum.Elapsed, sum.Bytes, sum.Layout = 0, 0, ""
+			sum.Elapsed, sum.Bytes, sum.Layout, sum.Rcpts = 0, 0, "", RcptCounts{}
 			if sum != tc.sum {
 				t.Errorf("summary %+v, want %+v", sum, tc.sum)
 			}

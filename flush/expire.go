@@ -34,7 +34,7 @@ func (r *run) expire(ctx context.Context) (err error) {
 		// could still stand for is older than MaxAge and gone.
 		keep := 2 * max(r.cfg.MaxAge, r.cfg.WarnAge)
 		if err := spool.PruneWarned(r.cfg.Spool.Path, keep); err != nil {
-			r.log.Warnf("host=%s %s", r.cfg.Host, Quote(err.Error()))
+			r.log.Warnf("event=error host=%s error=%s", r.cfg.Host, Quote(err.Error()))
 		}
 	}
 	sp, err := spool.Open(r.cfg.Spool)
@@ -76,12 +76,15 @@ func (r *run) expire(ctx context.Context) (err error) {
 			switch {
 			case r.sum.Deferred > 0:
 				r.sum.Deferred--
+				r.sum.Rcpts.Deferred -= min(r.sum.Rcpts.Deferred, len(m.To))
 			case r.sum.Uncertain > 0:
 				r.sum.Uncertain--
+				r.sum.Rcpts.Uncertain -= min(r.sum.Rcpts.Uncertain, len(m.To))
 			}
 			r.sum.Failed++
-			r.log.Warnf("host=%s id=%s from=%s to=%s size=%d status=expired reason=%s",
-				r.cfg.Host, logID(m.Key), logAddr(m.From), addrs(m.To), m.Size, Quote(why))
+			r.sum.Rcpts.Failed += len(m.To)
+			r.log.Warnf("event=message host=%s id=%s%s from=%s to=%s size=%d status=expired reason=%s",
+				r.cfg.Host, logID(m.Key), msgIDs(m), logAddr(m.From), addrs(m.To), m.Size, Quote(why))
 		}
 	}
 }
@@ -137,10 +140,10 @@ func (r *run) warn(ctx context.Context, m *spool.Message, since time.Time) {
 		}
 	}
 	if err != nil {
-		r.log.Warnf("host=%s id=%s from=%s to=%s status=warn_failed reason=%s", r.cfg.Host, logID(m.Key), logAddr(m.From), addrs(m.To), Quote(err.Error()))
+		r.log.Warnf("event=delay-warning host=%s id=%s from=%s to=%s status=warn_failed reason=%s", r.cfg.Host, logID(m.Key), logAddr(m.From), addrs(m.To), Quote(err.Error()))
 		return
 	}
-	r.log.Infof("host=%s id=%s from=%s to=%s status=delay_warned", r.cfg.Host, logID(m.Key), logAddr(m.From), addrs(m.To))
+	r.log.Infof("event=delay-warning host=%s id=%s from=%s to=%s status=delay_warned", r.cfg.Host, logID(m.Key), logAddr(m.From), addrs(m.To))
 }
 
 // warnKey names m for the warned marks: its sender, its recipients and

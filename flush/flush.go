@@ -77,7 +77,17 @@ type Summary struct {
 	Unreachable                                    bool // no destination answered, or the connection failed with messages not yet offered
 	Layout                                         string
 	Bounced, BounceFailed                          int // DSNs handed to Sendmail, and those it did not take
+	Rcpts                                          RcptCounts
 }
+
+// RcptCounts counts the recipients of the settled messages, each once by
+// its own outcome: they add up to the recipients the run handled.
+type RcptCounts struct {
+	Sent, Failed, Deferred, Uncertain int
+}
+
+// Total is the recipients counted.
+func (c RcptCounts) Total() int { return c.Sent + c.Failed + c.Deferred + c.Uncertain }
 
 // Messages is how many messages the run settled, each once.
 func (s Summary) Messages() int {
@@ -110,7 +120,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	err := r.run(ctx)
 	r.sum.Elapsed = time.Since(start)
 	if err != nil {
-		r.log.Errorf("host=%s %s", cfg.Host, strings.Join(strings.Fields(err.Error()), " "))
+		r.log.Errorf("event=error host=%s error=%s", cfg.Host, Quote(strings.Join(strings.Fields(err.Error()), " ")))
 	}
 	// A dry run prints its own listing and summary; it must not log a
 	// summary that reads like a real flush.
@@ -127,8 +137,11 @@ func SummaryLine(host string, s Summary, bounces bool) string {
 	if bounces {
 		b = fmt.Sprintf(" bounced=%d bounce_failed=%d", s.Bounced, s.BounceFailed)
 	}
-	return fmt.Sprintf("host=%s summary sent=%d deferred=%d failed=%d quarantined=%d uncertain=%d partial=%d bytes=%d elapsed=%s%s",
-		host, s.Sent, s.Deferred, s.Failed, s.Quarantined, s.Uncertain, s.Partial, s.Bytes, s.Elapsed.Round(time.Millisecond), b)
+	return fmt.Sprintf("event=summary host=%s sent=%d deferred=%d failed=%d quarantined=%d uncertain=%d partial=%d messages=%d "+
+		"rcpts=%d rcpt_sent=%d rcpt_failed=%d rcpt_deferred=%d rcpt_uncertain=%d bytes=%d elapsed=%s%s",
+		host, s.Sent, s.Deferred, s.Failed, s.Quarantined, s.Uncertain, s.Partial, s.Messages(),
+		s.Rcpts.Total(), s.Rcpts.Sent, s.Rcpts.Failed, s.Rcpts.Deferred, s.Rcpts.Uncertain,
+		s.Bytes, s.Elapsed.Round(time.Millisecond), b)
 }
 
 // advance counts one settled message for Progress.
@@ -177,13 +190,13 @@ func (r *run) run(ctx context.Context) (err error) {
 		// No directory, so no spool and none of our files beside it:
 		// nothing was ever held for this host. Creating the directory
 		// to hold a lock in it is not ours to do.
-		r.log.Debugf("host=%s nothing to send: %s does not exist", r.cfg.Host, dir)
+		r.log.Debugf("event=nothing-to-send host=%s reason=%s", r.cfg.Host, Quote(dir+" does not exist"))
 		return nil
 	}
 	lock, err := spool.LockHost(dir, r.cfg.Host)
 	if errors.Is(err, spool.ErrBusy) {
 		r.sum.Busy = true
-		r.log.Infof("host=%s busy: another flush is running; asked it for one more pass", r.cfg.Host)
+		r.log.Infof("event=busy host=%s reason=%s", r.cfg.Host, Quote("another flush is running; asked it for one more pass"))
 		return nil
 	}
 	if err != nil {
@@ -193,7 +206,7 @@ func (r *run) run(ctx context.Context) (err error) {
 	defer func() {
 		if r.sess != nil && r.sess != r.cfg.Session {
 			if cerr := r.sess.Close(); cerr != nil {
-				r.log.Debugf("host=%s quit: %v", r.cfg.Host, cerr)
+				r.log.Debugf("event=quit host=%s error=%s", r.cfg.Host, Quote(cerr.Error()))
 			}
 		}
 	}()
@@ -207,7 +220,7 @@ func (r *run) run(ctx context.Context) (err error) {
 		}
 		if err != nil {
 			if aerr := lock.Abandon(); aerr != nil {
-				r.log.Warnf("host=%s release lock: %v", r.cfg.Host, aerr)
+				r.log.Warnf("event=lock host=%s error=%s", r.cfg.Host, Quote("release lock: "+aerr.Error()))
 			}
 			return err
 		}
@@ -227,14 +240,14 @@ func (r *run) run(ctx context.Context) (err error) {
 			// The request stays unanswered on purpose: nothing would be
 			// delivered now, and the next trigger starts a fresh run.
 			if aerr := lock.Abandon(); aerr != nil {
-				r.log.Warnf("host=%s release lock: %v", r.cfg.Host, aerr)
+				r.log.Warnf("event=lock host=%s error=%s", r.cfg.Host, Quote("release lock: "+aerr.Error()))
 			}
 			if !r.dead {
-				r.log.Warnf("host=%s gave up after %d passes asked for by other runs; the next trigger starts afresh", r.cfg.Host, passes+1)
+				r.log.Warnf("event=gave-up host=%s passes=%d reason=%s", r.cfg.Host, passes+1, Quote("more passes asked for by other runs; the next trigger starts afresh"))
 			}
 			return nil
 		}
-		r.log.Infof("host=%s event=another-pass", r.cfg.Host) // asked for by a run that found us busy
+		r.log.Infof("event=another-pass host=%s", r.cfg.Host) // asked for by a run that found us busy
 	}
 }
 
@@ -243,16 +256,18 @@ func (r *run) event(e spool.Event) {
 	switch e.Kind {
 	case "quarantine":
 		r.sum.Quarantined++
-		r.log.Warnf("host=%s id=%s status=quarantined size=%d reason=%s", r.cfg.Host, logID(e.ID), e.Size, Quote(e.Reason))
+		r.log.Warnf("event=quarantine host=%s id=%s status=quarantined size=%d reason=%s", r.cfg.Host, logID(e.ID), e.Size, Quote(e.Reason))
 		if r.cfg.DryRun && r.cfg.Out != nil {
-			fmt.Fprintf(r.cfg.Out, "would quarantine id=%s size=%d reason=%s\n", logID(e.ID), e.Size, Quote(e.Reason))
+			fmt.Fprintf(r.cfg.Out, "event=would-quarantine host=%s id=%s size=%d reason=%s\n", r.cfg.Host, logID(e.ID), e.Size, Quote(e.Reason))
 		}
 	case "claim":
-		r.log.Infof("host=%s id=%s event=claim spool=%s work=%s size=%d", r.cfg.Host, logID(e.ID), Quote(r.cfg.Spool.Path), Quote(e.Reason), e.Size)
+		r.log.Infof("event=claim host=%s id=%s spool=%s work=%s size=%d", r.cfg.Host, logID(e.ID), Quote(r.cfg.Spool.Path), Quote(e.Reason), e.Size)
 	case "orphan", "notice":
-		r.log.Warnf("host=%s id=%s %s", r.cfg.Host, logID(e.ID), Quote(e.Reason))
+		r.log.Warnf("event=%s host=%s id=%s reason=%s", e.Kind, r.cfg.Host, logID(e.ID), Quote(e.Reason))
+	case "layout":
+		r.log.Infof("event=layout host=%s spool=%s layout=%s", r.cfg.Host, logID(e.ID), Quote(e.Reason))
 	default:
-		r.log.Infof("host=%s id=%s %s: %s", r.cfg.Host, logID(e.ID), e.Kind, Quote(e.Reason))
+		r.log.Infof("event=%s host=%s id=%s reason=%s", escape(e.Kind), r.cfg.Host, logID(e.ID), Quote(e.Reason))
 	}
 }
 
@@ -267,7 +282,7 @@ func (r *run) pass(ctx context.Context) (err error) {
 		}
 	}()
 	r.sum.Layout = sp.Layout()
-	r.log.Debugf("host=%s spool=%s layout=%s", r.cfg.Host, r.cfg.Spool.Path, sp.Layout())
+	r.log.Debugf("event=spool host=%s spool=%s layout=%s", r.cfg.Host, Quote(r.cfg.Spool.Path), sp.Layout())
 
 	first, err := sp.Next()
 	if err == io.EOF {
@@ -346,7 +361,7 @@ func (r *run) pass(ctx context.Context) (err error) {
 				f.order = append(f.order, s)
 			}
 			f.retry = append(f.retry, &item{group: group, prior: &res, idx: idx, slot: s})
-			r.log.Infof("host=%s id=%s event=remainder rcpts=%d reason=%s", r.cfg.Host, logID(group[0].Key), len(idx),
+			r.log.Infof("event=remainder host=%s id=%s rcpts=%d reason=%s", r.cfg.Host, logID(group[0].Key), len(idx),
 				Quote("the session ended before the recipients over the server's limit were offered; the next session offers them"))
 			return nil
 		}
@@ -411,10 +426,10 @@ func (r *run) pass(ctx context.Context) (err error) {
 			// Anything else came from the spool side (next or settle).
 			return spoolErr("flush", serr)
 		}
-		r.log.Warnf("host=%s connection ended: %s", r.cfg.Host, Quote(serr.Error()))
+		r.log.Warnf("event=connection-ended host=%s error=%s", r.cfg.Host, Quote(serr.Error()))
 		if r.sess != r.cfg.Session {
 			if cerr := r.sess.Close(); cerr != nil {
-				r.log.Debugf("host=%s close: %v", r.cfg.Host, cerr)
+				r.log.Debugf("event=quit host=%s error=%s", r.cfg.Host, Quote(cerr.Error()))
 			}
 		}
 		r.sess = nil
@@ -435,7 +450,7 @@ func (r *run) pass(ctx context.Context) (err error) {
 		// gets a new session for the rest, as Exim's and Postfix's own
 		// clients do; one that made no progress at all does not.
 		if r.cfg.Session == nil && ctx.Err() == nil && r.progress > before && r.conns < r.maxConns() {
-			r.log.Infof("host=%s reconnecting for what is left: session %d of at most %d", r.cfg.Host, r.conns+1, r.maxConns())
+			r.log.Infof("event=reconnect host=%s session=%d max_sessions=%d reason=%s", r.cfg.Host, r.conns+1, r.maxConns(), Quote("reconnecting for what is left"))
 			if r.dial(ctx) {
 				continue
 			}
@@ -532,6 +547,7 @@ func (r *run) refusedUs(sp spool.Spool, held []heldReport) error {
 				return spoolErr("keep "+m.ID, err)
 			}
 			n++
+			r.sum.Rcpts.Deferred += len(m.To)
 			r.advance(m)
 		}
 	}
@@ -539,7 +555,7 @@ func (r *run) refusedUs(sp spool.Spool, held []heldReport) error {
 	r.dead = true
 	r.sum.Unreachable = true
 	last := held[len(held)-1].res.Reply
-	r.log.Errorf("host=%s status=refuses-us messages=%d senders=%d reply=%s reason=%s", r.cfg.Host, n, distinctSenders(held),
+	r.log.Errorf("event=refuses-us host=%s status=deferred messages=%d senders=%d reply=%s reason=%s", r.cfg.Host, n, distinctSenders(held),
 		Quote(fmt.Sprintf("%d %s", last.Code, last.Text)),
 		Quote("the server refused MAIL FROM for every one of these senders: it refuses this relay, not them; all mail is kept, nothing is bounced"))
 	return nil
@@ -549,12 +565,13 @@ func (r *run) refusedUs(sp spool.Spool, held []heldReport) error {
 // summary says how much is waiting. Nothing is rewritten: every recipient
 // stays pending.
 func (r *run) keepAll(sp spool.Spool, m *spool.Message, next func() (*spool.Message, error), why string) error {
-	n, bytes := 0, int64(0)
+	n, rcpts, bytes := 0, 0, int64(0)
 	for {
 		if err := sp.Settle(m, make([]spool.Outcome, len(m.To)), ""); err != nil {
 			return spoolErr("keep "+m.ID, err)
 		}
 		n++
+		rcpts += len(m.To)
 		bytes += m.Size
 		r.advance(m)
 		var err error
@@ -567,7 +584,8 @@ func (r *run) keepAll(sp spool.Spool, m *spool.Message, next func() (*spool.Mess
 		}
 	}
 	r.sum.Deferred += n
-	r.log.Warnf("host=%s status=deferred messages=%d bytes=%d reason=%s", r.cfg.Host, n, bytes, Quote(why))
+	r.sum.Rcpts.Deferred += rcpts
+	r.log.Warnf("event=kept host=%s status=deferred messages=%d rcpts=%d bytes=%d reason=%s", r.cfg.Host, n, rcpts, bytes, Quote(why))
 	return nil
 }
 
@@ -585,39 +603,39 @@ func (r *run) dial(ctx context.Context) bool {
 		var err error
 		dests, err = r.cfg.Resolve()
 		if err != nil {
-			r.log.Warnf("host=%s no destination: %s", r.cfg.Host, Quote(err.Error()))
+			r.log.Warnf("event=no-destination host=%s error=%s", r.cfg.Host, Quote(err.Error()))
 			return false
 		}
 	}
 	if h := r.cfg.Sender.Helo; r.conns == 0 && !strings.Contains(strings.Trim(h, "[]"), ".") && !strings.Contains(h, ":") {
 		// RFC 5321 4.1.1.1 asks for a fully qualified name; many
 		// receivers refuse or score a bare one.
-		r.log.Warnf("host=%s helo=%s is not a fully qualified domain name; set helo in the configuration", r.cfg.Host, escape(h))
+		r.log.Warnf("event=helo-not-fqdn host=%s helo=%s reason=%s", r.cfg.Host, escape(h), Quote("not a fully qualified domain name; set helo in the configuration"))
 	}
 	for _, d := range dests {
 		o := r.cfg.Sender
 		o.Addr = d
 		if r.log.Tracing() && o.Trace == nil {
 			o.Trace = func(dir, line string) {
-				r.log.Tracef("event=smtp host=%s server=%s dir=%s line=%s", r.cfg.Host, d, dir, Quote(line))
+				r.log.Tracef("event=smtp host=%s server=%s dir=%s line=%s", r.cfg.Host, escape(d), dir, Quote(line))
 			}
 		}
 		s, err := sender.Dial(ctx, o)
 		if err != nil {
-			r.log.Warnf("host=%s to=%s cannot deliver: %s", r.cfg.Host, d, Quote(err.Error()))
+			r.log.Warnf("event=connect-failed host=%s server=%s error=%s", r.cfg.Host, escape(d), Quote(err.Error()))
 			continue
 		}
 		if terr := s.TLSFailed(); terr != nil {
-			r.log.Warnf("host=%s to=%s tls=none sending in clear text (tls = may): %s", r.cfg.Host, d, Quote(terr.Error()))
+			r.log.Warnf("event=tls-failed host=%s server=%s tls=none reason=%s", r.cfg.Host, escape(d), Quote("sending in clear text (tls = may): "+terr.Error()))
 		}
-		r.log.Debugf("host=%s connected to %s tls=%v", r.cfg.Host, d, s.TLS())
+		r.log.Debugf("event=connect host=%s server=%s tls=%v", r.cfg.Host, escape(d), s.TLS())
 		if r.log.Tracing() {
 			var ext []string
 			for k, v := range s.Extensions() {
 				ext = append(ext, strings.TrimSpace(k+" "+v))
 			}
 			sort.Strings(ext)
-			r.log.Tracef("event=smtp host=%s server=%s tls=%v extensions=%s", r.cfg.Host, d, s.TLS(), Quote(strings.Join(ext, ", ")))
+			r.log.Tracef("event=smtp host=%s server=%s tls=%v extensions=%s", r.cfg.Host, escape(d), s.TLS(), Quote(strings.Join(ext, ", ")))
 		}
 		r.conns++
 		r.sess = s
@@ -673,14 +691,21 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn st
 		status = "partial"
 	}
 	r.count(status, m, len(sent) > 0, len(kept) > 0)
+	r.sum.Rcpts.Sent += len(sent)
+	r.sum.Rcpts.Failed += len(failed)
+	if status == "uncertain" {
+		r.sum.Rcpts.Uncertain += len(kept)
+	} else {
+		r.sum.Rcpts.Deferred += len(kept)
+	}
 	defer r.advance(m) // after the line: the live line is drawn below it
 	extra := ""
 	if status == "partial" {
 		extra = fmt.Sprintf(" sent=%s failed=%s deferred=%s", addrs(sent), addrs(failed), addrs(kept))
-		if d := deferReason(m, res, out); len(kept) > 0 && d != reply {
+		if len(kept) > 0 {
 			// The final reply is the taken recipients'; the kept ones
-			// had their own.
-			extra += " deferred_reply=" + Quote(d)
+			// had their own, or that one.
+			extra += " deferred_reply=" + Quote(deferReason(m, res, out))
 		}
 	}
 	if txn != "" {
@@ -695,7 +720,7 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn st
 		// reply alone would hide why they failed.
 		extra += " failed_reply=" + Quote(why)
 	}
-	line := fmt.Sprintf("host=%s id=%s%s from=%s to=%s size=%d status=%s%s reply=%s",
+	line := fmt.Sprintf("event=message host=%s id=%s%s from=%s to=%s size=%d status=%s%s reply=%s",
 		r.cfg.Host, logID(m.Key), msgIDs(m), logAddr(m.From), addrs(m.To), m.Size, status, extra, Quote(reply))
 	if status == "sent" {
 		r.log.Infof("%s", line)
@@ -772,7 +797,7 @@ func addrs(list []string) string {
 	var b strings.Builder
 	for i, a := range list {
 		if i == maxLogRcpts {
-			fmt.Fprintf(&b, ",+%d more", len(list)-i)
+			fmt.Fprintf(&b, ",+%dmore", len(list)-i)
 			break
 		}
 		if i > 0 {
@@ -796,6 +821,36 @@ func msgIDs(m *spool.Message) string {
 	return s
 }
 
+// allAddrs lists every recipient for a dry run, which is read at a
+// terminal: UTF-8 is left as it is, only what could end the field (a
+// space, a quote, a control character) is escaped as \xHH.
+func allAddrs(list []string) string {
+	out := make([]string, len(list))
+	for i, a := range list {
+		out[i] = termAddr(a)
+	}
+	return strings.Join(out, ",")
+}
+
+func termAddr(a string) string {
+	var b strings.Builder
+	b.WriteByte('<')
+	for i := 0; i < len(a); i++ {
+		c := a[i]
+		if c <= ' ' || c == 0x7f || c == '\\' || c == '"' {
+			fmt.Fprintf(&b, "\\x%02x", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	b.WriteByte('>')
+	return b.String()
+}
+
+// Token makes a short value from outside (a name, a mechanism) safe as
+// an unquoted log field: see escape.
+func Token(s string) string { return escape(s) }
+
 func logAddr(a string) string { return "<" + escape(a) + ">" }
 
 // logID makes a message id safe for a log field. An id comes from a spool
@@ -812,7 +867,7 @@ func escape(a string) string {
 	var b strings.Builder
 	for i := 0; i < len(a); i++ {
 		c := a[i]
-		if c <= ' ' || c >= 0x7f || c == '\\' {
+		if c <= ' ' || c >= 0x7f || c == '\\' || c == '"' {
 			fmt.Fprintf(&b, "\\x%02x", c)
 			continue
 		}
@@ -826,7 +881,7 @@ func (r *run) dryRun(sp spool.Spool, m *spool.Message) error {
 		if r.cfg.Out != nil {
 			// The listing is for the admin at a terminal: every recipient,
 			// as stored.
-			fmt.Fprintf(r.cfg.Out, "would send id=%s from=<%s> to=<%s> size=%d\n", logID(m.Key), m.From, strings.Join(m.To, ">,<"), m.Size)
+			fmt.Fprintf(r.cfg.Out, "event=would-send host=%s id=%s%s from=%s to=%s size=%d\n", r.cfg.Host, logID(m.Key), msgIDs(m), termAddr(m.From), allAddrs(m.To), m.Size)
 		}
 		r.sum.WouldSend++
 		r.sum.Bytes += m.Size

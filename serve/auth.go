@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/emersion/go-sasl"
@@ -100,7 +101,7 @@ func (s *session) auth(arg string) error {
 		// max_commands.
 		s.commands++
 		if s.commands > s.cfg.Serve.MaxCommands {
-			s.log.Warnf("serve client=%s too many commands (max_commands = %d, AUTH lines included)", s.clientStr, s.cfg.Serve.MaxCommands)
+			s.log.Warnf("event=limit client=%s reason=%s", s.clientStr, flush.Quote(fmt.Sprintf("too many commands (max_commands = %d, AUTH lines included)", s.cfg.Serve.MaxCommands)))
 			_ = s.reply(421, "4.7.0 "+s.cfg.Hostname+" too many commands, closing")
 			return errQuit
 		}
@@ -115,13 +116,13 @@ func (s *session) auth(arg string) error {
 		}
 	}
 	s.user = user
-	s.log.Infof("serve client=%s auth=%s user=%s ok", s.clientStr, strings.ToUpper(mech), flush.Quote(user))
+	s.log.Infof("event=auth client=%s auth=%s user=%s status=ok", s.clientStr, flush.Token(strings.ToUpper(mech)), flush.Quote(user))
 	return s.reply(235, "2.7.0 Authentication successful")
 }
 
 func (s *session) authFailed(mech, user string) error {
 	s.authFails++
-	s.log.Warnf("serve client=%s auth=%s user=%s failed", s.clientStr, strings.ToUpper(mech), flush.Quote(user))
+	s.log.Warnf("event=auth client=%s auth=%s user=%s status=failed", s.clientStr, flush.Token(strings.ToUpper(mech)), flush.Quote(user))
 	if s.authFails >= maxAuthFails {
 		_ = s.reply(421, "4.7.0 "+s.cfg.Hostname+" too many failed authentications, closing")
 		return errQuit

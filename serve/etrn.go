@@ -50,25 +50,25 @@ func (s *session) etrn(arg string) error {
 	}
 	trusted := s.trusted()
 	if !trusted && !s.cfg.Serve.EtrnPublic {
-		s.log.Warnf("serve client=%s etrn=%s refused: client not in etrn_clients", s.clientStr, node)
+		s.log.Warnf("event=etrn client=%s etrn=%s status=refused reason=%s", s.clientStr, node, flush.Quote("client not in etrn_clients"))
 		return s.reply(459, "4.7.1 Node "+node+" not allowed: ETRN not permitted from this address")
 	}
 	ok, err := s.rateOK()
 	if err != nil {
-		s.log.Errorf("serve client=%s etrn=%s rate state: %s", s.clientStr, node, flush.Quote(err.Error()))
+		s.log.Errorf("event=etrn client=%s etrn=%s status=error error=%s", s.clientStr, node, flush.Quote("rate state: "+err.Error()))
 		return s.reply(458, "4.3.0 Unable to queue messages for node "+node)
 	}
 	if !ok {
-		s.log.Warnf("serve client=%s etrn=%s refused: more than %d ETRN in %s", s.clientStr, node, s.cfg.Serve.EtrnLimit, s.cfg.Serve.EtrnWindow)
+		s.log.Warnf("event=etrn client=%s etrn=%s status=refused reason=%s", s.clientStr, node, flush.Quote(fmt.Sprintf("more than %d ETRN in %s", s.cfg.Serve.EtrnLimit, s.cfg.Serve.EtrnWindow)))
 		return s.reply(458, "4.7.0 Unable to queue messages for node "+node+": too many requests, try later")
 	}
 	hosts, err := s.resolve(kind, name)
 	if err != nil {
-		s.log.Errorf("serve client=%s etrn=%s %s", s.clientStr, node, flush.Quote(err.Error()))
+		s.log.Errorf("event=etrn client=%s etrn=%s status=error error=%s", s.clientStr, node, flush.Quote(err.Error()))
 		return s.reply(458, "4.3.0 Unable to queue messages for node "+node)
 	}
 	if len(hosts) == 0 {
-		s.log.Warnf("serve client=%s etrn=%s refused: unknown node", s.clientStr, node)
+		s.log.Warnf("event=etrn client=%s etrn=%s status=refused reason=%s", s.clientStr, node, flush.Quote("unknown node"))
 		return s.reply(459, "4.1.2 Node "+node+" not allowed: unknown node")
 	}
 	type job struct {
@@ -86,7 +86,7 @@ func (s *session) etrn(arg string) error {
 			if owner != "" {
 				why = "is an ODMR host of [user." + owner + "]"
 			}
-			s.log.Warnf("serve client=%s etrn=%s: host %s %s and the client is not in etrn_clients", s.clientStr, node, h, why)
+			s.log.Warnf("event=etrn client=%s etrn=%s host=%s status=refused reason=%s", s.clientStr, node, h, flush.Quote(why+" and the client is not in etrn_clients"))
 			if skipped++; skipped == len(hosts) {
 				return s.reply(459, "4.7.1 Node "+node+" not allowed: not from this address")
 			}
@@ -94,7 +94,7 @@ func (s *session) etrn(arg string) error {
 		}
 		if isClient {
 			if !s.client.IsValid() {
-				s.log.Warnf("serve client=%s etrn=%s: host %s has route = client, but the client has no IP address", s.clientStr, node, h)
+				s.log.Warnf("event=etrn client=%s etrn=%s host=%s status=refused reason=%s", s.clientStr, node, h, flush.Quote("route = client, but the client has no IP address"))
 				return s.reply(458, "4.3.0 Unable to queue messages for node "+node+": no address to send to")
 			}
 			to = net.JoinHostPort(s.client.String(), port)
@@ -103,7 +103,7 @@ func (s *session) etrn(arg string) error {
 		if err != nil {
 			// Let the flush find out and log what is wrong; the client
 			// learns only that queuing started.
-			s.log.Warnf("serve etrn host=%s cannot count messages: %s", h, flush.Quote(err.Error()))
+			s.log.Warnf("event=etrn client=%s etrn=%s host=%s status=error error=%s", s.clientStr, node, h, flush.Quote("cannot count messages: "+err.Error()))
 			counted = false
 		}
 		if n == 0 && err == nil {
@@ -112,11 +112,11 @@ func (s *session) etrn(arg string) error {
 		asked, err := askPass(filepath.Dir(st.Spool), h)
 		if err != nil {
 			// The flush will meet the same trouble and log it.
-			s.log.Warnf("serve etrn host=%s %s", h, flush.Quote(err.Error()))
+			s.log.Warnf("event=etrn client=%s etrn=%s host=%s status=error error=%s", s.clientStr, node, h, flush.Quote(err.Error()))
 		}
 		total += n
 		if asked {
-			s.log.Infof("serve client=%s etrn=%s host=%s flush already running; asked it for one more pass", s.clientStr, node, h)
+			s.log.Infof("event=etrn client=%s etrn=%s host=%s status=busy reason=%s", s.clientStr, node, h, flush.Quote("flush already running; asked it for one more pass"))
 			continue
 		}
 		jobs = append(jobs, job{h, to, n})
@@ -124,12 +124,12 @@ func (s *session) etrn(arg string) error {
 	if len(jobs) > 1 {
 		granted, err := s.rateTake(len(jobs) - 1)
 		if err != nil {
-			s.log.Errorf("serve client=%s etrn=%s rate state: %s", s.clientStr, node, flush.Quote(err.Error()))
+			s.log.Errorf("event=etrn client=%s etrn=%s status=error error=%s", s.clientStr, node, flush.Quote("rate state: "+err.Error()))
 			granted = 0
 		}
 		if granted < len(jobs)-1 {
 			for _, j := range jobs[1+granted:] {
-				s.log.Warnf("serve client=%s etrn=%s host=%s not started: more than %d flushes in %s", s.clientStr, node, j.host, s.cfg.Serve.EtrnLimit, s.cfg.Serve.EtrnWindow)
+				s.log.Warnf("event=etrn client=%s etrn=%s host=%s status=refused reason=%s", s.clientStr, node, j.host, flush.Quote(fmt.Sprintf("not started: more than %d flushes in %s", s.cfg.Serve.EtrnLimit, s.cfg.Serve.EtrnWindow)))
 				total -= j.n
 			}
 			jobs = jobs[:1+granted]
@@ -137,20 +137,20 @@ func (s *session) etrn(arg string) error {
 	}
 	for _, j := range jobs {
 		if err := s.cfg.Spawn(j.host, j.to); err != nil {
-			s.log.Errorf("serve client=%s etrn=%s host=%s cannot start the flush: %s", s.clientStr, node, j.host, flush.Quote(err.Error()))
+			s.log.Errorf("event=etrn client=%s etrn=%s host=%s status=error error=%s", s.clientStr, node, j.host, flush.Quote("cannot start the flush: "+err.Error()))
 			return s.reply(458, "4.3.0 Unable to queue messages for node "+node)
 		}
 		to := j.to
 		if to == "" {
 			to = "route"
 		}
-		s.log.Infof("serve client=%s etrn=%s host=%s event=flush-started to=%s", s.clientStr, node, j.host, to)
+		s.log.Infof("event=flush-started client=%s etrn=%s host=%s to=%s", s.clientStr, node, j.host, to)
 	}
 	switch {
 	case !trusted || !counted:
 		return s.reply(250, "2.0.0 OK, queuing for node "+node+" started")
 	case total == 0:
-		s.log.Infof("serve client=%s etrn=%s nothing waiting", s.clientStr, node)
+		s.log.Infof("event=etrn client=%s etrn=%s status=empty reason=%s", s.clientStr, node, flush.Quote("nothing waiting"))
 		return s.reply(251, "2.0.0 OK, no messages waiting for node "+node)
 	}
 	return s.reply(253, fmt.Sprintf("2.0.0 OK, %d pending messages for node %s started", total, node))

@@ -177,7 +177,7 @@ func TestODMREndToEnd(t *testing.T) {
 	}
 	assertNoWorkFiles(t, f.spool)
 	log := f.log.String()
-	for _, w := range []string{"turning the connection around tls=true", "host=h1.example summary sent=2", "host=h2.example summary sent=1"} {
+	for _, w := range []string{"status=turned tls=true", "event=summary host=h1.example sent=2", "event=summary host=h2.example sent=1"} {
 		if !strings.Contains(log, w) {
 			t.Errorf("log lacks %q:\n%s", w, log)
 		}

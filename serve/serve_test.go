@@ -390,7 +390,7 @@ func TestAUTH(t *testing.T) {
 	c.cmd(plainAuth("nobody", alicePass), 535, "invalid")
 	c.cmd("AUTH PLAIN "+b64("bob\x00alice\x00"+alicePass), 421, "too many failed")
 	c.closed()
-	if !strings.Contains(f.log.String(), `user="nobody" failed`) {
+	if !strings.Contains(f.log.String(), `user="nobody" status=failed`) {
 		t.Errorf("failed AUTH not logged:\n%s", f.log)
 	}
 	if strings.Contains(f.log.String(), alicePass) {

@@ -51,7 +51,7 @@ func Serve(ctx context.Context, conn net.Conn, cfg *Config) error {
 	s := &session{cfg: cfg, log: cfg.Log, raw: conn, ctx: ctx, deadline: time.Now().Add(cfg.Serve.SessionTimeout)}
 	s.setConn(conn)
 	s.client, s.clientStr = clientAddr(conn)
-	s.log.Infof("serve event=connect client=%s", s.clientStr)
+	s.log.Infof("event=connect client=%s", s.clientStr)
 	err := s.run(ctx)
 	if !s.closed {
 		if cerr := conn.Close(); cerr != nil && err == nil && !errors.Is(cerr, net.ErrClosed) {
@@ -60,10 +60,10 @@ func Serve(ctx context.Context, conn net.Conn, cfg *Config) error {
 	}
 	switch {
 	case err == nil || errors.Is(err, io.EOF):
-		s.log.Infof("serve event=disconnect client=%s commands=%d", s.clientStr, s.commands)
+		s.log.Infof("event=disconnect client=%s commands=%d", s.clientStr, s.commands)
 		return nil
 	default:
-		s.log.Infof("serve event=disconnect client=%s commands=%d error=%s", s.clientStr, s.commands, flush.Quote(err.Error()))
+		s.log.Infof("event=disconnect client=%s commands=%d error=%s", s.clientStr, s.commands, flush.Quote(err.Error()))
 		return err
 	}
 }
@@ -149,7 +149,7 @@ func (s *session) run(ctx context.Context) error {
 		}
 		s.commands++
 		if s.commands > s.cfg.Serve.MaxCommands {
-			s.log.Warnf("serve client=%s too many commands (max_commands = %d)", s.clientStr, s.cfg.Serve.MaxCommands)
+			s.log.Warnf("event=limit client=%s reason=%s", s.clientStr, flush.Quote(fmt.Sprintf("too many commands (max_commands = %d)", s.cfg.Serve.MaxCommands)))
 			_ = s.reply(421, "4.7.0 "+s.cfg.Hostname+" too many commands, closing")
 			return nil
 		}
@@ -174,18 +174,18 @@ func (s *session) run(ctx context.Context) error {
 // and its error back.
 func (s *session) readFailed(err error) error {
 	if s.ctx.Err() != nil {
-		s.log.Infof("serve client=%s: %v, closing", s.clientStr, context.Cause(s.ctx))
+		s.log.Infof("event=closing client=%s reason=%s", s.clientStr, flush.Quote(fmt.Sprint(context.Cause(s.ctx))))
 		_ = s.reply(421, "4.3.2 "+s.cfg.Hostname+" shutting down")
 		return errQuit
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(s.deadline) {
-		s.log.Warnf("serve client=%s session lasted session_timeout (%s), closing", s.clientStr, s.cfg.Serve.SessionTimeout)
+		s.log.Warnf("event=limit client=%s reason=%s", s.clientStr, flush.Quote(fmt.Sprintf("session lasted session_timeout (%s), closing", s.cfg.Serve.SessionTimeout)))
 		_ = s.reply(421, "4.4.2 "+s.cfg.Hostname+" session time limit reached, closing")
 		return errQuit
 	}
 	if errors.As(err, &ne) && ne.Timeout() {
-		s.log.Infof("serve client=%s idle for %s, closing", s.clientStr, s.cfg.Serve.IdleTimeout)
+		s.log.Infof("event=limit client=%s reason=%s", s.clientStr, flush.Quote(fmt.Sprintf("idle for %s, closing", s.cfg.Serve.IdleTimeout)))
 		_ = s.reply(421, "4.4.2 "+s.cfg.Hostname+" idle timeout, closing")
 		return errQuit
 	}
@@ -350,7 +350,7 @@ func (s *session) startTLS(arg string) error {
 	if s.br.Buffered() > 0 {
 		// Commands sent before the handshake would be taken as if they
 		// had come over TLS (the CVE-2011-0411 class): end the session.
-		s.log.Warnf("serve client=%s sent data after STARTTLS before the TLS handshake; closing", s.clientStr)
+		s.log.Warnf("event=tls client=%s status=error error=%s", s.clientStr, flush.Quote("sent data after STARTTLS before the TLS handshake; closing"))
 		return errors.New("data before the TLS handshake")
 	}
 	if err := s.handshake(); err != nil {
@@ -369,12 +369,12 @@ func (s *session) handshake() error {
 		return fmt.Errorf("set deadline: %w", err)
 	}
 	if err := tc.Handshake(); err != nil {
-		s.log.Warnf("serve client=%s TLS handshake failed: %s", s.clientStr, flush.Quote(err.Error()))
+		s.log.Warnf("event=tls client=%s status=error error=%s", s.clientStr, flush.Quote("TLS handshake failed: "+err.Error()))
 		return fmt.Errorf("TLS handshake: %w", err)
 	}
 	s.setConn(tc)
 	s.tls = true
 	st := tc.ConnectionState()
-	s.log.Infof("serve client=%s TLS %s %s", s.clientStr, tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
+	s.log.Infof("event=tls client=%s status=ok version=%s cipher=%s", s.clientStr, strings.ReplaceAll(tls.VersionName(st.Version), " ", ""), tls.CipherSuiteName(st.CipherSuite))
 	return nil
 }
