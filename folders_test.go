@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -121,14 +122,15 @@ func TestCLIReleaseRoundTrip(t *testing.T) {
 	}
 	cfg := writeConfig(t, dir, "")
 	cfgBSMTP := writeConfig(t, dir, "[host.\"h.example\"]\nformat = \"bsmtp\"\n")
-	flush := func() {
+	flush := func() string {
 		t.Helper()
 		_, stderr, code := runEtrnflush(t, "-c", cfg, "--to", addr, "--tls", "none", "--helo", "tx.example", host)
 		if code != exOK {
 			t.Fatalf("flush: exit %d\n%s", code, stderr)
 		}
+		return stderr
 	}
-	flush()
+	logged := flush()
 	if got := strings.Join(rx.taken(), " "); got != "a@x.example>ok@h.example" {
 		t.Fatalf("first flush delivered %q", got)
 	}
@@ -138,6 +140,13 @@ func TestCLIReleaseRoundTrip(t *testing.T) {
 		t.Fatalf("failed --json: %+v", fl)
 	}
 	id := fl.Copies[0].ID
+	// The copy is named after the message's id in the log, and that id
+	// names it for release too.
+	m := regexp.MustCompile(`event=message host=h\.example id=(\S+) .*status=partial`).FindStringSubmatch(logged)
+	if m == nil || !strings.HasPrefix(id, m[1]+"-") {
+		t.Fatalf("failed copy %s is not named after the message's logged id:\n%s", id, logged)
+	}
+	msgID := m[1]
 	out, _, code := runEtrnflush(t, "-c", cfg, "failed", host)
 	if code != exOK || !strings.HasPrefix(out, "host="+host+" id="+id+" ") || strings.Count(out, "\n") != 1 {
 		t.Errorf("failed %s: exit %d\n%s", host, code, out)
@@ -152,7 +161,7 @@ func TestCLIReleaseRoundTrip(t *testing.T) {
 	if d := diffSnapshots(before, treeSnapshot(t, dir)); d != "" {
 		t.Errorf("a refused release changed:\n%s", d)
 	}
-	out, stderr, code = runEtrnflush(t, "-c", cfgBSMTP, "release", host, id)
+	out, stderr, code = runEtrnflush(t, "-c", cfgBSMTP, "release", host, msgID)
 	if code != exOK || !strings.HasPrefix(out, "host="+host+" id="+id+" released from=failed to="+sp+"/q") {
 		t.Fatalf("release: exit %d\n%s%s", code, out, stderr)
 	}
