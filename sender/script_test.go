@@ -440,10 +440,34 @@ func TestDialSuccess(t *testing.T) {
 			if c.opts != nil {
 				c.opts(&o)
 			}
+			var mu sync.Mutex
+			var transcript []string
+			o.Trace = func(dir, line string) {
+				mu.Lock()
+				defer mu.Unlock()
+				transcript = append(transcript, dir+" "+line)
+			}
 			s, err := Dial(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer func() {
+				mu.Lock()
+				defer mu.Unlock()
+				all := strings.Join(transcript, "\n")
+				if !strings.Contains(all, "C EHLO ") || !strings.Contains(all, "S 221 bye") {
+					t.Errorf("transcript lacks EHLO or the reply to QUIT:\n%s", all)
+				}
+				// The credentials never reach the transcript, in any form.
+				for _, secret := range []string{"secret", plainIR, base64.StdEncoding.EncodeToString([]byte("secret"))} {
+					if strings.Contains(all, secret) {
+						t.Errorf("transcript holds %q:\n%s", secret, all)
+					}
+				}
+				if o.AuthUser != "" && !strings.Contains(all, "<credentials elided>") {
+					t.Errorf("transcript does not show the AUTH command:\n%s", all)
+				}
+			}()
 			if s.TLS() != c.tls {
 				t.Errorf("TLS() = %v, want %v", s.TLS(), c.tls)
 			}
