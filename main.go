@@ -452,13 +452,14 @@ func openLog(c *cli.Context, dest string, dryRun bool) *flush.Logger {
 	if dryRun && dest != "syslog" {
 		dest = "stderr"
 	}
-	// -vv (or -v given twice anywhere) adds the SMTP transcript.
-	trace := false
+	// -vv (or -v given twice, before and after the command word) adds
+	// the SMTP transcript. Each context defines the flag, so each counts
+	// its own.
+	n := 0
 	for _, cc := range c.Lineage() {
-		if cc.Count("verbose") >= 2 {
-			trace = true
-		}
+		n += cc.Count("verbose")
 	}
+	trace := n >= 2
 	log, err := flush.NewLogger(dest, verbose)
 	if err == nil {
 		log.SetTrace(trace)

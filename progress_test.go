@@ -135,9 +135,10 @@ func TestCLIProgress(t *testing.T) {
 	}
 }
 
-// TestCLITranscript: -vv logs the SMTP conversation as event=smtp lines,
-// commands and replies each on a line, content never, and the
-// extensions the server offered; -v alone logs none of it.
+// TestCLITranscript: -vv (or -v before and after the command word) logs
+// the SMTP conversation as event=smtp lines, commands and replies each on
+// a line, content never, and the extensions the server offered; -v alone
+// logs none of it.
 func TestCLITranscript(t *testing.T) {
 	dir := t.TempDir()
 	host := "h.example"
@@ -145,16 +146,20 @@ func TestCLITranscript(t *testing.T) {
 	rx := newRecorder(t)
 	cfg := writeConfig(t, dir, "")
 	for _, tc := range []struct {
-		v     string
-		trace bool
-	}{{"-v", false}, {"-vv", true}} {
+		before, v string
+		trace     bool
+	}{{"-c", "-v", false}, {"-c", "-vv", true}, {"-v", "-v", true}} {
 		if err := os.MkdirAll(sp, 0o700); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join(sp, "q1aaaa-1"), []byte(bsmtpEntry("s@x.example", "r@h.example", "X-Secret: content\n")), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, stderr, code := runEtrnflush(t, "-c", cfg, "flush", tc.v, "--to", rx.addr, "--tls", "none", "--helo", "tx.example", host)
+		args := []string{"-c", cfg, "flush", tc.v, "--to", rx.addr, "--tls", "none", "--helo", "tx.example", host}
+		if tc.before != "-c" {
+			args = append([]string{tc.before}, args...)
+		}
+		_, stderr, code := runEtrnflush(t, args...)
 		if code != exOK {
 			t.Fatalf("%s: exit %d\n%s", tc.v, code, stderr)
 		}
