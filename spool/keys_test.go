@@ -1,0 +1,105 @@
+package spool
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// TestKeysStable: in every layout a message's Key is the same in a dry
+// run, in the run that settles part of it, and in the next run, which
+// reads the rewritten entry (a compacted work file, a rewritten BSMTP
+// file, .env or Envelope-to:); copies alike get ~1, ~2 in spool order;
+// Message-ID and Exim's id come from the header.
+func TestKeysStable(t *testing.T) {
+	hdr := "Received: from x by mx.example with esmtp id 1xXKke-000173-05\n\tfor a@h.example; Sun, 01 Mar 2026 11:00:00 +0100\nMessage-ID: <k1@x.example>\nSubject: k\n\nbody\n"
+	other := "Subject: other\n\nbody\n"
+	three := []string{"r1@h.example", "r2@h.example", "r3@h.example"}
+	layouts := []struct {
+		name  string
+		write func(t *testing.T, p string)
+	}{
+		{"bsmtp-file", func(t *testing.T, p string) {
+			writeFile(t, p, tmsg{"s@x.example", three, hdr}.bsmtp()+tmsg{"s@x.example", []string{"o@h.example"}, other}.bsmtp()+
+				tmsg{"s@x.example", []string{"o2@h.example"}, other}.bsmtp())
+		}},
+		{"bsmtp-dir", func(t *testing.T, p string) {
+			if err := os.Mkdir(p, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(p, "q1"), tmsg{"s@x.example", three, hdr}.bsmtp())
+			writeFile(t, filepath.Join(p, "q2"), tmsg{"s@x.example", []string{"o@h.example"}, other}.bsmtp())
+			writeFile(t, filepath.Join(p, "q3"), tmsg{"s@x.example", []string{"o2@h.example"}, other}.bsmtp())
+		}},
+		{"maildir", func(t *testing.T, p string) {
+			mkMaildir(t, p,
+				[2]string{"new/1.M1P1.host", eximMaildirMsg("s@x.example", three, hdr)},
+				[2]string{"new/2.M2P2.host", eximMaildirMsg("s@x.example", []string{"o@h.example"}, other)},
+				[2]string{"new/3.M3P3.host", eximMaildirMsg("s@x.example", []string{"o2@h.example"}, other)})
+		}},
+		{"mailstore", func(t *testing.T, p string) {
+			if err := os.Mkdir(p, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(p, "a.msg"), hdr)
+			writeFile(t, filepath.Join(p, "a.env"), "s@x.example\n"+strings.Join(three, "\n")+"\n")
+			writeFile(t, filepath.Join(p, "b.msg"), other)
+			writeFile(t, filepath.Join(p, "b.env"), "s@x.example\no@h.example\n")
+			writeFile(t, filepath.Join(p, "c.msg"), other)
+			writeFile(t, filepath.Join(p, "c.env"), "s@x.example\no2@h.example\n")
+		}},
+	}
+	for _, l := range layouts {
+		t.Run(l.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "h.example")
+			l.write(t, p)
+			keys := func(dry bool, settle func(*Message) []Outcome) []string {
+				t.Helper()
+				s := open(t, p, nil, dry)
+				var ks []string
+				for m := range messages(t, s) {
+					ks = append(ks, m.Key)
+					if m.To[0] == "r1@h.example" || m.To[0] == "r2@h.example" {
+						if m.MessageID != "<k1@x.example>" || m.EximID != "1xXKke-000173-05" || m.Received.IsZero() {
+							t.Errorf("header ids: %q %q %v", m.MessageID, m.EximID, m.Received)
+						}
+					}
+					if err := s.Settle(m, settle(m), "550 no"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+				return ks
+			}
+			keep := all(Keep)
+			dry := keys(true, keep)
+			if len(dry) != 3 || dry[2] != dry[1]+"~1" || len(dry[0]) != 16 || dry[0] == dry[1] {
+				t.Fatalf("dry run keys %q: want three, the last two alike with ~1", dry)
+			}
+			// r1 taken, r2 refused, r3 kept; o and o2 kept.
+			first := keys(false, func(m *Message) []Outcome {
+				out := make([]Outcome, len(m.To))
+				if len(m.To) == 3 {
+					out[0], out[1] = Sent, Failed
+				}
+				return out
+			})
+			second := keys(false, keep)
+			// A rewritten entry may take another place among entries of
+			// the same second; its key goes with it.
+			sort.Strings(second)
+			sorted := append([]string(nil), dry...)
+			sort.Strings(sorted)
+			if strings.Join(first, " ") != strings.Join(dry, " ") || strings.Join(second, " ") != strings.Join(sorted, " ") {
+				t.Errorf("keys: dry run %q, first run %q, after the rewrite %q", dry, first, second)
+			}
+			if f := glob(t, filepath.Join(FailedDir(p), dry[0]+"-*.bsmtp")); len(f) != 1 {
+				t.Errorf("failed copy not named after the key %s: %v", dry[0], f)
+			}
+		})
+	}
+}
