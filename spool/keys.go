@@ -50,8 +50,16 @@ func (k *keyed) Next() (*Message, error) {
 	}
 	m.Key = key
 	m.MessageID, m.EximID, m.Received = h.messageID, h.eximID, h.received
+	if sm := eximNameRe.FindStringSubmatch(m.ID); m.EximID == "" && sm != nil {
+		// Exim names mailstore files MSGID-PID.env: a header without
+		// our Received: field still has its id.
+		m.EximID = sm[1]
+	}
 	return m, nil
 }
+
+// eximNameRe finds Exim's message id at the start of a mailstore name.
+var eximNameRe = regexp.MustCompile(`^([0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4})-[0-9A-Za-z]+\.`)
 
 // head is what a message's header says of its identity and age.
 type head struct {

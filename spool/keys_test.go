@@ -103,3 +103,31 @@ func TestKeysStable(t *testing.T) {
 		})
 	}
 }
+
+// TestEximIDFromMailstoreName: a mailstore pair is named after Exim's
+// message id; a message whose header lacks Exim's Received: field still
+// gets it from there, and other names give none.
+func TestEximIDFromMailstoreName(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "h.example")
+	if err := os.Mkdir(p, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(p, "1xXKkf-0001AA-0c-0001AD.msg"), "Subject: a\n\nA\n")
+	writeFile(t, filepath.Join(p, "1xXKkf-0001AA-0c-0001AD.env"), "s@x.example\nr@h.example\n")
+	writeFile(t, filepath.Join(p, "other.msg"), "Subject: b\n\nB\n")
+	writeFile(t, filepath.Join(p, "other.env"), "s@x.example\nr@h.example\n")
+	s := open(t, p, nil, true)
+	ids := map[string]bool{}
+	for m := range messages(t, s) {
+		ids[m.EximID] = true
+		if err := s.Settle(m, all(Keep)(m), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 2 || !ids["1xXKkf-0001AA-0c"] || !ids[""] {
+		t.Errorf("Exim ids %v, want 1xXKkf-0001AA-0c and none", ids)
+	}
+}
