@@ -14,24 +14,31 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # pages are hand-written) from the binary.
 GOFLAGS_BUILD = -trimpath -tags urfave_cli_no_docs -ldflags "-X main.version=$(VERSION)"
 
-.PHONY: all build test check fuzz install uninstall demo clean
+.PHONY: all build test unit check fuzz install uninstall demo clean
 
 all: build
 
 build:
 	$(GO) build $(GOFLAGS_BUILD) -o etrnflush .
 
+# `make test` runs everything, the end-to-end suite in e2e/ included (it is
+# behind the e2e build tag); `make unit` only the packages' own tests, the
+# quick loop while editing.
 test:
+	$(GO) vet -tags e2e ./...
+	$(GO) test -race -count=1 -tags e2e ./...
+
+unit:
 	$(GO) vet ./...
-	$(GO) test -race -count=1 ./...
+	$(GO) test -count=1 ./...
 
 check:
 	@unformatted=$$(gofmt -l .); \
 	if [ -n "$$unformatted" ]; then \
 		echo "gofmt -l: these files need gofmt -w:"; echo "$$unformatted"; exit 1; \
 	fi
-	$(GO) vet ./...
-	$(GO) run $(STATICCHECK) ./...
+	$(GO) vet -tags e2e ./...
+	$(GO) run $(STATICCHECK) -tags e2e ./...
 
 # Every parser's fuzz target, FUZZTIME each; seeds live in */testdata/fuzz.
 FUZZTIME ?= 30s

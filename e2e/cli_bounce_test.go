@@ -1,0 +1,155 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestCLIExpiryBounce drives the configuration keys through the binary: a
+// message whose Received: date is ten days old expires (max_age "5d") on
+// a host that does not answer (that run exits 75); while sendmail fails
+// the copy stays; the next run, with nothing left to send, hands the DSN
+// over and exits 0. With bounce = false for the host the copy stays and
+// nothing is run.
+func TestCLIExpiryBounce(t *testing.T) {
+	script, err := filepath.Abs("bounce/testdata/fake-sendmail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bounce := range []bool{true, false} {
+		name := map[bool]string{true: "bounce", false: "no-bounce"}[bounce]
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := t.TempDir()
+			host := "old.example"
+			spool := filepath.Join(dir, host)
+			date := time.Now().Add(-10 * 24 * time.Hour).Format(time.RFC1123Z)
+			bsmtp := "MAIL FROM:<alice@sender.example>\nRCPT TO:<ann@old.example>\nDATA\n" +
+				"Received: from a by relay.example; " + date + "\nSubject: old\n\nbody\n.\n"
+			if err := os.WriteFile(spool, []byte(bsmtp), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			conf := "log = \"stderr\"\nmax_age = \"5d\"\nsendmail = [\"" + script + "\", \"" + out + "\", \"-i\", \"-f\", \"<>\", \"--\"]\n"
+			if !bounce {
+				conf += "[host.\"" + host + "\"]\nbounce = false\n"
+			}
+			cfg := filepath.Join(t.TempDir(), "etrnflush.toml")
+			if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"-c", cfg, "--spool", spool, "--to", "127.0.0.1:1", "--tls", "none", "--helo", "relay.test.example", host}
+			failed := func() []string {
+				m, err := filepath.Glob(filepath.Join(dir, ".etrnflush-"+host+".failed", "*.bsmtp"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return m
+			}
+
+			t.Setenv("FAKE_SENDMAIL_EXIT", "1")
+			_, stderr, code := runEtrnflush(t, args...)
+			if code != 75 || !strings.Contains(stderr, "status=expired reason=\"4.4.7 expired") {
+				t.Fatalf("run 1: exit %d, want 75 (unreachable); stderr:\n%s", code, stderr)
+			}
+			if bounce != strings.Contains(stderr, "status=bounce_failed") || len(failed()) != 1 {
+				t.Errorf("run 1: %d failed copies; stderr:\n%s", len(failed()), stderr)
+			}
+
+			t.Setenv("FAKE_SENDMAIL_EXIT", "0")
+			_, stderr, code = runEtrnflush(t, args...)
+			if code != 0 {
+				t.Fatalf("run 2: exit %d; stderr:\n%s", code, stderr)
+			}
+			dsns, err := filepath.Glob(filepath.Join(out, "dsn.*"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bounce {
+				if len(failed()) != 0 || len(dsns) != 2 || !strings.Contains(stderr, "status=bounced") {
+					t.Errorf("run 2: %d failed copies, %d sendmail calls; stderr:\n%s", len(failed()), len(dsns), stderr)
+				}
+				return
+			}
+			if len(failed()) != 1 || len(dsns) != 0 || strings.Contains(stderr, "bounce") {
+				t.Errorf("bounce = false: %d failed copies, %d sendmail calls; stderr:\n%s", len(failed()), len(dsns), stderr)
+			}
+		})
+	}
+}
+
+// TestKillDuringBounce: etrnflush killed (SIGKILL) while the sendmail
+// command holds the DSN loses nothing: the failed copy is still there,
+// and the next run hands its DSN over again (one duplicate at most) and
+// removes it.
+func TestKillDuringBounce(t *testing.T) {
+	script, err := filepath.Abs("bounce/testdata/fake-sendmail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, out := t.TempDir(), t.TempDir()
+	host := "kill.example"
+	spool := filepath.Join(dir, host)
+	date := time.Now().Add(-10 * 24 * time.Hour).Format(time.RFC1123Z)
+	bsmtp := "MAIL FROM:<alice@sender.example>\nRCPT TO:<ann@kill.example>\nDATA\n" +
+		"Received: from a by relay.example; " + date + "\nSubject: old\n\nbody\n.\n"
+	if err := os.WriteFile(spool, []byte(bsmtp), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "etrnflush.toml")
+	conf := "log = \"stderr\"\nmax_age = \"5d\"\nsendmail = [\"" + script + "\", \"" + out + "\", \"--\"]\n"
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-c", cfg, "--spool", spool, "--to", "127.0.0.1:1", "--tls", "none", "--helo", "relay.test.example", host}
+	failed := func() int {
+		m, err := filepath.Glob(filepath.Join(dir, ".etrnflush-"+host+".failed", "*.bsmtp"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(m)
+	}
+
+	t.Setenv("FAKE_SENDMAIL_SLEEP", "3")
+	t.Setenv("FAKE_SENDMAIL_EXIT", "0")
+	cmd := exec.Command(etrnflushBin, args...)
+	cmd.Env = childEnv()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(out, "read.1")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill() // the test has failed; only cleanup is left
+			t.Fatal("sendmail was never given the DSN")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("etrnflush exited normally before the kill")
+	}
+	if n := failed(); n != 1 {
+		t.Fatalf("after the kill the failed folder holds %d copies, want 1", n)
+	}
+
+	t.Setenv("FAKE_SENDMAIL_SLEEP", "")
+	_, stderr, code := runEtrnflush(t, args...)
+	if code != 0 || failed() != 0 || !strings.Contains(stderr, "status=bounced") {
+		t.Errorf("run after the kill: exit %d, %d copies left; stderr:\n%s", code, failed(), stderr)
+	}
+	dsns, err := filepath.Glob(filepath.Join(out, "dsn.*"))
+	if err != nil || len(dsns) != 2 {
+		t.Errorf("%d DSNs handed over, want 2 (the killed run's and its one repeat): %v", len(dsns), err)
+	}
+}
