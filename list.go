@@ -19,7 +19,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"etrnflush/config"
-	"etrnflush/serve"
+	"etrnflush/plan"
 	"etrnflush/spool"
 )
 
@@ -192,7 +192,7 @@ func listHost(s config.Settings, verbose bool) hostList {
 		errs = append(errs, err.Error())
 	}
 	hl.Running = running
-	o := serve.SpoolOptions(s)
+	o := plan.Spool(s)
 	o.DryRun = true
 	o.Report = func(e spool.Event) {
 		if e.Kind == "quarantine" {

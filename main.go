@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log/syslog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,7 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -28,8 +26,7 @@ import (
 	"etrnflush/config"
 	"etrnflush/flush"
 	"etrnflush/internal/owner"
-	"etrnflush/sender"
-	"etrnflush/serve"
+	"etrnflush/plan"
 	"etrnflush/spool"
 )
 
@@ -542,60 +539,15 @@ func flushAction(c *cli.Context) error {
 		}
 	}
 
-	so := sender.Options{
-		Helo:         s.Helo,
-		TLSName:      s.TLSName,
-		Timeout:      s.Timeout,
-		DataTimeout:  s.DataTimeout,
-		AuthUser:     s.AuthUser,
-		MaxInflight:  s.MaxInflight,
-		NoPipelining: !s.Pipelining,
-		NoChunking:   !s.Chunking,
-	}
-	if s.EightBit == "refuse" {
-		so.EightBit = sender.EightBitRefuse
-	}
-	switch s.TLS {
-	case "none":
-		so.TLS = sender.TLSNone
-	case "encrypt":
-		so.TLS = sender.TLSEncrypt
-	case "verify":
-		so.TLS = sender.TLSVerify
-	default:
-		so.TLS = sender.TLSMay
-	}
-	if so.TLSName == "" {
-		so.TLSName = host
-	}
+	fc := plan.Flush(s)
+	fc.DryRun, fc.Out, fc.Log = dryRun, c.App.Writer, log
 	if !dryRun {
-		if so.Helo == "" {
-			if so.Helo, err = fqdn(); err != nil {
+		if fc.Sender.Helo == "" {
+			if fc.Sender.Helo, err = plan.FQDN(); err != nil {
 				return &exitError{exConfig, err}
 			}
 		}
-		so.AuthPass = authPass
-	}
-
-	fc := flush.Config{
-		Host:            host,
-		Spool:           serve.SpoolOptions(s),
-		Sender:          so,
-		DryRun:          dryRun,
-		NoCoalesce:      !s.Coalesce,
-		MaxConnections:  s.MaxConnections,
-		MaxMailRefusals: s.MaxMailRefusals,
-		Out:             c.App.Writer,
-		Log:             log,
-	}
-	if s.Bounce {
-		fc.Sendmail = s.Sendmail
-	}
-	fc.MaxAge, fc.WarnAge = s.MaxAge, s.WarnAge
-	if s.Route != "" {
-		fc.Dests = []string{withPort(s.Route)}
-	} else {
-		fc.Resolve = func() ([]string, error) { return resolveMX(host) }
+		fc.Sender.AuthPass = authPass
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -626,89 +578,4 @@ func flushAction(c *cli.Context) error {
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
-}
-
-// withPort adds SMTP's port 25 to a route without one.
-func withPort(route string) string {
-	if _, _, err := net.SplitHostPort(route); err == nil {
-		return route
-	}
-	return net.JoinHostPort(strings.Trim(route, "[]"), "25")
-}
-
-// fqdn is this machine's name for EHLO. A name without a dot is asked of
-// the resolver; "localhost" is never used.
-func fqdn() (string, error) {
-	h, err := os.Hostname()
-	if err != nil {
-		return "", fmt.Errorf("cannot find this machine's name, set helo: %w", err)
-	}
-	if !strings.Contains(h, ".") {
-		if cn, err := net.LookupCNAME(h); err == nil && strings.Contains(strings.TrimSuffix(cn, "."), ".") {
-			h = strings.TrimSuffix(cn, ".")
-		}
-	}
-	if err := config.CheckHelo(h); err != nil {
-		return "", fmt.Errorf("this machine's name %q cannot be used in EHLO (%v): set helo", h, err)
-	}
-	return strings.ToLower(h), nil
-}
-
-// resolveMX returns the destinations for host: its MX hosts in preference
-// order without this machine (we are usually its backup MX), else the host
-// itself.
-func resolveMX(host string) ([]string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	mxs, err := net.DefaultResolver.LookupMX(ctx, host)
-	var dnsErr *net.DNSError
-	if err != nil && !(errors.As(err, &dnsErr) && dnsErr.IsNotFound) {
-		return nil, fmt.Errorf("MX lookup for %s: %w", host, err)
-	}
-	if len(mxs) == 0 {
-		return []string{net.JoinHostPort(host, "25")}, nil
-	}
-	local := localAddrs()
-	var out []string
-	for _, mx := range mxs {
-		name := strings.TrimSuffix(mx.Host, ".")
-		if name == "" {
-			continue // RFC 7505 null MX: the host accepts no mail
-		}
-		if isLocal(ctx, name, local) {
-			continue
-		}
-		out = append(out, net.JoinHostPort(name, "25"))
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("every MX host of %s is this machine: set route for it", host)
-	}
-	return out, nil
-}
-
-func localAddrs() map[string]bool {
-	m := map[string]bool{}
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return m
-	}
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok {
-			m[ipn.IP.String()] = true
-		}
-	}
-	return m
-}
-
-func isLocal(ctx context.Context, name string, local map[string]bool) bool {
-	ips, err := net.DefaultResolver.LookupIPAddr(ctx, name)
-	if err != nil {
-		return false
-	}
-	for _, ip := range ips {
-		if ip.IP.IsLoopback() || local[ip.IP.String()] {
-			return true
-		}
-	}
-	return false
 }

@@ -23,6 +23,7 @@ import (
 
 	"etrnflush/config"
 	"etrnflush/flush"
+	"etrnflush/plan"
 	"etrnflush/serve"
 )
 
@@ -155,7 +156,7 @@ func serveAction(c *cli.Context) error {
 	}
 	hostname := cfg.Helo
 	if hostname == "" {
-		if hostname, err = fqdn(); err != nil {
+		if hostname, err = plan.FQDN(); err != nil {
 			log.Errorf("serve: %v", err)
 			return unavailable(&exitError{exConfig, err})
 		}
