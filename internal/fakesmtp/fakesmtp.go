@@ -235,7 +235,7 @@ func (s *Server) Listen(addr string) (string, error) {
 	return l.Addr().String(), nil
 }
 
-// Serve serves l until Close; it returns smtp.ErrServerClosed then.
+// Serve serves l until Close; it returns nil then.
 func (s *Server) Serve(l net.Listener) error {
 	s.starting()
 	return s.serve(l)
