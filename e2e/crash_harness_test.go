@@ -9,7 +9,6 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"etrnflush/internal/fakesmtp"
 )
 
 // The crash harness: a recording SMTP server that can SIGKILL the child at a
@@ -28,24 +29,23 @@ import (
 // and reruns until the spool is clean, checking that nothing was lost and
 // that duplicates stay within the in-flight window.
 
-// recorder is an in-process SMTP server (go-smtp) that accepts every
+// recorder is an in-process SMTP server (fakesmtp's) that accepts every
 // recipient its policy does not refuse (nil: all of them), records every
 // message it accepted with the recipients it accepted, and can SIGKILL the
 // etrnflush child at a chosen point of the dialogue.
 type recorder struct {
 	addr   string
+	srv    *fakesmtp.Server
 	policy rcptPolicy // set before the server starts; never changed
 
 	mu       sync.Mutex
-	got      []envMsg
-	offers   map[string]int // RCPT commands per address, over all runs
-	mails    int            // MAIL commands since arm
-	datas    int            // DATA commands since arm
-	partials int            // DATA commands since arm of transactions with a 4xx recipient
-	refusals int            // 5xx replies to RCPT since arm
-	point    *killPoint     // armed kill point; nil: none (or already fired)
-	fired    *killPoint     // the point that fired in this run, if any
-	kill     func()         // kills the current child and waits until it is dead
+	mails    int        // MAIL commands since arm
+	datas    int        // DATA commands since arm
+	partials int        // DATA commands since arm of transactions with a 4xx recipient
+	refusals int        // 5xx replies to RCPT since arm
+	point    *killPoint // armed kill point; nil: none (or already fired)
+	fired    *killPoint // the point that fired in this run, if any
+	kill     func()     // kills the current child and waits until it is dead
 }
 
 // rcptPolicy returns the error to answer RCPT TO:<to> with on its
@@ -90,12 +90,6 @@ func (p *killPoint) String() string {
 	return fmt.Sprintf("kill %s after start", p.delay)
 }
 
-type discardLog struct{}
-
-func (discardLog) Printf(string, ...interface{}) {}
-
-func (discardLog) Println(...interface{}) {}
-
 func newRecorder(t *testing.T) *recorder {
 	t.Helper()
 	return newPolicyRecorder(t, nil)
@@ -104,49 +98,39 @@ func newRecorder(t *testing.T) *recorder {
 // newPolicyRecorder is newRecorder with a policy for RCPT replies.
 func newPolicyRecorder(t *testing.T, policy rcptPolicy) *recorder {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	r := &recorder{policy: policy}
+	r.srv = &fakesmtp.Server{
+		Domain:  "recorder.example",
+		Timeout: 30 * time.Second,
+		Tune: func(srv *smtp.Server) {
+			srv.MaxLineLength = 0 // no limit: BSMTP lines may be longer than SMTP allows
+			srv.MaxMessageBytes = 0
+			srv.EnableSMTPUTF8 = true
+			// The error log stays discarded: killed clients make it
+			// complain; that is the point.
+		},
+		// A killed client's half message is not taken.
+		DiscardTruncated: true,
+		OnMail:           r.onMail,
+		OnRcpt:           r.onRcpt,
+		OnData:           r.onData,
 	}
-	r := &recorder{addr: l.Addr().String(), policy: policy, offers: map[string]int{}}
-	srv := smtp.NewServer(r)
-	srv.Domain = "recorder.example"
-	srv.MaxLineLength = 0 // no limit: BSMTP lines may be longer than SMTP allows
-	srv.MaxMessageBytes = 0
-	srv.EnableSMTPUTF8 = true
-	srv.ReadTimeout = 30 * time.Second
-	srv.WriteTimeout = 30 * time.Second
-	srv.ErrorLog = discardLog{} // killed clients make it complain; that is the point
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = srv.Serve(eofListener{l}) // returns when Close closes the listener
-	}()
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Errorf("close recorder: %v", err)
-		}
-		<-served
-	})
+	r.addr = fakesmtp.Run(t, r.srv)
 	return r
 }
 
-func (r *recorder) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &recSession{r: r, c: c}, nil
-}
-
+// messages returns what the recorder accepted, with the LF line ends of
+// the spool data (the client sent CRLF).
 func (r *recorder) messages() []envMsg {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.got)
+	var out []envMsg
+	for _, m := range r.srv.Messages() {
+		out = append(out, envMsg{From: m.From, To: m.To, Data: bytes.ReplaceAll(m.Data, []byte("\r\n"), []byte("\n"))})
+	}
+	return out
 }
 
 // rcptOffers returns how often each address was offered in RCPT.
-func (r *recorder) rcptOffers() map[string]int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return maps.Clone(r.offers)
-}
+func (r *recorder) rcptOffers() map[string]int { return r.srv.RcptOffers() }
 
 // arm sets the kill point and the kill function for the next child run.
 func (r *recorder) arm(p *killPoint, kill func()) {
@@ -183,33 +167,18 @@ func (r *recorder) count(c *int, kind killKind) (kill func()) {
 	return r.kill
 }
 
-type recSession struct {
-	r        *recorder
-	c        *smtp.Conn
-	from     string
-	to       []string
-	deferred int // recipients of this transaction that got a 4xx
-}
-
-func (s *recSession) Reset() { s.from, s.to, s.deferred = "", nil, 0 }
-
-func (s *recSession) Logout() error { return nil }
-
-func (s *recSession) Mail(from string, _ *smtp.MailOptions) error {
-	s.from, s.to, s.deferred = from, nil, 0
-	if kill := s.r.count(&s.r.mails, killAfterMail); kill != nil {
+func (r *recorder) onMail(string) error {
+	if kill := r.count(&r.mails, killAfterMail); kill != nil {
 		kill()
 	}
 	return nil
 }
 
-func (s *recSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	r := s.r
+func (r *recorder) onRcpt(_ *fakesmtp.Txn, to string, attempt int) error {
 	r.mu.Lock()
-	r.offers[to]++
 	var refuse *smtp.SMTPError
 	if r.policy != nil {
-		refuse = r.policy(to, r.offers[to])
+		refuse = r.policy(to, attempt)
 	}
 	var kill func()
 	var delay time.Duration
@@ -230,59 +199,49 @@ func (s *recSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 		}()
 	}
 	if refuse != nil {
-		if refuse.Code < 500 {
-			s.deferred++
-		}
-		return refuse
+		return refuse // a 4xx counts in tx.Deferred
 	}
-	s.to = append(s.to, to)
 	return nil
 }
 
-func (s *recSession) Data(rd io.Reader) error {
-	s.r.mu.Lock()
-	s.r.datas++
-	n, p, kill := s.r.datas, s.r.point, s.r.kill
-	if s.deferred > 0 {
-		s.r.partials++
+// onData counts the message and, when it is the armed point, kills the
+// child in its body or returns the kill to run once it is stored.
+func (r *recorder) onData(tx *fakesmtp.Txn, rd io.Reader) (after func(), err error) {
+	r.mu.Lock()
+	r.datas++
+	n, p, kill := r.datas, r.point, r.kill
+	if tx.Deferred > 0 {
+		r.partials++
 	}
 	if p != nil && p.partial {
-		n = s.r.partials
+		n = r.partials
 	}
 	hit := p != nil && p.n == n && (p.kind == killMidBody || p.kind == killBeforeReply || p.kind == killAfterReply) &&
-		(!p.partial || s.deferred > 0)
+		(!p.partial || tx.Deferred > 0)
 	if hit {
-		s.r.point, s.r.fired = nil, p
+		r.point, r.fired = nil, p
 	}
-	s.r.mu.Unlock()
-	if hit && p.kind == killMidBody {
+	r.mu.Unlock()
+	switch {
+	case hit && p.kind == killMidBody:
 		if _, err := io.CopyN(io.Discard, rd, p.bytes); err != nil && err != io.EOF {
-			return err
+			return nil, err
 		}
 		kill()
-		return errors.New("client killed mid-body")
-	}
-	b, err := readWhole(s.c, rd)
-	if err != nil {
-		return err
-	}
-	// The spool data has LF line ends; the client sent CRLF.
-	m := envMsg{From: s.from, To: slices.Clone(s.to), Data: bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))}
-	s.r.mu.Lock()
-	s.r.got = append(s.r.got, m)
-	s.r.mu.Unlock()
-	switch {
+		return nil, errors.New("client killed mid-body")
 	case hit && p.kind == killBeforeReply:
 		// Stored, but the client dies before it reads the 250: it must
 		// send this message again (at worst a duplicate, never a loss).
-		kill()
+		return kill, nil
 	case hit && p.kind == killAfterReply:
-		go func() {
-			time.Sleep(p.delay)
-			kill()
-		}()
+		return func() {
+			go func() {
+				time.Sleep(p.delay)
+				kill()
+			}()
+		}, nil
 	}
-	return nil
+	return nil, nil
 }
 
 // runChild runs etrnflush with args while p is armed, and tells whether the

@@ -4,82 +4,50 @@ package e2e
 
 import (
 	"encoding/json"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"etrnflush/internal/fakesmtp"
 )
 
-// refusingServer is a receiver that refuses recipients whose local part
-// starts with "reject" while refuse is set, and records the recipients of
-// every message it takes.
+// refusingServer is a receiver (fakesmtp's server) that refuses
+// recipients whose local part starts with "reject" while refuse is set.
 type refusingServer struct {
 	refuse atomic.Bool
-	mu     sync.Mutex
-	got    []string // "from>to" of each accepted recipient
+	srv    *fakesmtp.Server
 }
 
-func (b *refusingServer) NewSession(*smtp.Conn) (smtp.Session, error) {
-	return &refusingSession{b: b}, nil
-}
-
-type refusingSession struct {
-	b    *refusingServer
-	from string
-	to   []string
-}
-
-func (s *refusingSession) Reset()        { s.from, s.to = "", nil }
-func (s *refusingSession) Logout() error { return nil }
-func (s *refusingSession) Mail(from string, _ *smtp.MailOptions) error {
-	s.from = from
-	return nil
-}
-func (s *refusingSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if s.b.refuse.Load() && strings.HasPrefix(to, "reject") {
-		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
-	}
-	s.to = append(s.to, to)
-	return nil
-}
-func (s *refusingSession) Data(r io.Reader) error {
-	if _, err := io.Copy(io.Discard, r); err != nil {
-		return err
-	}
-	s.b.mu.Lock()
-	defer s.b.mu.Unlock()
-	for _, t := range s.to {
-		s.b.got = append(s.b.got, s.from+">"+t)
-	}
-	return nil
-}
-
+// taken returns "from>to" of each accepted recipient.
 func (b *refusingServer) taken() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]string(nil), b.got...)
+	var got []string
+	for _, m := range b.srv.Messages() {
+		for _, t := range m.To {
+			got = append(got, m.From+">"+t)
+		}
+	}
+	return got
 }
 
 func startRefusingServer(t *testing.T) (*refusingServer, string) {
 	t.Helper()
 	be := &refusingServer{}
-	srv := smtp.NewServer(be)
-	srv.Domain = "rx.example"
-	srv.ReadTimeout, srv.WriteTimeout = 30*time.Second, 30*time.Second
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	be.srv = &fakesmtp.Server{
+		Domain:  "rx.example",
+		Timeout: 30 * time.Second,
+		OnRcpt: func(_ *fakesmtp.Txn, to string, _ int) error {
+			if be.refuse.Load() && strings.HasPrefix(to, "reject") {
+				return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+			}
+			return nil
+		},
 	}
-	go func() { _ = srv.Serve(ln) }() // ends with Close below
-	t.Cleanup(func() { _ = srv.Close() })
-	return be, ln.Addr().String()
+	return be, fakesmtp.Run(t, be.srv)
 }
 
 type failedList struct {

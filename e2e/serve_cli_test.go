@@ -11,96 +11,41 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
 
 	"etrnflush/config"
+	"etrnflush/internal/fakesmtp"
 	"etrnflush/internal/testcert"
 )
 
-// receiver is an SMTP server in the test (go-smtp) that records what it
-// accepts; held at a gate when asked, so that a test can tell a detached
+// A receiver is the SMTP server in the test: fakesmtp's, recording what it
+// accepts; held at its Gate when asked, so that a test can tell a detached
 // flush from one the conversation waits for.
-type receiver struct {
-	gate chan struct{} // when set, Data waits until it is closed
-	// gateAfter lets that many messages through the gate first; blocked
-	// is closed when a message is held at it.
-	gateAfter int
-	blocked   chan struct{}
-	mu        sync.Mutex
-	got       []string // "from>to|data"
-	quit      chan struct{}
-}
 
-type receiverSession struct {
-	r    *receiver
-	c    *smtp.Conn
-	from string
-	to   []string
-}
-
-func (r *receiver) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &receiverSession{r: r, c: c}, nil
-}
-func (s *receiverSession) Reset() { s.from, s.to = "", nil }
-func (s *receiverSession) Logout() error {
-	if s.r.quit != nil {
-		close(s.r.quit)
+// received returns "from>to|data" per message r accepted, sorted.
+func received(r *fakesmtp.Server) []string {
+	var out []string
+	for _, m := range r.Messages() {
+		out = append(out, m.Envelope()+"|"+string(m.Data))
 	}
-	return nil
-}
-func (s *receiverSession) Mail(from string, _ *smtp.MailOptions) error { s.from = from; return nil }
-func (s *receiverSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	s.to = append(s.to, to)
-	return nil
-}
-func (s *receiverSession) Data(r io.Reader) error {
-	b, err := readWhole(s.c, r)
-	if err != nil {
-		return err
-	}
-	if s.r.gate != nil {
-		s.r.mu.Lock()
-		held := len(s.r.got) >= s.r.gateAfter
-		s.r.mu.Unlock()
-		if held {
-			if s.r.blocked != nil {
-				close(s.r.blocked)
-				s.r.blocked = nil
-			}
-			<-s.r.gate
-		}
-	}
-	s.r.mu.Lock()
-	defer s.r.mu.Unlock()
-	s.r.got = append(s.r.got, s.from+">"+strings.Join(s.to, ",")+"|"+string(b))
-	return nil
-}
-
-func (r *receiver) messages() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := append([]string(nil), r.got...)
 	sort.Strings(out)
 	return out
 }
 
-func (r *receiver) waitFor(t *testing.T, n int) []string {
+func waitFor(t *testing.T, r *fakesmtp.Server, n int) []string {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		got := r.messages()
+		got := received(r)
 		if len(got) >= n {
 			return got
 		}
@@ -112,23 +57,12 @@ func (r *receiver) waitFor(t *testing.T, n int) []string {
 }
 
 // startReceiver listens on 127.0.0.1 and returns the port.
-func startReceiver(t *testing.T, r *receiver) string {
+func startReceiver(t *testing.T, r *fakesmtp.Server) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := smtp.NewServer(r)
-	srv.Domain = "receiver.example"
-	srv.ReadTimeout = 30 * time.Second
-	srv.WriteTimeout = 30 * time.Second
-	go func() { _ = srv.Serve(eofListener{l}) }()
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-			t.Error(err)
-		}
-	})
-	_, port, _ := net.SplitHostPort(l.Addr().String())
+	r.Domain = "receiver.example"
+	r.Timeout = 30 * time.Second
+	r.DiscardTruncated = true
+	_, port, _ := net.SplitHostPort(fakesmtp.Run(t, r))
 	return port
 }
 
@@ -278,12 +212,13 @@ func TestCLIServeETRN(t *testing.T) {
 	if err := os.Mkdir(spoolDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	rcv := &receiver{gate: make(chan struct{})}
+	gate := make(chan struct{})
+	rcv := &fakesmtp.Server{Gate: gate}
 	released := false
 	release := func() {
 		if !released {
 			released = true
-			close(rcv.gate)
+			close(gate)
 		}
 	}
 	t.Cleanup(release)
@@ -317,11 +252,11 @@ route = "client:%s"
 	if code := p.wait(t); code != 0 {
 		t.Errorf("serve exited %d; stderr %q", code, p.stderr.String())
 	}
-	if n := len(rcv.messages()); n != 0 {
+	if n := len(received(rcv)); n != 0 {
 		t.Errorf("%d messages delivered through a closed gate", n)
 	}
 	release()
-	got := rcv.waitFor(t, 3)
+	got := waitFor(t, rcv, 3)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("received\n%q\nwant\n%q", got, want)
 	}
@@ -394,23 +329,20 @@ hosts = ["odmr.example"]
 	p.cmd(t, "ATRN other.example", 450, "refused")
 	p.cmd(t, "ATRN odmr.example", 250, "reversing")
 
-	rcv := &receiver{quit: make(chan struct{})}
-	srv := smtp.NewServer(rcv)
-	srv.Domain = "customer.example"
-	l := &singleListener{c: tc, closed: make(chan struct{})}
-	go func() { _ = srv.Serve(l) }()
+	rcv := &fakesmtp.Server{Domain: "customer.example"}
+	go func() { _ = rcv.Serve(fakesmtp.OneConn(tc)) }()
 	select {
-	case <-rcv.quit:
+	case <-rcv.LoggedOut():
 	case <-time.After(60 * time.Second):
 		t.Fatal("the provider did not end the session")
 	}
-	if err := srv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+	if err := rcv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		t.Error(err)
 	}
 	if code := p.wait(t); code != 0 {
 		t.Errorf("serve exited %d; stderr %q", code, p.stderr.String())
 	}
-	if got := rcv.messages(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+	if got := received(rcv); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("received\n%q\nwant\n%q", got, want)
 	}
 	if b, err := os.ReadFile(filepath.Join(spoolDir, "odmr.example")); err == nil && len(b) > 0 {
@@ -424,34 +356,6 @@ hosts = ["odmr.example"]
 		t.Errorf("the password is in the log")
 	}
 }
-
-// singleListener hands go-smtp's server one existing connection.
-type singleListener struct {
-	once   sync.Once
-	c      net.Conn
-	closed chan struct{}
-}
-
-func (l *singleListener) Accept() (net.Conn, error) {
-	var c net.Conn
-	l.once.Do(func() { c = l.c })
-	if c != nil {
-		return c, nil
-	}
-	<-l.closed
-	return nil, net.ErrClosed
-}
-
-func (l *singleListener) Close() error {
-	select {
-	case <-l.closed:
-	default:
-		close(l.closed)
-	}
-	return nil
-}
-
-func (l *singleListener) Addr() net.Addr { return l.c.LocalAddr() }
 
 // writeTestCert writes a self-signed certificate for provider.example.
 func writeTestCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {

@@ -13,27 +13,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
+
+	"etrnflush/internal/fakesmtp"
 )
 
 // atrnSession runs AUTH and ATRN on a new `etrnflush serve` and then serves
 // the turned-around connection with rcv until the provider is done or
 // gone.
-func atrnSession(t *testing.T, conf string, rcv *receiver) *serveProc {
+func atrnSession(t *testing.T, conf string, rcv *fakesmtp.Server) *serveProc {
 	t.Helper()
 	p := startServe(t, conf)
 	p.cmd(t, "", 220, "")
 	p.cmd(t, "EHLO customer.example", 250, "ATRN")
 	p.cmd(t, "AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00erin\x00erin pw")), 235, "")
 	p.cmd(t, "ATRN", 250, "reversing")
-	rcv.quit = make(chan struct{})
-	srv := smtp.NewServer(rcv)
-	srv.Domain = "customer.example"
-	l := &singleListener{c: p.c, closed: make(chan struct{})}
-	go func() { _ = srv.Serve(eofListener{l}) }()
+	rcv.Domain = "customer.example"
+	rcv.DiscardTruncated = true
+	go func() { _ = rcv.Serve(fakesmtp.OneConn(p.c)) }()
 	t.Cleanup(func() {
-		if err := srv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		if err := rcv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			t.Error(err)
 		}
 	})
@@ -76,8 +75,9 @@ hosts = ["erin.example"]
 		t.Fatal(err)
 	}
 
-	first := &receiver{gate: make(chan struct{}), gateAfter: 2, blocked: make(chan struct{})}
-	blocked := first.blocked
+	gate := make(chan struct{})
+	first := &fakesmtp.Server{Gate: gate, GateAfter: 2, Blocked: make(chan struct{})}
+	blocked := first.Blocked
 	p := atrnSession(t, conf, first)
 	select {
 	case <-blocked:
@@ -88,28 +88,28 @@ hosts = ["erin.example"]
 		t.Fatal(err)
 	}
 	p.wait(t)
-	close(first.gate) // the customer takes the third message; nobody hears it
+	close(gate) // the customer takes the third message; nobody hears it
 	select {
-	case <-first.quit:
+	case <-first.LoggedOut():
 	case <-time.After(30 * time.Second):
 		t.Fatal("the customer's session did not end after the provider died")
 	}
-	acked := first.messages()
+	acked := received(first)
 	if len(acked) < 3 || len(acked) > 2+window {
 		t.Fatalf("customer holds %d messages, want 2 acknowledged and 1 to %d in flight", len(acked), window)
 	}
 
-	second := &receiver{}
+	second := &fakesmtp.Server{}
 	p = atrnSession(t, conf, second)
 	select {
-	case <-second.quit:
+	case <-second.LoggedOut():
 	case <-time.After(60 * time.Second):
 		t.Fatal("the second ATRN did not finish")
 	}
 	if code := p.wait(t); code != 0 {
 		t.Errorf("second serve exited %d: %s", code, p.stderr.String())
 	}
-	again := second.messages()
+	again := received(second)
 	// The replies to the messages the customer took may not have been
 	// recorded when the kill came: up to a window of them come again.
 	if len(again) < n-len(acked) || len(again) > n-len(acked)+window {

@@ -18,8 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
+
+	"etrnflush/internal/fakesmtp"
 )
 
 // cramResponse answers a CRAM-MD5 challenge line (the text of a 334).
@@ -85,23 +86,20 @@ hosts = ["odmr.example"]
 	p.cmd(t, cramResponse(t, ch, "carol", "pw of carol"), 235, "")
 	p.cmd(t, "ATRN odmr.example", 250, "reversing")
 
-	rcv := &receiver{quit: make(chan struct{})}
-	srv := smtp.NewServer(rcv)
-	srv.Domain = "customer.example"
-	l := &singleListener{c: tc, closed: make(chan struct{})}
-	go func() { _ = srv.Serve(l) }()
+	rcv := &fakesmtp.Server{Domain: "customer.example"}
+	go func() { _ = rcv.Serve(fakesmtp.OneConn(tc)) }()
 	select {
-	case <-rcv.quit:
+	case <-rcv.LoggedOut():
 	case <-time.After(60 * time.Second):
 		t.Fatal("the provider did not end the session")
 	}
-	if err := srv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+	if err := rcv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		t.Error(err)
 	}
 	if code := p.wait(t); code != 0 {
 		t.Errorf("serve exited %d; stderr %q", code, p.stderr.String())
 	}
-	if got := rcv.messages(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+	if got := received(rcv); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("received\n%q\nwant\n%q", got, want)
 	}
 	logText, _ := os.ReadFile(logFile)
