@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"etrnflush/sender"
 )
 
 // DefaultPath is read when no --config is given; its absence is not an error.
@@ -109,7 +111,7 @@ func Defaults() Config {
 		DataTimeout: "10m",
 
 		MaildirEnvelope: "exim",
-		MaxInflight:     DefaultMaxInflight,
+		MaxInflight:     sender.DefaultMaxInflight,
 		MaxConnections:  DefaultMaxConnections,
 		EightBit:        "convert",
 	}
@@ -131,12 +133,6 @@ const MaxMaxConnections = 1000
 // EightBitPolicies are the values of eight_bit: what is done with 8-bit
 // content for a server without 8BITMIME.
 var EightBitPolicies = []string{"convert", "refuse"}
-
-// DefaultMaxInflight is the window when neither the file nor the command
-// line sets one. It is also what one SIGKILL can at worst send twice, so
-// it stays small: 32 messages already bring a CHUNKING batch at 100 ms
-// round trips well under 0.1 round trip per message.
-const DefaultMaxInflight = 32
 
 // MaxMaxInflight caps max_inflight: more buys no speed on any link and
 // widens what a crash can duplicate.

@@ -159,10 +159,20 @@ format = "bsmtp"
 	}
 }
 
-// The window has a default in the file's terms and in the sender's; a
-// Config not made by Load falls back to the sender's, so they must agree.
+// The window's one default is the sender's: a file without max_inflight
+// and a Config not made by Load both get it.
 func TestDefaultWindowMatchesSender(t *testing.T) {
-	if DefaultMaxInflight != sender.DefaultMaxInflight {
-		t.Errorf("config.DefaultMaxInflight = %d, sender.DefaultMaxInflight = %d", DefaultMaxInflight, sender.DefaultMaxInflight)
+	p := filepath.Join(t.TempDir(), "etrnflush.toml")
+	if err := os.WriteFile(p, []byte("[host.\"h.example\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, cfg := range map[string]*Config{"loaded": c, "zero": {}} {
+		if got := cfg.For("h.example").MaxInflight; got != sender.DefaultMaxInflight {
+			t.Errorf("%s: max_inflight %d, want sender.DefaultMaxInflight %d", what, got, sender.DefaultMaxInflight)
+		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"etrnflush/sender"
 )
 
 // Settings are the values in force for one host after the file's global
@@ -79,7 +81,7 @@ func (c *Config) For(host string) Settings {
 		s.MaxInflight = *h.MaxInflight
 	}
 	if s.MaxInflight == 0 {
-		s.MaxInflight = DefaultMaxInflight // a Config not made by Load
+		s.MaxInflight = sender.DefaultMaxInflight // a Config not made by Load
 	}
 	s.Pipelining = pickBool(h.Pipelining, c.Pipelining)
 	s.Chunking = pickBool(h.Chunking, c.Chunking)
