@@ -138,22 +138,6 @@ var EightBitPolicies = []string{"convert", "refuse"}
 // widens what a crash can duplicate.
 const MaxMaxInflight = 1000
 
-// Keys lists the global keys, for the docs test and check-config.
-func Keys() []string {
-	return []string{"spool_dir", "format", "helo", "tls", "timeout", "data_timeout", "log",
-		"mailstore_prefix_lines", "mailstore_suffix_lines", "maildir_envelope", "delivered_to_prefix",
-		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit", "max_mail_refusals",
-		"bounce", "sendmail", "max_age", "warn_age"}
-}
-
-// HostKeys lists the keys of a [host."name"] table.
-func HostKeys() []string {
-	return []string{"route", "spool", "format", "helo", "tls", "tls_name", "auth_user", "auth_password_file",
-		"mailstore_prefix_lines", "mailstore_suffix_lines", "maildir_envelope", "delivered_to_prefix",
-		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit", "max_mail_refusals",
-		"bounce", "max_age", "warn_age"}
-}
-
 // Formats and TLS levels accepted in the file and on the command line.
 var (
 	Formats   = []string{"auto", "bsmtp", "mailstore", "maildir"}

@@ -39,15 +39,6 @@ type User struct {
 	Hosts      []string `toml:"hosts"`
 }
 
-// ServeKeys lists the keys of the [serve] table, for the docs test.
-func ServeKeys() []string {
-	return []string{"etrn_clients", "etrn_public", "etrn_limit", "etrn_window", "state_dir",
-		"tls_cert", "tls_key", "allow_plaintext_auth", "idle_timeout", "session_timeout", "max_commands"}
-}
-
-// UserKeys lists the keys of a [user.NAME] table.
-func UserKeys() []string { return []string{"password_hash", "secret_file", "hosts"} }
-
 // RouteClient is the route that sends a host's mail back to the address
 // that asked for it with ETRN (only etrnflush serve knows that address).
 const RouteClient = "client"

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -38,7 +39,7 @@ func TestServeExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range append(config.ServeKeys(), config.UserKeys()...) {
+	for _, k := range append(tomlKeys(config.Serve{}), tomlKeys(config.User{})...) {
 		if !strings.Contains(string(b), "\n"+k+" ") {
 			t.Errorf("%s does not show the key %s", p, k)
 		}
@@ -252,4 +253,21 @@ func TestServeExampleTLSUnits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tomlKeys lists the keys of a configuration table as config.Load decodes
+// it: the toml tags of v's fields, without the nested tables (maps,
+// structs). The root package's docs tests have the same helper.
+func tomlKeys(v any) []string {
+	var out []string
+	t := reflect.TypeOf(v)
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if k := f.Type.Kind(); tag == "" || tag == "-" || k == reflect.Map || k == reflect.Struct {
+			continue
+		}
+		out = append(out, tag)
+	}
+	return out
 }
