@@ -181,6 +181,7 @@ type Server struct {
 	Hide []string
 
 	srv     *smtp.Server
+	l       net.Listener  // what Serve serves
 	serving bool          // Serve was called: Close waits for it
 	served  chan struct{} // closed when Serve returns
 	outOnce sync.Once
@@ -230,30 +231,30 @@ func (s *Server) Listen(addr string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	s.starting()
-	go func() { _ = s.serve(l) }() // ends when Close closes the listener
+	s.starting(l)
+	go func() { _ = s.serve() }() // ends when Close closes the listener
 	return l.Addr().String(), nil
 }
 
 // Serve serves l until Close; it returns nil then.
 func (s *Server) Serve(l net.Listener) error {
-	s.starting()
-	return s.serve(l)
+	s.starting(l)
+	return s.serve()
 }
 
-func (s *Server) starting() {
+func (s *Server) starting(l net.Listener) {
 	s.init()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.serving {
 		panic("fakesmtp: one Server serves one listener")
 	}
-	s.serving = true
+	s.serving, s.l = true, &listener{Listener: l, s: s}
 }
 
-func (s *Server) serve(l net.Listener) error {
+func (s *Server) serve() error {
 	defer close(s.served)
-	return s.srv.Serve(&listener{Listener: l, s: s})
+	return s.srv.Serve(s.l)
 }
 
 // Close stops the server and the connections it serves, and waits for
@@ -265,9 +266,12 @@ func (s *Server) Close() error {
 		err = nil
 	}
 	s.mu.Lock()
-	serving := s.serving
+	serving, l := s.serving, s.l
 	s.mu.Unlock()
 	if serving {
+		// go-smtp closes only the listeners Serve has registered: a Close
+		// right after Start could otherwise leave Serve accepting.
+		_ = l.Close() // most likely closed already
 		<-s.served
 	}
 	return err
