@@ -55,6 +55,9 @@ type Host struct {
 	Bounce  *bool  `toml:"bounce"` // nil: as the global key says
 	MaxAge  string `toml:"max_age"`
 	WarnAge string `toml:"warn_age"`
+
+	ArchiveDir    string `toml:"archive_dir"`
+	ArchiveMaxAge string `toml:"archive_max_age"`
 }
 
 // Config is the whole file. Durations stay strings until validated so that
@@ -96,6 +99,10 @@ type Config struct {
 	// one delay warning. Both are ParseAge strings.
 	MaxAge  string `toml:"max_age"`
 	WarnAge string `toml:"warn_age"`
+	// ArchiveDir ("": none) keeps a copy of each accepted message in
+	// ArchiveDir/HOST; ArchiveMaxAge (default 30d) prunes them.
+	ArchiveDir    string `toml:"archive_dir"`
+	ArchiveMaxAge string `toml:"archive_max_age"`
 
 	// File is the path the config was read from ("" for built-in defaults).
 	File string `toml:"-"`
@@ -409,10 +416,13 @@ func (c *Config) validate(data []byte) error {
 	if err := CheckSendmail(c.Sendmail); err != nil {
 		return c.errAt(data, toml.Key{"sendmail"}, err.Error())
 	}
-	for _, a := range []struct{ k, v string }{{"max_age", c.MaxAge}, {"warn_age", c.WarnAge}} {
+	for _, a := range []struct{ k, v string }{{"max_age", c.MaxAge}, {"warn_age", c.WarnAge}, {"archive_max_age", c.ArchiveMaxAge}} {
 		if err := check(toml.Key{a.k}, a.v, checkAge); err != nil {
 			return err
 		}
+	}
+	if err := check(toml.Key{"archive_dir"}, c.ArchiveDir, CheckArchiveDir); err != nil {
+		return err
 	}
 	names := make([]string, 0, len(c.Hosts))
 	for n := range c.Hosts {
@@ -465,10 +475,13 @@ func (c *Config) validate(data []byte) error {
 		if err := check(k("eight_bit"), h.EightBit, CheckEightBit); err != nil {
 			return err
 		}
-		for _, a := range []struct{ k, v string }{{"max_age", h.MaxAge}, {"warn_age", h.WarnAge}} {
+		for _, a := range []struct{ k, v string }{{"max_age", h.MaxAge}, {"warn_age", h.WarnAge}, {"archive_max_age", h.ArchiveMaxAge}} {
 			if err := check(k(a.k), a.v, checkAge); err != nil {
 				return err
 			}
+		}
+		if err := check(k("archive_dir"), h.ArchiveDir, CheckArchiveDir); err != nil {
+			return err
 		}
 		if (h.AuthUser == "") != (h.AuthPasswordFile == "") {
 			return c.errAt(data, k("auth_user"), "auth_user and auth_password_file go together")
@@ -658,6 +671,17 @@ func ParseAge(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q is not a number of days like 5d or a duration like 36h", v)
 	}
 	return d, nil
+}
+
+// DefaultArchiveMaxAge is how long archived copies are kept.
+const DefaultArchiveMaxAge = "30d"
+
+// CheckArchiveDir validates archive_dir: an absolute path, not the root.
+func CheckArchiveDir(v string) error {
+	if !filepath.IsAbs(v) || filepath.Clean(v) == "/" {
+		return fmt.Errorf("%q is not an absolute path of a directory", v)
+	}
+	return nil
 }
 
 // DefaultSendmail is the command a DSN is handed to when sendmail is not

@@ -43,6 +43,9 @@ type Settings struct {
 	Sendmail []string // the command that takes a DSN
 	MaxAge   time.Duration
 	WarnAge  time.Duration // 0: no delay warnings
+
+	ArchiveDir    string // "": no archive
+	ArchiveMaxAge time.Duration
 }
 
 // For returns the settings for host (already validated and folded); flags
@@ -111,6 +114,8 @@ func (c *Config) For(host string) Settings {
 	if w := pick(h.WarnAge, c.WarnAge); w != "" {
 		s.WarnAge, _ = ParseAge(w)
 	}
+	s.ArchiveDir = pick(h.ArchiveDir, c.ArchiveDir)
+	s.ArchiveMaxAge, _ = ParseAge(pick(h.ArchiveMaxAge, pick(c.ArchiveMaxAge, DefaultArchiveMaxAge)))
 	// Validated at load; the built-in defaults parse.
 	s.Timeout, _ = ParseDuration(pick(c.Timeout, "5m"))
 	s.DataTimeout, _ = ParseDuration(pick(c.DataTimeout, "10m"))
@@ -131,6 +136,14 @@ func pickBool(host, global *bool) bool {
 func warnAge(d time.Duration) string {
 	if d == 0 {
 		return ""
+	}
+	return d.String()
+}
+
+// ageString writes whole days as "30d", as they are written in the file.
+func ageString(d time.Duration) string {
+	if d > 0 && d%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
 	}
 	return d.String()
 }
@@ -190,6 +203,8 @@ func (s Settings) Print(w io.Writer) error {
 		{"sendmail", tomlList(s.Sendmail)},
 		{"max_age", q(s.MaxAge.String())},
 		{"warn_age", q(warnAge(s.WarnAge))},
+		{"archive_dir", q(s.ArchiveDir)},
+		{"archive_max_age", q(ageString(s.ArchiveMaxAge))},
 	}
 	for _, l := range lines {
 		if _, err := fmt.Fprintf(w, "%s = %s\n", l[0], l[1]); err != nil {

@@ -57,6 +57,12 @@ type Config struct {
 	// MaxAge, when set, expires messages held longer (see expire);
 	// WarnAge, when set, warns their senders once (see warn).
 	MaxAge, WarnAge time.Duration
+	// ArchiveDir, when set, is the archive root: each message a server
+	// accepted is copied into ArchiveDir/HOST before it leaves the spool
+	// (see archive); copies older than ArchiveMaxAge are pruned at the
+	// end of the run.
+	ArchiveDir    string
+	ArchiveMaxAge time.Duration
 }
 
 // Summary counts messages by outcome, each message once: Sent (every
@@ -73,6 +79,8 @@ type Summary struct {
 	Unreachable                                    bool // no destination answered, or the connection failed with messages not yet offered
 	Layout                                         string
 	Bounced, BounceFailed                          int // DSNs handed to Sendmail, and those it did not take
+	Archived, ArchiveFailed                        int // accepted messages copied to the archive, and those not copied
+	WouldExpire, WouldWarn                         int // dry run only
 }
 
 // Left reports whether anything is left for a later run.
@@ -111,6 +119,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		if len(cfg.Sendmail) > 0 {
 			bounces = fmt.Sprintf(" bounced=%d bounce_failed=%d", s.Bounced, s.BounceFailed)
 		}
+		if cfg.ArchiveDir != "" {
+			bounces += fmt.Sprintf(" archived=%d archive_failed=%d", s.Archived, s.ArchiveFailed)
+		}
 		r.log.Infof("host=%s summary sent=%d deferred=%d failed=%d quarantined=%d uncertain=%d partial=%d bytes=%d elapsed=%s%s",
 			cfg.Host, s.Sent, s.Deferred, s.Failed, s.Quarantined, s.Uncertain, s.Partial, s.Bytes, s.Elapsed.Round(time.Millisecond), bounces)
 	}
@@ -129,6 +140,8 @@ type run struct {
 	conns, progress int
 	struck          map[string]bool // spool ids that were in progress when a session died
 	remote          string          // the server dialled last, for Remote-MTA (see remoteTag)
+	archiveOff      bool            // archiving failed in this run: not tried again (see archive)
+	pruned          bool            // the archive was pruned in this run
 }
 
 func (r *run) maxConns() int {
@@ -187,6 +200,7 @@ func (r *run) run(ctx context.Context) (err error) {
 			return err
 		}
 		r.bounceFailed(ctx)
+		r.pruneArchive()
 		again := lock.TakeAgain()
 		if !again {
 			var rerr error
@@ -615,6 +629,11 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn st
 	}
 	reply := replyText(res)
 	why := failReason(m, res, out)
+	if len(sent) > 0 && r.cfg.ArchiveDir != "" {
+		// Before the record: a kill in between sends the message again
+		// and archives it twice, never drops it from the archive.
+		r.archive(m, sent, reply)
+	}
 	// Record first, log second: the log line claims what the spool now holds.
 	if err := sp.Settle(m, out, why+remoteTag(r.remote, res)); err != nil {
 		return fmt.Errorf("settle %s: %w", m.ID, err)

@@ -72,6 +72,7 @@ func Sender(st config.Settings) sender.Options {
 
 // Flush is the flush configuration of a host's settings: spool, sender,
 // coalescing, session and refusal limits, bounces, expiry and warnings,
+// the archive,
 // and where to connect (the route, else the host's MX hosts, looked up
 // when the flush has something to send). Log, Out and the dry-run switch
 // are the caller's.
@@ -85,6 +86,8 @@ func Flush(st config.Settings) flush.Config {
 		MaxMailRefusals: st.MaxMailRefusals,
 		MaxAge:          st.MaxAge,
 		WarnAge:         st.WarnAge,
+		ArchiveDir:      st.ArchiveDir,
+		ArchiveMaxAge:   st.ArchiveMaxAge,
 	}
 	if st.Bounce {
 		fc.Sendmail = st.Sendmail

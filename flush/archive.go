@@ -1,0 +1,56 @@
+package flush
+
+import (
+	"fmt"
+	"time"
+
+	"etrnflush/spool"
+)
+
+// archive copies m, for the recipients the server took, into the host's
+// archive folder with the server's reply. It never stands in the way of
+// the flush: a failure is logged once and the message is settled (and
+// removed) as without an archive. After a failure the rest of the run
+// archives nothing: a full or broken archive file system stays so for the
+// run, and writing every message into it again would only slow the flush
+// down and repeat the line.
+func (r *run) archive(m *spool.Message, to []string, reply string) {
+	if r.archiveOff {
+		r.sum.ArchiveFailed++
+		return
+	}
+	now := time.Now()
+	remote := r.remote
+	if remote == "" {
+		remote = "-"
+	}
+	note := fmt.Sprintf("host=%s id=%s time=%s remote=%s reply=%s",
+		r.cfg.Host, logID(m.ID), now.UTC().Format(time.RFC3339), escape(remote), Quote(reply))
+	dir := spool.ArchiveDir(r.cfg.ArchiveDir, r.cfg.Host)
+	if _, err := spool.Archive(dir, m, to, note, now); err != nil {
+		r.archiveOff = true
+		r.sum.ArchiveFailed++
+		r.log.Errorf("host=%s id=%s event=archive-failed dir=%s reason=%s", r.cfg.Host, logID(m.ID), Quote(dir),
+			Quote(err.Error()+"; the message is removed from the spool as without an archive, and nothing more is archived in this run"))
+		return
+	}
+	r.sum.Archived++
+}
+
+// pruneArchive removes the host's archive files older than ArchiveMaxAge,
+// once per run, after its first pass and bounces, under the host lock.
+func (r *run) pruneArchive() {
+	if r.cfg.ArchiveDir == "" || r.cfg.ArchiveMaxAge <= 0 || r.pruned {
+		return
+	}
+	r.pruned = true
+	dir := spool.ArchiveDir(r.cfg.ArchiveDir, r.cfg.Host)
+	n, err := spool.PruneArchive(dir, r.cfg.ArchiveMaxAge, time.Now())
+	if err != nil {
+		r.log.Warnf("host=%s event=archive-prune-failed dir=%s reason=%s", r.cfg.Host, Quote(dir), Quote(err.Error()))
+		return
+	}
+	if n > 0 {
+		r.log.Infof("host=%s event=archive-pruned dir=%s removed=%d", r.cfg.Host, Quote(dir), n)
+	}
+}
