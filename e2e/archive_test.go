@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -265,4 +266,194 @@ func TestEximArchive(t *testing.T) {
 			t.Errorf("re-injecting Exim logged %q:%s", bad, logs)
 		}
 	}
+}
+
+// archiveSpool writes n one-recipient messages as an appended BSMTP
+// spool for host in dir and returns its path.
+func archiveSpool(t *testing.T, dir, host string, n int) string {
+	t.Helper()
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "MAIL FROM:<s%d@sender.example>\nRCPT TO:<r%d@%s>\nDATA\nSubject: m%d\nMessage-ID: <m%d@test.example>\n\nbody %d\n..dotted\n.\n", i, i, host, i, i, i)
+	}
+	p := filepath.Join(dir, host)
+	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// archiveConfig writes a configuration with archive_dir root and extra
+// lines.
+func archiveConfig(t *testing.T, root, extra string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "etrnflush.toml")
+	conf := fmt.Sprintf("log = \"stderr\"\nbounce = false\nmax_age = \"3650d\"\narchive_dir = %q\n%s", root, extra)
+	if err := os.WriteFile(p, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestArchiveFailureDoesNotStopFlush: archive_dir on a tmpfs that is
+// full. The flush delivers and removes every message as without an
+// archive, exits 0, and says so in one line (and in the summary).
+func TestArchiveFailureDoesNotStopFlush(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to mount a tmpfs")
+		}
+		t.Skip("needs root to mount a tmpfs")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", mnt, err, out)
+		}
+	})
+	root := filepath.Join(mnt, "archive")
+	if err := os.MkdirAll(filepath.Join(root, "full.example"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// Fill it: the archive's next write gets ENOSPC.
+	fill, err := os.Create(filepath.Join(mnt, "fill"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := fill.Write(make([]byte, 4096)); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if err := fill.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	rec := newRecorder(t)
+	host := "full.example"
+	dir := t.TempDir()
+	path := archiveSpool(t, dir, host, 3)
+	cfg := archiveConfig(t, root, "")
+	_, stderr, code := runEtrnflush(t, "-c", cfg, "--spool", path, "--to", rec.addr, "--tls", "none", "--helo", "relay.test.example", host)
+	if code != 0 {
+		t.Fatalf("exit %d, want 0; stderr:\n%s", code, stderr)
+	}
+	if got := len(rec.messages()); got != 3 {
+		t.Errorf("server got %d messages, want 3", got)
+	}
+	assertNoMailLeft(t, path)
+	if n := strings.Count(stderr, "event=archive-failed"); n != 1 || !strings.Contains(stderr, "disk full") {
+		t.Errorf("%d archive-failed lines, want 1 saying disk full:\n%s", n, stderr)
+	}
+	if !strings.Contains(stderr, "sent=3 ") || !strings.Contains(stderr, "archived=0 archive_failed=3") {
+		t.Errorf("summary:\n%s", stderr)
+	}
+	ents, err := os.ReadDir(filepath.Join(root, host))
+	if err != nil || len(ents) != 0 {
+		t.Errorf("archive folder holds %v (%v), want nothing, not even a temporary file", ents, err)
+	}
+}
+
+// TestArchivePrune: at the end of a run the host's archive files older
+// than archive_max_age go; younger ones, the new one and files that are
+// not archive files stay.
+func TestArchivePrune(t *testing.T) {
+	rec := newRecorder(t)
+	host := "prune.example"
+	dir := t.TempDir()
+	root := filepath.Join(t.TempDir(), "archive")
+	folder := filepath.Join(root, host)
+	if err := os.MkdirAll(folder, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for name, age := range map[string]time.Duration{
+		"old.bsmtp":   11 * 24 * time.Hour,
+		"young.bsmtp": 9 * 24 * time.Hour,
+		"README":      400 * 24 * time.Hour,
+	} {
+		p := filepath.Join(folder, name)
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, now.Add(-age), now.Add(-age)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := archiveSpool(t, dir, host, 1)
+	cfg := archiveConfig(t, root, "[host.\""+host+"\"]\narchive_max_age = \"10d\"\n")
+	_, stderr, code := runEtrnflush(t, "-c", cfg, "--spool", path, "--to", rec.addr, "--tls", "none", "--helo", "relay.test.example", host)
+	if code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, "event=archive-pruned") || !strings.Contains(stderr, "removed=1") {
+		t.Errorf("no prune line:\n%s", stderr)
+	}
+	var names []string
+	for _, f := range []string{"old.bsmtp", "young.bsmtp", "README"} {
+		if _, err := os.Lstat(filepath.Join(folder, f)); err == nil {
+			names = append(names, f)
+		}
+	}
+	if strings.Join(names, " ") != "young.bsmtp README" {
+		t.Errorf("left %v, want young.bsmtp README", names)
+	}
+	if files, _ := filepath.Glob(filepath.Join(folder, "2*.bsmtp")); len(files) != 1 {
+		t.Errorf("archive files of this run: %v", files)
+	}
+}
+
+// TestKillDuringArchive: runs killed at the server's reply to a final
+// dot, with an archive, until one finishes. No message is lost: each
+// reached the server and is in the archive, at most one of them twice
+// per kill (the one in flight), and the spool is empty.
+func TestKillDuringArchive(t *testing.T) {
+	rec := newRecorder(t)
+	host := "killarch.example"
+	dir := t.TempDir()
+	path := archiveSpool(t, dir, host, 6)
+	root := filepath.Join(t.TempDir(), "archive")
+	cfg := archiveConfig(t, root, "")
+	args := []string{"-c", cfg, "--spool", path, "--to", rec.addr, "--tls", "none", "--helo", "relay.test.example", "--max-inflight", "1", host}
+	kills := 0
+	for _, p := range []*killPoint{{kind: killAfterReply, n: 2}, {kind: killBeforeReply, n: 1}, {kind: killAfterReply, n: 1, delay: 5 * time.Millisecond}, nil} {
+		code, killed, stderr := rec.runChild(t, p, args)
+		if killed {
+			kills++
+			continue
+		}
+		if code != 0 {
+			t.Fatalf("run (%v): exit %d; stderr:\n%s", p, code, stderr)
+		}
+	}
+	assertNoMailLeft(t, path)
+	seen := map[string]int{}
+	for _, m := range rec.messages() {
+		seen[m.id()]++
+	}
+	inArchive := map[string]int{}
+	for _, f := range readArchive(t, filepath.Join(root, host)) {
+		inArchive[f.msg.id()]++
+	}
+	dups := 0
+	for i := 0; i < 6; i++ {
+		id := fmt.Sprintf("<m%d@test.example>", i)
+		if seen[id] == 0 {
+			t.Errorf("%s never reached the server", id)
+		}
+		if inArchive[id] == 0 {
+			t.Errorf("%s is not in the archive", id)
+		}
+		dups += inArchive[id] - 1
+	}
+	if dups > kills {
+		t.Errorf("%d duplicates in the archive after %d kills", dups, kills)
+	}
+	t.Logf("%d kills, %d duplicates in the archive", kills, dups)
 }
