@@ -13,10 +13,10 @@ import (
 
 // TestCLIExpiryBounce drives the configuration keys through the binary: a
 // message whose Received: date is ten days old expires (max_age "5d") on
-// a host that does not answer (that run exits 75); while sendmail fails
-// the copy stays; the next run, with nothing left to send, hands the DSN
-// over and exits 0. With bounce = false for the host the copy stays and
-// nothing is run.
+// a host that does not answer; while sendmail fails the copy stays and
+// the run exits 75; the next run, with nothing left to send, hands the
+// DSN over and exits 0. With bounce = false for the host the copy stays,
+// nothing is run, and the first run exits 0: nothing is left to do.
 func TestCLIExpiryBounce(t *testing.T) {
 	script, err := filepath.Abs("bounce/testdata/fake-sendmail")
 	if err != nil {
@@ -54,8 +54,12 @@ func TestCLIExpiryBounce(t *testing.T) {
 
 			t.Setenv("FAKE_SENDMAIL_EXIT", "1")
 			_, stderr, code := runEtrnflush(t, args...)
-			if code != 75 || !strings.Contains(stderr, "status=expired reason=\"4.4.7 expired") {
-				t.Fatalf("run 1: exit %d, want 75 (unreachable); stderr:\n%s", code, stderr)
+			// With bounces the DSN is left to hand over (75); without,
+			// the expired message is in the failed folder as a refused
+			// one would be, and nothing is left (0).
+			want := map[bool]int{true: 75, false: 0}[bounce]
+			if code != want || !strings.Contains(stderr, "status=expired reason=\"4.4.7 expired") {
+				t.Fatalf("run 1: exit %d, want %d; stderr:\n%s", code, want, stderr)
 			}
 			if bounce != strings.Contains(stderr, "status=bounce_failed") || len(failed()) != 1 {
 				t.Errorf("run 1: %d failed copies; stderr:\n%s", len(failed()), stderr)
@@ -151,5 +155,37 @@ func TestKillDuringBounce(t *testing.T) {
 	dsns, err := filepath.Glob(filepath.Join(out, "dsn.*"))
 	if err != nil || len(dsns) != 2 {
 		t.Errorf("%d DSNs handed over, want 2 (the killed run's and its one repeat): %v", len(dsns), err)
+	}
+}
+
+// TestCLIExpiredBouncedExits0: a run that finds the host unreachable,
+// expires everything it holds and hands every DSN over has nothing left:
+// it exits 0 and its summary counts the bounce.
+func TestCLIExpiredBouncedExits0(t *testing.T) {
+	script, err := filepath.Abs("bounce/testdata/fake-sendmail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, out := t.TempDir(), t.TempDir()
+	host := "gone.example"
+	spool := filepath.Join(dir, host)
+	date := time.Now().Add(-10 * 24 * time.Hour).Format(time.RFC1123Z)
+	bsmtp := "MAIL FROM:<alice@sender.example>\nRCPT TO:<ann@gone.example>\nDATA\n" +
+		"Received: from a by relay.example; " + date + "\nSubject: old\n\nbody\n.\n"
+	if err := os.WriteFile(spool, []byte(bsmtp), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "etrnflush.toml")
+	conf := "log = \"stderr\"\nmax_age = \"5d\"\nsendmail = [\"" + script + "\", \"" + out + "\", \"--\"]\n"
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FAKE_SENDMAIL_EXIT", "0")
+	_, stderr, code := runEtrnflush(t, "-c", cfg, "--spool", spool, "--to", "127.0.0.1:1", "--tls", "none", "--helo", "relay.test.example", host)
+	if code != 0 || !strings.Contains(stderr, "status=expired") || !strings.Contains(stderr, "bounced=1 bounce_failed=0") {
+		t.Errorf("exit %d, want 0 with one expiry bounced; stderr:\n%s", code, stderr)
+	}
+	if _, err := os.Stat(spool); !os.IsNotExist(err) {
+		t.Errorf("spool still there: %v", err)
 	}
 }

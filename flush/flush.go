@@ -83,9 +83,12 @@ type Summary struct {
 	WouldExpire, WouldWarn                         int // dry run only
 }
 
-// Left reports whether anything is left for a later run.
+// Left reports whether anything is left for a later run. An unreachable
+// host leaves its messages counted as deferred; when expiry gave them all
+// up and their DSNs were handed over, nothing is left: the run did all
+// there was to do, whether or not the host answered.
 func (s Summary) Left() bool {
-	return s.Deferred > 0 || s.Uncertain > 0 || s.PartialLeft > 0 || s.Unreachable || s.BounceFailed > 0
+	return s.Deferred > 0 || s.Uncertain > 0 || s.PartialLeft > 0 || s.BounceFailed > 0
 }
 
 // ErrSpool wraps local I/O trouble with the spool (exit 74).
