@@ -564,8 +564,8 @@ func flushAction(c *cli.Context) error {
 		return loggedError{err} // flush.Run has logged it
 	}
 	if dryRun {
-		fmt.Fprintf(c.App.Writer, "host=%s summary layout=%s would_send=%d would_quarantine=%d bytes=%d\n",
-			host, sum.Layout, sum.WouldSend, sum.Quarantined, sum.Bytes)
+		fmt.Fprintf(c.App.Writer, "host=%s summary layout=%s would_send=%d would_quarantine=%d would_expire=%d would_warn=%d bytes=%d\n",
+			host, sum.Layout, sum.WouldSend, sum.Quarantined, sum.WouldExpire, sum.WouldWarn, sum.Bytes)
 		if sum.Quarantined > 0 {
 			return &exitError{exDataErr, nil}
 		}

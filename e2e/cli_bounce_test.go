@@ -3,10 +3,13 @@
 package e2e
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -187,5 +190,84 @@ func TestCLIExpiredBouncedExits0(t *testing.T) {
 	}
 	if _, err := os.Stat(spool); !os.IsNotExist(err) {
 		t.Errorf("spool still there: %v", err)
+	}
+}
+
+// TestCLIDryRunExpiry: --dry-run lists the messages a real run would give
+// up (max_age) or warn about (warn_age, not from <>, not warned yet),
+// with would_expire and would_warn in its summary, and sends no DSN,
+// connects nowhere and changes nothing. After a real run has expired and
+// warned them, a dry run lists neither again.
+func TestCLIDryRunExpiry(t *testing.T) {
+	script, err := filepath.Abs("bounce/testdata/fake-sendmail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, out := t.TempDir(), t.TempDir()
+	host := "dry.example"
+	spool := filepath.Join(dir, host)
+	msg := func(from, to string, age time.Duration) string {
+		date := time.Now().Add(-age).Format(time.RFC1123Z)
+		return "MAIL FROM:<" + from + ">\nRCPT TO:<" + to + ">\nDATA\nReceived: from a by relay.example; " + date + "\nSubject: s\n\nbody\n.\n"
+	}
+	text := msg("old@sender.example", "ann@dry.example", 10*24*time.Hour) +
+		msg("late@sender.example", "bob@dry.example", 5*time.Hour) +
+		msg("", "cid@dry.example", 5*time.Hour) +
+		msg("new@sender.example", "dan@dry.example", time.Minute)
+	if err := os.WriteFile(spool, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "etrnflush.toml")
+	conf := "log = \"stderr\"\nmax_age = \"5d\"\nwarn_age = \"4h\"\nsendmail = [\"" + script + "\", \"" + out + "\", \"--\"]\n"
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FAKE_SENDMAIL_EXIT", "0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			_ = c.Close()
+		}
+	}()
+	defer func() { _ = ln.Close() }()
+	dry := []string{"-c", cfg, "--spool", spool, "--to", ln.Addr().String(), "--tls", "none", "--dry-run", host}
+
+	before := treeSnapshot(t, dir)
+	stdout, stderr, code := runEtrnflush(t, dry...)
+	if code != 0 {
+		t.Fatalf("dry run: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if d := diffSnapshots(before, treeSnapshot(t, dir)); d != "" {
+		t.Errorf("the dry run changed the spool directory:\n%s", d)
+	}
+	expire := regexp.MustCompile(`(?m)^would expire id=\S+ from=<old@sender\.example> to=<ann@dry\.example> held_since=\S+ age_from=received$`)
+	warn := regexp.MustCompile(`(?m)^would warn id=\S+ from=<late@sender\.example> to=<bob@dry\.example> held_since=\S+ age_from=received$`)
+	if !expire.MatchString(stdout) || !warn.MatchString(stdout) || strings.Count(stdout, "would expire") != 1 || strings.Count(stdout, "would warn") != 1 ||
+		!strings.Contains(stdout, "would_send=4 would_quarantine=0 would_expire=1 would_warn=1 ") {
+		t.Errorf("dry run listed:\n%s", stdout)
+	}
+	if dsns, _ := filepath.Glob(filepath.Join(out, "dsn.*")); len(dsns) != 0 || accepted.Load() != 0 {
+		t.Errorf("the dry run handed %d DSNs over and connected %d times", len(dsns), accepted.Load())
+	}
+
+	// A real run to a host that does not answer expires the old one and
+	// warns the late one's sender.
+	_, stderr, code = runEtrnflush(t, "-c", cfg, "--spool", spool, "--to", "127.0.0.1:1", "--tls", "none", "--helo", "relay.test.example", host)
+	if code != 75 || !strings.Contains(stderr, "status=expired") || !strings.Contains(stderr, "status=delay_warned") {
+		t.Fatalf("real run: exit %d; stderr:\n%s", code, stderr)
+	}
+	stdout, _, code = runEtrnflush(t, dry...)
+	if code != 0 || strings.Contains(stdout, "would expire") || strings.Contains(stdout, "would warn") ||
+		!strings.Contains(stdout, "would_send=3 would_quarantine=0 would_expire=0 would_warn=0 ") {
+		t.Errorf("dry run after the real one: exit %d\n%s", code, stdout)
 	}
 }

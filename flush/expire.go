@@ -181,3 +181,40 @@ func writeFromSpool(w io.Writer, rep bounce.Report, m *spool.Message) (err error
 	}()
 	return bounce.Write(w, rep, rc)
 }
+
+// dryAge reports what expire and warn would do with m after a pass that
+// left it in the spool: a dry run sends nothing and marks nothing, but
+// the admin should see what the next real run gives up or warns about.
+func (r *run) dryAge(m *spool.Message, now time.Time) {
+	if r.cfg.MaxAge <= 0 && r.cfg.WarnAge <= 0 {
+		return
+	}
+	since, src := arrival(m)
+	age := now.Sub(since)
+	what := ""
+	switch {
+	case r.cfg.MaxAge > 0 && age > r.cfg.MaxAge:
+		what = "expire"
+		r.sum.WouldExpire++
+	case r.cfg.WarnAge > 0 && age > r.cfg.WarnAge && len(r.cfg.Sendmail) > 0 && m.From != "":
+		key, err := warnKey(m)
+		if err == nil {
+			var done bool
+			if done, err = spool.Warned(r.cfg.Spool.Path, key); done {
+				return // warned by an earlier run
+			}
+		}
+		if err != nil {
+			r.log.Warnf("host=%s id=%s %s", r.cfg.Host, logID(m.ID), Quote(err.Error()))
+			return
+		}
+		what = "warn"
+		r.sum.WouldWarn++
+	default:
+		return
+	}
+	if r.cfg.Out != nil {
+		fmt.Fprintf(r.cfg.Out, "would %s id=%s from=<%s> to=<%s> held_since=%s age_from=%s\n", what, logID(m.ID), m.From,
+			strings.Join(m.To, ">,<"), since.UTC().Format(time.RFC3339), map[bool]string{true: "received", false: "mtime"}[src == "Received: date"])
+	}
+}

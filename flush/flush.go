@@ -790,12 +790,14 @@ func escape(a string) string {
 }
 
 func (r *run) dryRun(sp spool.Spool, m *spool.Message) error {
+	now := time.Now()
 	for {
 		if r.cfg.Out != nil {
 			// The listing is for the admin at a terminal: every recipient,
 			// as stored.
 			fmt.Fprintf(r.cfg.Out, "would send id=%s from=<%s> to=<%s> size=%d\n", logID(m.ID), m.From, strings.Join(m.To, ">,<"), m.Size)
 		}
+		r.dryAge(m, now)
 		r.sum.WouldSend++
 		r.sum.Bytes += m.Size
 		var err error
