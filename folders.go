@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"etrnflush/config"
 	"etrnflush/flush"
+	"etrnflush/plan"
 	"etrnflush/spool"
 )
 
@@ -48,6 +50,7 @@ func folderCommands(onUsage cli.OnUsageErrorFunc) []*cli.Command {
 		list("quarantine", "list the damaged entries set aside for every host, or the HOSTs named"),
 		change("release", "put copies from HOST's failed or quarantine folder back into its spool"),
 		change("delete", "remove copies from HOST's failed or quarantine folder"),
+		change("bounce", "return copies from HOST's failed or quarantine folder to their senders as DSNs, then remove them"),
 	}
 }
 
@@ -156,7 +159,7 @@ func hostArgs(c *cli.Context, cfg *config.Config) ([]string, error) {
 	return hosts, nil
 }
 
-// folderChangeAction releases or deletes copies by id: each is looked for
+// folderChangeAction releases, deletes or bounces copies by id: each is looked for
 // in the host's failed folder, then its quarantine folder. Each copy done
 // gets one line on standard output; each that could not be, one warning,
 // and the exit status is that of the worst.
@@ -183,6 +186,15 @@ func folderChangeAction(c *cli.Context, which string) error {
 			code = n
 		}
 	}
+	var bc flush.BounceConfig
+	if which == "bounce" {
+		bc = flush.BounceConfig{Host: host, ReportingMTA: st.Helo, Sendmail: st.Sendmail}
+		if bc.ReportingMTA == "" {
+			if bc.ReportingMTA, err = plan.FQDN(); err != nil {
+				return &exitError{exConfig, err}
+			}
+		}
+	}
 	for _, id := range c.Args().Slice()[1:] {
 		cp, folder, err := findCopy(sp, id)
 		if err != nil {
@@ -192,6 +204,25 @@ func folderChangeAction(c *cli.Context, which string) error {
 			} else {
 				worse(exIOErr)
 			}
+			continue
+		}
+		if which == "bounce" {
+			env, err := flush.BounceCopy(c.Context, bc, cp, folder == "quarantine")
+			if err != nil {
+				fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s not bounced: %s\n", host, id, oneLine(err.Error()))
+				switch {
+				case errors.Is(err, flush.ErrNotBounceable):
+					worse(exDataErr)
+				case errors.Is(err, flush.ErrSendmail), errors.Is(err, spool.ErrCopyBusy):
+					worse(exTempFail)
+				case errors.Is(err, os.ErrNotExist):
+					worse(exUsage) // gone meanwhile: a flush bounced it
+				default:
+					worse(exIOErr)
+				}
+				continue
+			}
+			fmt.Fprintf(c.App.Writer, "host=%s id=%s bounced from=%s to=<%s>\n", host, id, folder, env.From)
 			continue
 		}
 		if which == "delete" {

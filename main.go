@@ -266,7 +266,7 @@ func newApp() *cli.App {
 	app := &cli.App{
 		Name:      "etrnflush",
 		Usage:     "flush the mail held for one host over SMTP",
-		UsageText: "etrnflush [-c FILE] [flush] [flags] HOST\netrnflush [-c FILE] [flush] [flags] --all [--jobs N]\netrnflush [-c FILE] check-config [HOST]\netrnflush [-c FILE] list [--json] [-v] [HOST...]\netrnflush [-c FILE] failed|quarantine [--json] [HOST...]\netrnflush [-c FILE] release|delete HOST ID...\netrnflush [-c FILE] serve\netrnflush passwd",
+		UsageText: "etrnflush [-c FILE] [flush] [flags] HOST\netrnflush [-c FILE] [flush] [flags] --all [--jobs N]\netrnflush [-c FILE] check-config [HOST]\netrnflush [-c FILE] list [--json] [-v] [HOST...]\netrnflush [-c FILE] failed|quarantine [--json] [HOST...]\netrnflush [-c FILE] release|delete|bounce HOST ID...\netrnflush [-c FILE] serve\netrnflush passwd",
 		Version:   version,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "configuration `FILE`", Value: config.DefaultPath, EnvVars: []string{"ETRNFLUSH_CONFIG"}, TakesFile: true},
