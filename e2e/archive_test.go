@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -456,4 +457,87 @@ func TestKillDuringArchive(t *testing.T) {
 		t.Errorf("%d duplicates in the archive after %d kills", dups, kills)
 	}
 	t.Logf("%d kills, %d duplicates in the archive", kills, dups)
+}
+
+// TestArchiveLayouts: from every spool layout Exim writes (copies of real
+// Exim spools), each archive file holds, for the recipients the server
+// took, the message exactly as the server received it, in the spool's
+// own line ends.
+func TestArchiveLayouts(t *testing.T) {
+	for _, tc := range []struct {
+		name, fixture, host string
+		crlf                bool
+	}{
+		{"file-crlf", "bsmtp/file-crlf/h1.bsmtp-crlf.example", "h1.bsmtp-crlf.example", true},
+		{"dir", "bsmtp/dir/h1.bsmtp-dir.example", "h1.bsmtp-dir.example", false},
+		{"mailstore", "mailstore/plain/h1.mailstore.example", "h1.mailstore.example", false},
+		{"maildir", "maildir/batched/h1.maildir.example", "h1.maildir.example", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := filepath.Join("testdata/exim", tc.fixture)
+			info, err := os.Stat(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			sp := filepath.Join(dir, tc.host)
+			if info.IsDir() {
+				copyTree(t, src, sp)
+			} else {
+				copyFile(t, src, sp)
+			}
+			rec := newRecorder(t)
+			root := filepath.Join(t.TempDir(), "archive")
+			cfg := archiveConfig(t, root, "")
+			_, stderr, code := runEtrnflush(t, "-c", cfg, "--spool", sp, "--to", rec.addr, "--tls", "none", "--helo", "relay.test.example", tc.host)
+			if code != 0 {
+				t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+			}
+			// What the server got, one entry per recipient (copies of
+			// one message may have gone in one transaction), and what the
+			// archive holds: the same multiset.
+			sent := map[string]int{}
+			for _, m := range rec.messages() {
+				for _, to := range m.To {
+					sent[to+"\x00"+m.From+"\x00"+string(m.Data)]++
+				}
+			}
+			folder := filepath.Join(root, tc.host)
+			ents, err := os.ReadDir(folder)
+			if err != nil {
+				t.Fatal(err)
+			}
+			archived := map[string]int{}
+			for _, e := range ents {
+				b, err := os.ReadFile(filepath.Join(folder, e.Name()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.crlf {
+					if bytes.Count(b, []byte("\n")) != bytes.Count(b, []byte("\r\n")) {
+						t.Errorf("%s: line ends are not all CRLF, as the spool's are", e.Name())
+					}
+					b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
+				}
+				_, rest, _ := bytes.Cut(b, []byte("\n"))
+				body, ok := bytes.CutSuffix(rest, []byte("QUIT\n"))
+				msgs, err := parseBSMTP(body)
+				if !ok || err != nil || len(msgs) != 1 {
+					t.Fatalf("%s: %v %d messages", e.Name(), err, len(msgs))
+				}
+				for _, to := range msgs[0].To {
+					archived[to+"\x00"+msgs[0].From+"\x00"+string(msgs[0].Data)]++
+				}
+			}
+			if len(sent) == 0 || !maps.Equal(sent, archived) {
+				t.Errorf("archive differs from what the server got: %d distinct recipient copies sent, %d archived", len(sent), len(archived))
+				for k, n := range sent {
+					if archived[k] != n {
+						to, rest, _ := strings.Cut(k, "\x00")
+						t.Errorf("  %s (%d octets): sent %d, archived %d", to, len(rest), n, archived[k])
+					}
+				}
+			}
+		})
+	}
 }

@@ -197,6 +197,7 @@ func TestEximBounceCommand(t *testing.T) {
 	if _, stderr, code := runEtrnflush(t, "-c", good, "--to", s.addr(), "--tls", "none", host); code != 0 {
 		t.Fatalf("flush: exit %d\n%s%s", code, stderr, eximLogs(s.dir))
 	}
+	s.waitDelivered(t, 1)
 	fl := failedJSON(t, good, "failed", host)
 	if len(fl.Copies) != 1 {
 		t.Fatalf("failed folder: %+v", fl)

@@ -146,3 +146,40 @@ func TestLeftUnreachable(t *testing.T) {
 		}
 	}
 }
+
+// TestBounceSkipsLockedCopy: a failed copy whose lock another process
+// holds (the bounce command) is left to it: no DSN, not counted as a
+// failed bounce; once released, the next run bounces it.
+func TestBounceSkipsLockedCopy(t *testing.T) {
+	be := &faultSink{faults: map[string]string{"RCPT a1@h.example": "550"}}
+	addr := startFaultSink(t, be)
+	path := filepath.Join(t.TempDir(), "h.example")
+	writeSpool(t, path, []testMsg{{"a@s.example", []string{"a1@h.example"}}}, -1)
+	out := t.TempDir()
+	sm := fakeSendmail(t, out)
+	t.Setenv("FAKE_SENDMAIL_EXIT", "1")
+	sum, logs := flushBouncing(t, path, addr, sm)
+	if sum.BounceFailed != 1 {
+		t.Fatalf("run 1: %+v\n%s", sum, logs)
+	}
+	t.Setenv("FAKE_SENDMAIL_EXIT", "0")
+	copies, err := spool.ListFailed(path)
+	if err != nil || len(copies) != 1 {
+		t.Fatalf("failed folder: %v %v", copies, err)
+	}
+	unlock, err := copies[0].Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, logs = flushBouncing(t, path, "", sm)
+	if sum.Bounced != 0 || sum.BounceFailed != 0 || sum.Left() || len(dsnFiles(t, out)) != 1 {
+		t.Errorf("run 2, copy held elsewhere: %+v, %d sendmail calls\n%s", sum, len(dsnFiles(t, out)), logs)
+	}
+	if err := unlock(); err != nil {
+		t.Fatal(err)
+	}
+	sum, logs = flushBouncing(t, path, "", sm)
+	if sum.Bounced != 1 || len(dsnFiles(t, out)) != 2 {
+		t.Errorf("run 3: %+v\n%s", sum, logs)
+	}
+}
