@@ -117,6 +117,10 @@ func TestArchiveKeys(t *testing.T) {
 		t.Errorf("check-config output:\n%s", sb.String())
 	}
 	for _, bad := range []string{`archive_dir = "archive"`, `archive_dir = "/"`, `archive_max_age = "0d"`,
+		"spool_dir = \"/var/spool/etrnflush\"\narchive_dir = \"/var/spool/etrnflush/archive\"",
+		"spool_dir = \"/var/spool/etrnflush\"\narchive_dir = \"/var/spool/etrnflush\"",
+		"archive_dir = \"/srv/a\"\n[host.\"b.example\"]\nspool = \"/srv/a/b.example\"",
+		"[host.\"b.example\"]\nspool = \"/srv/s/b.example\"\narchive_dir = \"/srv/s/x\"",
 		"[host.\"b.example\"]\narchive_dir = \"rel\"", "[host.\"b.example\"]\narchive_max_age = \"soon\""} {
 		_, err := loadText(t, "\n"+bad+"\n")
 		if err == nil || !strings.Contains(err.Error(), "archive_") {

@@ -503,6 +503,9 @@ func (c *Config) validate(data []byte) error {
 	if err := c.checkSharedSpools(data, names); err != nil {
 		return err
 	}
+	if err := c.checkArchiveDirs(data, names); err != nil {
+		return err
+	}
 	return c.validateServe(data)
 }
 
@@ -576,6 +579,38 @@ func (c *Config) checkSharedSpools(data []byte, names []string) error {
 				return c.errAt(data, toml.Key{"host", n, "spool"},
 					fmt.Sprintf("is the default spool of host %q (spool_dir/%s): two hosts would share it", b, b))
 			}
+		}
+	}
+	return nil
+}
+
+// checkArchiveDirs refuses an archive inside a spool directory: every
+// name in spool_dir is taken for a host by list and flush --all, and an
+// archive folder that is a host's spool would have its copies sent again.
+func (c *Config) checkArchiveDirs(data []byte, names []string) error {
+	inside := func(p, dir string) bool {
+		p, dir = filepath.Clean(p), filepath.Clean(dir)
+		return p == dir || strings.HasPrefix(p, dir+string(filepath.Separator))
+	}
+	if c.ArchiveDir != "" && inside(c.ArchiveDir, c.SpoolDir) {
+		return c.errAt(data, toml.Key{"archive_dir"}, fmt.Sprintf("%s is in spool_dir %s: put the archive outside it", c.ArchiveDir, c.SpoolDir))
+	}
+	for _, n := range names {
+		h := c.Hosts[n]
+		root := pick(h.ArchiveDir, c.ArchiveDir)
+		if root == "" {
+			continue
+		}
+		sp := filepath.Join(c.SpoolDir, n)
+		if h.Spool != "" {
+			sp = h.Spool
+		}
+		if inside(root, c.SpoolDir) || inside(root, filepath.Dir(sp)) || inside(sp, filepath.Join(root, n)) {
+			key := toml.Key{"host", n, "archive_dir"}
+			if h.ArchiveDir == "" {
+				key = toml.Key{"archive_dir"}
+			}
+			return c.errAt(data, key, fmt.Sprintf("%s is in the directory of host %q's spool %s: put the archive outside it", root, n, sp))
 		}
 	}
 	return nil

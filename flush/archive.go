@@ -2,6 +2,8 @@ package flush
 
 import (
 	"fmt"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"etrnflush/spool"
@@ -27,7 +29,11 @@ func (r *run) archive(m *spool.Message, to []string, reply string) {
 	note := fmt.Sprintf("host=%s id=%s time=%s remote=%s reply=%s",
 		r.cfg.Host, logID(m.ID), now.UTC().Format(time.RFC3339), escape(remote), Quote(reply))
 	dir := spool.ArchiveDir(r.cfg.ArchiveDir, r.cfg.Host)
-	if _, err := spool.Archive(dir, m, to, note, now); err != nil {
+	err := r.archiveInSpool(dir)
+	if err == nil {
+		_, err = spool.Archive(dir, m, to, note, now)
+	}
+	if err != nil {
 		r.archiveOff = true
 		r.sum.ArchiveFailed++
 		r.log.Errorf("host=%s id=%s event=archive-failed dir=%s reason=%s", r.cfg.Host, logID(m.ID), Quote(dir),
@@ -35,6 +41,22 @@ func (r *run) archive(m *spool.Message, to []string, reply string) {
 		return
 	}
 	r.sum.Archived++
+}
+
+// archiveInSpool refuses an archive folder in the spool's directory or
+// the spool itself (the configuration refuses the ones it can see; a
+// host that only arrives by ETRN is checked here): its files would be
+// taken for a host's spool, or sent again.
+func (r *run) archiveInSpool(dir string) error {
+	inside := func(p, d string) bool {
+		p, d = filepath.Clean(p), filepath.Clean(d)
+		return p == d || strings.HasPrefix(p, d+string(filepath.Separator))
+	}
+	sp := filepath.Clean(r.cfg.Spool.Path)
+	if inside(dir, filepath.Dir(sp)) || inside(sp, dir) {
+		return fmt.Errorf("archive: %s is in the spool's directory %s; set archive_dir outside it", dir, filepath.Dir(sp))
+	}
+	return nil
 }
 
 // pruneArchive removes the host's archive files older than ArchiveMaxAge,
@@ -45,6 +67,9 @@ func (r *run) pruneArchive() {
 	}
 	r.pruned = true
 	dir := spool.ArchiveDir(r.cfg.ArchiveDir, r.cfg.Host)
+	if r.archiveInSpool(dir) != nil {
+		return // never prune in a spool; archive logged why
+	}
 	n, err := spool.PruneArchive(dir, r.cfg.ArchiveMaxAge, time.Now())
 	if err != nil {
 		r.log.Warnf("host=%s event=archive-prune-failed dir=%s reason=%s", r.cfg.Host, Quote(dir), Quote(err.Error()))

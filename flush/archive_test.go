@@ -183,3 +183,31 @@ func TestBounceSkipsLockedCopy(t *testing.T) {
 		t.Errorf("run 3: %+v\n%s", sum, logs)
 	}
 }
+
+// TestArchiveInSpoolRefused: an archive root that puts the host's folder
+// in the spool's own directory (where it would be taken for a host) is
+// refused at the first copy, logged once, and nothing is pruned there.
+func TestArchiveInSpoolRefused(t *testing.T) {
+	be := &faultSink{}
+	addr := startFaultSink(t, be)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "h.example")
+	writeSpool(t, path, []testMsg{{"a@s.example", []string{"a1@h.example"}}}, -1)
+	old := filepath.Join(dir, "arch", "h.example", "old.bsmtp")
+	if err := os.MkdirAll(filepath.Dir(old), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(old, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(old, time.Now().Add(-400*24*time.Hour), time.Now().Add(-400*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	sum, logs := flushArchiving(t, path, addr, filepath.Join(dir, "arch"))
+	if sum.Sent != 1 || sum.ArchiveFailed != 1 || strings.Count(logs, "event=archive-failed") != 1 || !strings.Contains(logs, "spool's directory") {
+		t.Errorf("summary %+v\n%s", sum, logs)
+	}
+	if _, err := os.Stat(old); err != nil {
+		t.Errorf("pruned in the spool's directory: %v", err)
+	}
+}
