@@ -76,10 +76,17 @@ func (r *run) expire(ctx context.Context) (err error) {
 			switch {
 			case r.sum.Deferred > 0:
 				r.sum.Deferred--
+				r.sum.Failed++
 			case r.sum.Uncertain > 0:
 				r.sum.Uncertain--
+				r.sum.Failed++
+			case r.sum.PartialLeft > 0:
+				// Still counted as partial: some recipients took it,
+				// the rest are now given up; nothing of it is left.
+				r.sum.PartialLeft--
+			default:
+				r.sum.Failed++
 			}
-			r.sum.Failed++
 			r.log.Warnf("host=%s id=%s from=%s to=%s size=%d status=expired reason=%s",
 				r.cfg.Host, logID(m.ID), logAddr(m.From), addrs(m.To), m.Size, Quote(why))
 		}

@@ -189,9 +189,9 @@ func (r *run) run(ctx context.Context) (err error) {
 		}
 	}()
 	for passes := 0; ; passes++ {
-		left := r.sum.Deferred + r.sum.Uncertain
+		left := r.sum.Deferred + r.sum.Uncertain + r.sum.PartialLeft
 		err := r.pass(ctx)
-		if err == nil && (r.sum.Deferred+r.sum.Uncertain > left || r.sum.Unreachable) {
+		if err == nil && (r.sum.Deferred+r.sum.Uncertain+r.sum.PartialLeft > left || r.sum.Unreachable) {
 			// Only what a pass left can have grown too old; a spool
 			// the pass emptied is not opened again.
 			err = r.expire(ctx)
