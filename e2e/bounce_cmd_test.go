@@ -5,6 +5,10 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/mail"
 	"os"
 	"path/filepath"
 	"strings"
@@ -247,5 +251,30 @@ func TestEximBounceCommand(t *testing.T) {
 	}
 	if bytes.Contains(dsn, []byte("Final-Recipient: rfc822; ok1@")) {
 		t.Errorf("DSN names the delivered recipient:\n%s", dsn)
+	}
+	// Its structure, read with the standard library's MIME readers.
+	m, err := mail.ReadMessage(bytes.NewReader(dsn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt, params, err := mime.ParseMediaType(m.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/report" || params["report-type"] != "delivery-status" {
+		t.Fatalf("Content-Type %q: %v", m.Header.Get("Content-Type"), err)
+	}
+	mr := multipart.NewReader(m.Body, params["boundary"])
+	var types []string
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct, _, _ := mime.ParseMediaType(p.Header.Get("Content-Type"))
+		types = append(types, ct)
+	}
+	if strings.Join(types, ",") != "text/plain,message/delivery-status,text/rfc822-headers" {
+		t.Errorf("DSN parts %q", types)
 	}
 }
