@@ -159,10 +159,10 @@ func hostArgs(c *cli.Context, cfg *config.Config) ([]string, error) {
 	return hosts, nil
 }
 
-// folderChangeAction releases, deletes or bounces copies by id: each is looked for
-// in the host's failed folder, then its quarantine folder. Each copy done
-// gets one line on standard output; each that could not be, one warning,
-// and the exit status is that of the worst.
+// folderChangeAction releases, deletes or bounces copies by id: each is
+// looked for in the host's failed folder, then its quarantine folder.
+// Each copy done gets one line on standard output; each that could not
+// be, one warning, and the exit status is that of the worst.
 func folderChangeAction(c *cli.Context, which string) error {
 	if c.NArg() < 2 {
 		return usageErr("usage: etrnflush %s HOST ID...", which)
