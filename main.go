@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -397,46 +396,6 @@ func settings(c *cli.Context, cfg *config.Config, host string) (config.Settings,
 		return s, usageErr("AUTH for %s needs a verified server; --tls %s is refused (use --tls verify)", host, s.TLS)
 	}
 	return s, nil
-}
-
-func checkConfigAction(c *cli.Context) error {
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	host, err := hostArg(c, true)
-	if err != nil {
-		return err
-	}
-	for _, w := range cfg.Warnings() {
-		fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: %s\n", w)
-	}
-	w := c.App.Writer
-	src := cfg.File
-	if src == "" {
-		src = "(built-in defaults; " + c.String("config") + " does not exist)"
-	}
-	fmt.Fprintf(w, "# config: %s\n", src)
-	fmt.Fprintf(w, "spool_dir = %q\n", cfg.SpoolDir)
-	hosts := []string{host}
-	if host == "" {
-		hosts = hosts[:0]
-		for h := range cfg.Hosts {
-			hosts = append(hosts, h)
-		}
-		sort.Strings(hosts)
-	}
-	for _, h := range hosts {
-		s, err := settings(c, cfg, h)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "\n[host.%q]\n", h)
-		if err := s.Print(w); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // openLog opens the log the settings name. Nothing may fail silently

@@ -42,7 +42,10 @@ func TestBounceKeys(t *testing.T) {
 		t.Errorf("sendmail %q", got)
 	}
 	var sb strings.Builder
-	if err := c.For("b.example").Print(&sb); err != nil {
+	if err := c.For("b.example").Print(&sb, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PrintGlobal(&sb, c.For("")); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(sb.String(), "bounce = true\n") ||

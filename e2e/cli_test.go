@@ -133,8 +133,8 @@ func TestCLIGoodHostFolded(t *testing.T) {
 			if code != exOK {
 				t.Fatalf("check-config: exit %d; stderr:\n%s", code, stderr)
 			}
-			if !strings.Contains(out, fmt.Sprintf("host = %q\n", tc.host)) {
-				t.Errorf("check-config does not show host = %q:\n%s", tc.host, out)
+			if !strings.Contains(out, fmt.Sprintf("[host.%q]\n", tc.host)) {
+				t.Errorf("check-config does not show [host.%q]:\n%s", tc.host, out)
 			}
 		})
 	}
@@ -302,8 +302,6 @@ format = "bsmtp"
 	}{
 		{"default", nil, "other.example", "format", "auto"},
 		{"default", nil, "other.example", "data_timeout", "10m0s"},
-		{"default", nil, "other.example", "route", "(MX records of other.example)"},
-		{"default", nil, "other.example", "tls_name", ""},
 		{"global", nil, "other.example", "tls", "encrypt"},
 		{"global", nil, "other.example", "timeout", "1m30s"},
 		{"global", nil, "other.example", "helo", "mx.isp.example"},
@@ -329,12 +327,25 @@ format = "bsmtp"
 			if code != exOK {
 				t.Fatalf("%q: exit %d; stderr:\n%s", args, code, stderr)
 			}
+			// other.example has no table: its settings are shown
+			// commented out.
 			line := fmt.Sprintf("%s = %q\n", tc.key, tc.want)
 			if !strings.Contains(out, line) {
 				t.Errorf("%q: want line %q in:\n%s", args, line, out)
 			}
 		})
 	}
+	t.Run("unset", func(t *testing.T) {
+		out, stderr, code := runEtrnflush(t, "-c", cfg, "check-config", "other.example")
+		if code != exOK {
+			t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+		}
+		for _, want := range []string{"\n# # route not set: the MX hosts of other.example\n", "\n# # tls_name not set: other.example\n"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("check-config does not say %q:\n%s", want, out)
+			}
+		}
+	})
 	t.Run("all-hosts", func(t *testing.T) {
 		out, stderr, code := runEtrnflush(t, "-c", cfg, "check-config")
 		if code != exOK {
