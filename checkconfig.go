@@ -77,7 +77,7 @@ func checkConfigAction(c *cli.Context) error {
 	w := c.App.Writer
 	src := cfg.File
 	if src == "" {
-		src = "(built-in defaults; " + c.String("config") + " does not exist)"
+		src = "(built-in defaults; " + flagString(c, "config") + " does not exist)"
 	}
 	fmt.Fprintf(w, "# config: %s\n# the settings in force, flags applied; this output loads back as a configuration\n", src)
 	if err := cfg.PrintGlobal(w, g); err != nil {

@@ -32,12 +32,12 @@ func serveCommand(onUsage cli.OnUsageErrorFunc) *cli.Command {
 		Name:      "serve",
 		Usage:     "answer ETRN and ATRN on standard input (inetd, xinetd, systemd Accept=yes)",
 		ArgsUsage: " ",
-		Flags: []cli.Flag{
+		Flags: commandFlags(
 			&cli.BoolFlag{
 				Name:  "tls-on-connect",
 				Usage: "do the TLS handshake before the greeting (implicit TLS, as on the odmrs port 366), with [serve] tls_cert and tls_key",
 			},
-		},
+		),
 		Action:          serveAction,
 		OnUsageError:    onUsage,
 		HideHelpCommand: true,
@@ -49,6 +49,7 @@ func passwdCommand(onUsage cli.OnUsageErrorFunc) *cli.Command {
 		Name:            "passwd",
 		Usage:           "print a bcrypt hash of a password read from the terminal or standard input, for [user.NAME] password_hash",
 		ArgsUsage:       " ",
+		Flags:           commandFlags(),
 		Action:          passwdAction,
 		OnUsageError:    onUsage,
 		HideHelpCommand: true,
@@ -132,7 +133,7 @@ func serveAction(c *cli.Context) error {
 	} else if err := config.CheckLog(logDest); err != nil {
 		return unavailable(usageErr("--log: %v", err))
 	}
-	log, err := flush.NewLogger(logDest, c.Bool("verbose"))
+	log, err := flush.NewLogger(logDest, flagCtx(c, "verbose").Bool("verbose"))
 	if err != nil {
 		return unavailable(&exitError{exConfig, err})
 	}
@@ -169,7 +170,7 @@ func serveAction(c *cli.Context) error {
 		log.Errorf("serve: cannot find my own binary: %v", err)
 		return unavailable(&exitError{exConfig, err})
 	}
-	sp := &serve.Spawner{Exe: exe, Config: cfg.File, Verbose: c.Bool("verbose")}
+	sp := &serve.Spawner{Exe: exe, Config: cfg.File, Verbose: flagCtx(c, "verbose").Bool("verbose")}
 	if logDest != "stderr" {
 		sp.Log = logDest
 	}
