@@ -103,8 +103,8 @@ func TestCLIGlobalFlagsEverywhere(t *testing.T) {
 		// A -c that is read makes the missing file an error (78).
 		for _, args := range [][]string{
 			append([]string{"-c", missing, "-v", "--log", "stderr"}, cmd...),
-			append(append([]string{cmd[0], "-c", missing, "-v", "--log", "stderr"}), cmd[1:]...),
-			append(append([]string{cmd[0], "--config=" + missing, "--verbose"}), cmd[1:]...),
+			append([]string{cmd[0], "-c", missing, "-v", "--log", "stderr"}, cmd[1:]...),
+			append([]string{cmd[0], "--config=" + missing, "--verbose"}, cmd[1:]...),
 		} {
 			_, stderr, code := runEtrnflush(t, args...)
 			if code != exConfig || !strings.Contains(stderr, missing+": cannot read") {
