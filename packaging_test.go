@@ -305,3 +305,20 @@ _etrnflush; printf '%s\n' "${COMPREPLY[@]}"`
 		t.Errorf("list --j: %q", got)
 	}
 }
+
+// TestBuildsOnTheBSDs: Linux-only system calls (renameat2, fallocate,
+// TCGETS) stay behind build tags or golang.org/x/term, so the code builds
+// for FreeBSD and OpenBSD.
+func TestBuildsOnTheBSDs(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go tool")
+	}
+	for _, goos := range []string{"freebsd", "openbsd"} {
+		cmd := exec.Command(goTool, "build", "-o", os.DevNull, "./...")
+		cmd.Env = append(os.Environ(), "GOOS="+goos, "GOARCH=amd64", "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("GOOS=%s go build ./...: %v\n%s", goos, err, out)
+		}
+	}
+}
