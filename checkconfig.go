@@ -132,6 +132,13 @@ func envWarnings(cfg *config.Config, g config.Settings, hosts []config.Settings,
 		if sw.Changed {
 			uid, gid, who = sw.UID, sw.GID, "user "+sw.Name+" (its owner, whom a flush started as root acts as)"
 		}
+		var st unix.Stat_t
+		if !sw.Changed && unix.Geteuid() == 0 && unix.Stat(d, &st) == nil && st.Uid == 0 {
+			// Exim never delivers as root: neither its transport nor the
+			// flush its ETRN starts (as Exim's user) can write here.
+			out = append(out, fmt.Sprintf("spool directory %s belongs to root: Exim's user can neither deliver into it nor flush it when Exim starts the flush; chown it to that user", d))
+			continue
+		}
 		if !canAccess(d, uid, gid, unix.W_OK|unix.X_OK) {
 			out = append(out, fmt.Sprintf("spool directory %s is not writable by %s: a flush cannot claim or rewrite what is held there", d, who))
 		}

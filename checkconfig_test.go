@@ -153,6 +153,15 @@ func TestCheckConfigUnconfiguredHost(t *testing.T) {
 func TestCheckConfigEnvironment(t *testing.T) {
 	dir := t.TempDir()
 	good := writeConfig(t, dir, "[host.\"a.example\"]\nroute = \"192.0.2.1:25\"\n")
+	if os.Geteuid() == 0 {
+		// As Exim's would be: root acts as the owner.
+		if _, stderr, _ := runEtrnflush(t, "-c", good, "check-config"); !strings.Contains(stderr, "etrnflush: warning: spool directory "+dir+" belongs to root: ") {
+			t.Errorf("no warning for a spool directory of root's:\n%s", stderr)
+		}
+		if err := os.Chown(dir, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, stderr, code := runEtrnflush(t, "-c", good, "check-config"); code != exOK || stderr != "" {
 		t.Errorf("good setup: exit %d, warnings:\n%s", code, stderr)
 	}
