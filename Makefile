@@ -129,9 +129,10 @@ deb:
 		ZSHCOMPDIR=/usr/share/zsh/vendor-completions VERSION=$(VERSION)
 	gzip -9n $(DEBSTAGE)/usr/share/man/man8/etrnflush.8 $(DEBSTAGE)/usr/share/man/man5/etrnflush.toml.5
 	install -m 0644 packaging/deb/conffiles $(DEBSTAGE)/DEBIAN/conffiles
-	install -m 0755 packaging/deb/postinst $(DEBSTAGE)/DEBIAN/postinst
-	sed -e 's|@SPOOLDIR@|$(SPOOLDIR)|g' packaging/deb/postrm >$(DEBSTAGE)/DEBIAN/postrm
-	chmod 0755 $(DEBSTAGE)/DEBIAN/postrm
+	for f in postinst postrm; do \
+		sed -e 's|@SPOOLDIR@|$(SPOOLDIR)|g' -e 's|@EXIM_USER@|$(EXIM_USER)|g' -e 's|@EXIM_GROUP@|$(EXIM_GROUP)|g' \
+			packaging/deb/$$f >$(DEBSTAGE)/DEBIAN/$$f && chmod 0755 $(DEBSTAGE)/DEBIAN/$$f || exit 1; \
+	done
 	sed -e 's|@VERSION@|$(DEBVERSION)|' -e 's|@ARCH@|$(DEBARCH)|' \
 		-e "s|@SIZE@|$$(du -sk --exclude=DEBIAN $(DEBSTAGE) | cut -f1)|" \
 		packaging/deb/control.in >$(DEBSTAGE)/DEBIAN/control
