@@ -287,7 +287,8 @@ func TestCompletionsKnowEveryFlag(t *testing.T) {
 			}
 		}
 	}
-	needTools(t, "bash")
+	needTools(t, "bash", "zsh")
+	runCmd(t, "", nil, "zsh", "-n", "packaging/_etrnflush")
 	complete := func(words ...string) []string {
 		script := `source packaging/etrnflush.bash
 COMP_WORDS=(` + strings.Join(words, " ") + `); COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
