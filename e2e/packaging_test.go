@@ -1,4 +1,6 @@
-package main
+//go:build e2e
+
+package e2e
 
 import (
 	"bufio"
@@ -261,49 +263,6 @@ func TestVersionScript(t *testing.T) {
 		// Debian orders them: the tag, then what follows it.
 		runCmd(t, "", nil, "dpkg", "--compare-versions", "0.3.1+1.g"+h, "gt", "0.3.1")
 		runCmd(t, "", nil, "dpkg", "--compare-versions", "0.3.1", "gt", "0.0.0+git.1.gabc")
-	}
-}
-
-// TestCompletionsKnowEveryFlag: the bash and zsh completions offer every
-// long flag and command the binary has, and bash completes through them.
-func TestCompletionsKnowEveryFlag(t *testing.T) {
-	flags, commands, _ := appSurface(t)
-	for _, p := range []string{"packaging/etrnflush.bash", "packaging/_etrnflush"} {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		text := string(b)
-		for _, names := range flags {
-			for _, n := range names {
-				if !regexp.MustCompile(`(^|[\s'"{,()])` + regexp.QuoteMeta(n) + `($|[\s'"\[},)=])`).MatchString(text) {
-					t.Errorf("%s does not offer %s", p, n)
-				}
-			}
-		}
-		for _, c := range commands {
-			if c != "h" && !strings.Contains(text, c) {
-				t.Errorf("%s does not offer the command %s", p, c)
-			}
-		}
-	}
-	needTools(t, "bash", "zsh")
-	runCmd(t, "", nil, "zsh", "-n", "packaging/_etrnflush")
-	complete := func(words ...string) []string {
-		script := `source packaging/etrnflush.bash
-COMP_WORDS=(` + strings.Join(words, " ") + `); COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
-_etrnflush; printf '%s\n' "${COMPREPLY[@]}"`
-		out := runCmd(t, "", nil, "bash", "-c", script)
-		return strings.Fields(out)
-	}
-	if got := strings.Join(complete("etrnflush", "check-config", "--t"), " "); got != "--to --tls --timeout" {
-		t.Errorf("check-config --t: %q", got)
-	}
-	if got := strings.Join(complete("etrnflush", "--tls", "v"), " "); got != "verify" {
-		t.Errorf("--tls v: %q", got)
-	}
-	if got := strings.Join(complete("etrnflush", "list", "--j"), " "); got != "--json" {
-		t.Errorf("list --j: %q", got)
 	}
 }
 
