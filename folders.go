@@ -27,9 +27,9 @@ func folderCommands(onUsage cli.OnUsageErrorFunc) []*cli.Command {
 			Name:      name,
 			Usage:     usage,
 			ArgsUsage: "[HOST...]",
-			Flags: []cli.Flag{
+			Flags: commandFlags(
 				&cli.BoolFlag{Name: "json", Usage: "print one JSON object per host per line"},
-			},
+			),
 			Action:          func(c *cli.Context) error { return folderListAction(c, name) },
 			OnUsageError:    onUsage,
 			HideHelpCommand: true,
@@ -40,6 +40,7 @@ func folderCommands(onUsage cli.OnUsageErrorFunc) []*cli.Command {
 			Name:            name,
 			Usage:           usage,
 			ArgsUsage:       "HOST ID...",
+			Flags:           commandFlags(),
 			Action:          func(c *cli.Context) error { return folderChangeAction(c, name) },
 			OnUsageError:    onUsage,
 			HideHelpCommand: true,

@@ -34,12 +34,9 @@ func listCommand(onUsage cli.OnUsageErrorFunc) *cli.Command {
 		Name:      "list",
 		Usage:     "list the mail held for every host, or for the HOSTs named; read-only",
 		ArgsUsage: "[HOST...]",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object per host per line"},
-			// -v is the global --verbose; given after the command word it
-			// lands here, where it means the same: list every message.
-			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "list each message too"},
-		},
+		}, globalFlags(false, "list each message too")...),
 		Action:          listAction,
 		OnUsageError:    onUsage,
 		HideHelpCommand: true,

@@ -15,13 +15,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 
 	"etrnflush/config"
 	"etrnflush/flush"
@@ -144,7 +145,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if errors.As(err, &ee) && ee.err == nil {
 			return code
 		}
-		fmt.Fprintf(stderr, "etrnflush: error: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(stderr, "etrnflush: error: %s\n", oneLine(asTyped(err.Error(), args)))
 		var le loggedError
 		if !errors.As(err, &le) && !isTerminal(os.Stderr) {
 			// Under Exim and inetd standard error goes nowhere: a fatal
@@ -167,6 +168,33 @@ func alertSyslog(msg string) {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// flagInMsg is a flag as Go's flag package names it in an error: one
+// dash, whatever the user typed.
+var flagInMsg = regexp.MustCompile(`(^|[\s:(])-([A-Za-z0-9][A-Za-z0-9-]+)\b`)
+
+// asTyped names the flags in a command-line error as the user typed them
+// ("--log", not "-log"); a long flag nobody typed gets the two dashes the
+// documentation uses. Go's "parse error" for a number says what it is.
+func asTyped(msg string, args []string) string {
+	msg = flagInMsg.ReplaceAllStringFunc(msg, func(m string) string {
+		sub := flagInMsg.FindStringSubmatch(m)
+		name := sub[2]
+		for _, a := range args {
+			if a == "--" {
+				break
+			}
+			if a == "-"+name || strings.HasPrefix(a, "-"+name+"=") {
+				return m // typed with one dash
+			}
+		}
+		return sub[1] + "--" + name
+	})
+	if strings.HasPrefix(msg, "invalid value ") && strings.HasSuffix(msg, ": parse error") {
+		msg = strings.TrimSuffix(msg, "parse error") + "not a whole number"
+	}
+	return msg
+}
 
 // operandsAfterDashes keeps "--" meaning what it means to every Unix tool:
 // what follows is an operand. urfave/cli would take a command word there
@@ -227,11 +255,49 @@ func flushFlags() []cli.Flag {
 	}
 }
 
-// logFlags are global, and taken after the flush command word as well.
-func logFlags() []cli.Flag {
+// globalFlags are taken before the command word (top is true: only
+// there does $ETRNFLUSH_CONFIG apply, so that a -c after the word wins
+// over it as one before the word does) and after every command word.
+// verbose is what -v means to the command.
+func globalFlags(top bool, verbose string) []cli.Flag {
+	cf := &cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "configuration `FILE`", Value: config.DefaultPath, TakesFile: true}
+	if top {
+		cf.EnvVars = []string{"ETRNFLUSH_CONFIG"}
+	}
 	return []cli.Flag{
-		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log more detail"},
+		cf,
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: verbose},
 		&cli.StringFlag{Name: "log", Usage: "where to log: stderr, syslog or an absolute `FILE` (default: stderr on a terminal, else syslog)"},
+	}
+}
+
+// commandFlags are a command's own flags and the global ones.
+func commandFlags(own ...cli.Flag) []cli.Flag {
+	return append(own, globalFlags(false, "log more detail")...)
+}
+
+// onlyFlags refuses the flush options given before the command word that
+// do not apply to the command (allowed: those that do), rather than
+// ignoring them: "etrnflush --to X list" would otherwise look as if it
+// did something with X.
+func onlyFlags(cmd string, allowed []cli.Flag) cli.BeforeFunc {
+	return func(c *cli.Context) error {
+		ok := map[string]bool{}
+		for _, f := range allowed {
+			ok[f.Names()[0]] = true
+		}
+		for _, f := range flushFlags() {
+			name := f.Names()[0]
+			if ok[name] {
+				continue
+			}
+			for _, cc := range c.Lineage()[1:] {
+				if cc.IsSet(name) {
+					return usageErr("--%s does not apply to %s", name, cmd)
+				}
+			}
+		}
+		return nil
 	}
 }
 
@@ -266,19 +332,16 @@ func newApp() *cli.App {
 	app := &cli.App{
 		Name:      "etrnflush",
 		Usage:     "flush the mail held for one host over SMTP",
-		UsageText: "etrnflush [-c FILE] [flush] [flags] HOST\netrnflush [-c FILE] [flush] [flags] --all [--jobs N]\netrnflush [-c FILE] check-config [HOST]\netrnflush [-c FILE] list [--json] [-v] [HOST...]\netrnflush [-c FILE] failed|quarantine [--json] [HOST...]\netrnflush [-c FILE] release|delete|bounce HOST ID...\netrnflush [-c FILE] serve\netrnflush passwd",
+		UsageText: "etrnflush [-c FILE] [-v] [--log DEST] [flush] [flags] HOST\netrnflush [-c FILE] [flush] [flags] --all [--jobs N]\netrnflush [-c FILE] check-config [flags] [HOST]\netrnflush [-c FILE] list [--json] [-v] [HOST...]\netrnflush [-c FILE] failed|quarantine [--json] [HOST...]\netrnflush [-c FILE] release|delete|bounce HOST ID...\netrnflush [-c FILE] serve\netrnflush passwd\n(-c, -v and --log go before or after the command word)",
 		Version:   version,
-		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "configuration `FILE`", Value: config.DefaultPath, EnvVars: []string{"ETRNFLUSH_CONFIG"}, TakesFile: true},
-		}, append(logFlags(), flushFlags()...)...),
-		Action: flushAction,
+		Flags:     append(globalFlags(true, "log more detail"), flushFlags()...),
+		Action:    flushAction,
 		Commands: append([]*cli.Command{
 			{
-				Name:      "flush",
-				Usage:     "replay HOST's spool to its SMTP server (the default command)",
-				ArgsUsage: "HOST",
-				// The global -v and --log are taken after the word too.
-				Flags:        append(flushFlags(), logFlags()...),
+				Name:         "flush",
+				Usage:        "replay HOST's spool to its SMTP server (the default command)",
+				ArgsUsage:    "HOST",
+				Flags:        commandFlags(flushFlags()...),
 				Action:       flushAction,
 				OnUsageError: onUsage,
 				// No "help" subcommand: "flush help" flushes the host
@@ -289,7 +352,8 @@ func newApp() *cli.App {
 				Name:            "check-config",
 				Usage:           "validate the configuration and print the settings in force",
 				ArgsUsage:       "[HOST]",
-				Flags:           settingFlags(),
+				Flags:           commandFlags(settingFlags()...),
+				Before:          onlyFlags("check-config", settingFlags()),
 				Action:          checkConfigAction,
 				OnUsageError:    onUsage,
 				HideHelpCommand: true,
@@ -302,13 +366,17 @@ func newApp() *cli.App {
 		ExitErrHandler:         func(*cli.Context, error) {},
 		UseShortOptionHandling: true,
 	}
+	for _, cmd := range app.Commands {
+		if cmd.Before == nil && cmd.Name != "flush" {
+			cmd.Before = onlyFlags(cmd.Name, nil)
+		}
+	}
 	return app
 }
 
 func loadConfig(c *cli.Context) (*config.Config, error) {
-	path := c.String("config")
-	explicit := c.IsSet("config")
-	return config.Load(path, explicit)
+	cc := flagCtx(c, "config")
+	return config.Load(cc.String("config"), cc.IsSet("config"))
 }
 
 // hostArg validates the one HOST argument. It may come straight from the
@@ -397,46 +465,6 @@ func settings(c *cli.Context, cfg *config.Config, host string) (config.Settings,
 		return s, usageErr("AUTH for %s needs a verified server; --tls %s is refused (use --tls verify)", host, s.TLS)
 	}
 	return s, nil
-}
-
-func checkConfigAction(c *cli.Context) error {
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	host, err := hostArg(c, true)
-	if err != nil {
-		return err
-	}
-	for _, w := range cfg.Warnings() {
-		fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: %s\n", w)
-	}
-	w := c.App.Writer
-	src := cfg.File
-	if src == "" {
-		src = "(built-in defaults; " + c.String("config") + " does not exist)"
-	}
-	fmt.Fprintf(w, "# config: %s\n", src)
-	fmt.Fprintf(w, "spool_dir = %q\n", cfg.SpoolDir)
-	hosts := []string{host}
-	if host == "" {
-		hosts = hosts[:0]
-		for h := range cfg.Hosts {
-			hosts = append(hosts, h)
-		}
-		sort.Strings(hosts)
-	}
-	for _, h := range hosts {
-		s, err := settings(c, cfg, h)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "\n[host.%q]\n", h)
-		if err := s.Print(w); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // openLog opens the log the settings name. Nothing may fail silently
@@ -582,7 +610,4 @@ func flushAction(c *cli.Context) error {
 	return nil
 }
 
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

@@ -20,6 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 
 	"etrnflush/config"
 	"etrnflush/flush"
@@ -32,12 +33,12 @@ func serveCommand(onUsage cli.OnUsageErrorFunc) *cli.Command {
 		Name:      "serve",
 		Usage:     "answer ETRN and ATRN on standard input (inetd, xinetd, systemd Accept=yes)",
 		ArgsUsage: " ",
-		Flags: []cli.Flag{
+		Flags: commandFlags(
 			&cli.BoolFlag{
 				Name:  "tls-on-connect",
 				Usage: "do the TLS handshake before the greeting (implicit TLS, as on the odmrs port 366), with [serve] tls_cert and tls_key",
 			},
-		},
+		),
 		Action:          serveAction,
 		OnUsageError:    onUsage,
 		HideHelpCommand: true,
@@ -49,6 +50,7 @@ func passwdCommand(onUsage cli.OnUsageErrorFunc) *cli.Command {
 		Name:            "passwd",
 		Usage:           "print a bcrypt hash of a password read from the terminal or standard input, for [user.NAME] password_hash",
 		ArgsUsage:       " ",
+		Flags:           commandFlags(),
 		Action:          passwdAction,
 		OnUsageError:    onUsage,
 		HideHelpCommand: true,
@@ -132,7 +134,7 @@ func serveAction(c *cli.Context) error {
 	} else if err := config.CheckLog(logDest); err != nil {
 		return unavailable(usageErr("--log: %v", err))
 	}
-	log, err := flush.NewLogger(logDest, c.Bool("verbose"))
+	log, err := flush.NewLogger(logDest, flagCtx(c, "verbose").Bool("verbose"))
 	if err != nil {
 		return unavailable(&exitError{exConfig, err})
 	}
@@ -169,7 +171,7 @@ func serveAction(c *cli.Context) error {
 		log.Errorf("serve: cannot find my own binary: %v", err)
 		return unavailable(&exitError{exConfig, err})
 	}
-	sp := &serve.Spawner{Exe: exe, Config: cfg.File, Verbose: c.Bool("verbose")}
+	sp := &serve.Spawner{Exe: exe, Config: cfg.File, Verbose: flagCtx(c, "verbose").Bool("verbose")}
 	if logDest != "stderr" {
 		sp.Log = logDest
 	}
@@ -266,27 +268,23 @@ func readLine(r io.Reader) ([]byte, error) {
 }
 
 // readPasswordTwice prompts on w and reads the password twice from the
-// terminal f with echo off.
+// terminal f with echo off (golang.org/x/term, which knows each system's
+// terminal calls).
 func readPasswordTwice(f *os.File, w io.Writer) ([]byte, error) {
 	fd := int(f.Fd())
-	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	old, err := term.GetState(fd)
 	if err != nil {
 		return nil, usageErr("terminal: %v", err)
 	}
-	noEcho := *old
-	noEcho.Lflag &^= unix.ECHO
-	noEcho.Lflag |= unix.ICANON | unix.ISIG
-	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &noEcho); err != nil {
-		return nil, usageErr("terminal: %v", err)
-	}
-	// Whatever happens, the terminal gets its echo back.
+	// Whatever happens, the terminal gets its echo back: ReadPassword
+	// restores it when it returns, not when a signal ends the process.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	done := make(chan struct{})
 	go func() {
 		select {
 		case <-sig:
-			_ = unix.IoctlSetTermios(fd, unix.TCSETS, old)
+			_ = term.Restore(fd, old)
 			fmt.Fprintln(w)
 			os.Exit(exUsage)
 		case <-done:
@@ -295,17 +293,16 @@ func readPasswordTwice(f *os.File, w io.Writer) ([]byte, error) {
 	defer func() {
 		close(done)
 		signal.Stop(sig)
-		_ = unix.IoctlSetTermios(fd, unix.TCSETS, old)
+		_ = term.Restore(fd, old)
 	}()
-	br := bufio.NewReaderSize(f, 1024)
 	read := func(prompt string) ([]byte, error) {
 		fmt.Fprint(w, prompt)
-		line, err := br.ReadSlice('\n')
+		line, err := term.ReadPassword(fd)
 		fmt.Fprintln(w)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, usageErr("read password: %v", err)
 		}
-		return append([]byte(nil), bytes.TrimRight(line, "\r\n")...), nil
+		return bytes.TrimRight(line, "\r\n"), nil
 	}
 	a, err := read("Password: ")
 	if err != nil {

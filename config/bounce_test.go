@@ -42,7 +42,10 @@ func TestBounceKeys(t *testing.T) {
 		t.Errorf("sendmail %q", got)
 	}
 	var sb strings.Builder
-	if err := c.For("b.example").Print(&sb); err != nil {
+	if err := c.For("b.example").Print(&sb, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PrintGlobal(&sb, c.For("")); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(sb.String(), "bounce = true\n") ||
@@ -110,7 +113,7 @@ func TestArchiveKeys(t *testing.T) {
 		t.Errorf("host: %q %v", s.ArchiveDir, s.ArchiveMaxAge)
 	}
 	var sb strings.Builder
-	if err := s.Print(&sb); err != nil {
+	if err := s.Print(&sb, ""); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(sb.String(), "archive_dir = \"/srv/b\"\n") || !strings.Contains(sb.String(), "archive_max_age = \"7d\"\n") {

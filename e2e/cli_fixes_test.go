@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -87,5 +88,56 @@ func TestCLIUnknownHostLeavesNothing(t *testing.T) {
 	_, stderr, code = runEtrnflush(t, "-c", cfg, "known.example")
 	if code != exOK || !strings.Contains(stderr, "host=known.example summary sent=0 ") {
 		t.Errorf("configured host: exit %d\n%s", code, stderr)
+	}
+}
+
+// TestCLIGlobalFlagsEverywhere: -c, -v and --log are taken before and
+// after every command word; after the word, -c wins over
+// $ETRNFLUSH_CONFIG as it does before it.
+func TestCLIGlobalFlagsEverywhere(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.toml")
+	for _, cmd := range [][]string{
+		{"flush", "x.example"}, {"check-config"}, {"list"}, {"failed"}, {"quarantine"},
+		{"release", "x.example", "1"}, {"delete", "x.example", "1"},
+	} {
+		// A -c that is read makes the missing file an error (78).
+		for _, args := range [][]string{
+			append([]string{"-c", missing, "-v", "--log", "stderr"}, cmd...),
+			append([]string{cmd[0], "-c", missing, "-v", "--log", "stderr"}, cmd[1:]...),
+			append([]string{cmd[0], "--config=" + missing, "--verbose"}, cmd[1:]...),
+		} {
+			_, stderr, code := runEtrnflush(t, args...)
+			if code != exConfig || !strings.Contains(stderr, missing+": cannot read") {
+				t.Errorf("%q: exit %d, want %d naming %s\n%s", args, code, exConfig, missing, stderr)
+			}
+		}
+	}
+	// serve needs a socket on standard input; it answers 421 and exits
+	// 78 for the missing file.
+	for _, argv := range [][]string{{"-c", missing, "-v", "serve"}, {"serve", "-c", missing, "-v", "--log", "stderr"}} {
+		p := startServeArgv(t, argv)
+		p.cmd(t, "", 421, "")
+		if code := p.wait(t); code != exConfig || !strings.Contains(p.stderr.String(), missing) {
+			t.Errorf("%q: exit %d, stderr %q", argv, code, p.stderr.String())
+		}
+	}
+	// passwd reads no configuration, but takes the options all the same.
+	for _, args := range [][]string{{"-v", "passwd"}, {"passwd", "-c", missing, "-v", "--log", "stderr"}} {
+		cmd := exec.Command(etrnflushBin, args...)
+		cmd.Env = childEnv()
+		cmd.Stdin = strings.NewReader("secret\n")
+		out, err := cmd.Output()
+		if err != nil || !strings.HasPrefix(string(out), "$2") {
+			t.Errorf("%q: %v, %q", args, err, out)
+		}
+	}
+	// -c after the word wins over the environment.
+	dir := t.TempDir()
+	good := writeConfig(t, dir, "")
+	t.Setenv("ETRNFLUSH_CONFIG", missing)
+	for _, args := range [][]string{{"list", "-c", good}, {"check-config", "-c", good}, {"failed", "-c", good}} {
+		if _, stderr, code := runEtrnflush(t, args...); code != exOK {
+			t.Errorf("%q: exit %d\n%s", args, code, stderr)
+		}
 	}
 }

@@ -133,8 +133,8 @@ func TestCLIGoodHostFolded(t *testing.T) {
 			if code != exOK {
 				t.Fatalf("check-config: exit %d; stderr:\n%s", code, stderr)
 			}
-			if !strings.Contains(out, fmt.Sprintf("host = %q\n", tc.host)) {
-				t.Errorf("check-config does not show host = %q:\n%s", tc.host, out)
+			if !strings.Contains(out, fmt.Sprintf("[host.%q]\n", tc.host)) {
+				t.Errorf("check-config does not show [host.%q]:\n%s", tc.host, out)
 			}
 		})
 	}
@@ -150,7 +150,13 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"unknown-short-flag", []string{"-Z", "x.example"}, `-Z`},
 		{"unknown-flag-on-flush", []string{"flush", "--no-such-flag", "x.example"}, `no-such-flag`},
 		{"unknown-flag-on-check-config", []string{"check-config", "--no-such-flag"}, `no-such-flag`},
-		{"global-flag-after-command", []string{"flush", "-c", "/nonexistent.toml", "x.example"}, `-c|config`},
+		{"typed-with-two-dashes", []string{"flush", "--no-such-flag", "x.example"}, `defined: --no-such-flag$`},
+		{"typed-with-one-dash", []string{"flush", "-no-such-flag", "x.example"}, `defined: -no-such-flag$`},
+		{"missing-log-value", []string{"flush", "x.example", "--log"}, `HOST|argument`},
+		{"log-needs-value", []string{"flush", "--log"}, `needs an argument: --log$`},
+		{"not-a-number", []string{"--max-inflight", "many", "x.example"}, `"many" for flag --max-inflight: not a whole number$`},
+		{"flush-flag-before-list", []string{"--to", "192.0.2.1", "list"}, `--(to|spool) does not apply to list$`},
+		{"dry-run-before-check-config", []string{"--dry-run", "check-config"}, `--(dry-run|spool) does not apply to check-config$`},
 		{"no-host", nil, `HOST`},
 		{"two-hosts", []string{"a.example", "b.example"}, `HOST|argument`},
 		{"flag-after-host", []string{"x.example", "--dry-run"}, `HOST|argument`},
@@ -302,8 +308,6 @@ format = "bsmtp"
 	}{
 		{"default", nil, "other.example", "format", "auto"},
 		{"default", nil, "other.example", "data_timeout", "10m0s"},
-		{"default", nil, "other.example", "route", "(MX records of other.example)"},
-		{"default", nil, "other.example", "tls_name", ""},
 		{"global", nil, "other.example", "tls", "encrypt"},
 		{"global", nil, "other.example", "timeout", "1m30s"},
 		{"global", nil, "other.example", "helo", "mx.isp.example"},
@@ -329,12 +333,25 @@ format = "bsmtp"
 			if code != exOK {
 				t.Fatalf("%q: exit %d; stderr:\n%s", args, code, stderr)
 			}
+			// other.example has no table: its settings are shown
+			// commented out.
 			line := fmt.Sprintf("%s = %q\n", tc.key, tc.want)
 			if !strings.Contains(out, line) {
 				t.Errorf("%q: want line %q in:\n%s", args, line, out)
 			}
 		})
 	}
+	t.Run("unset", func(t *testing.T) {
+		out, stderr, code := runEtrnflush(t, "-c", cfg, "check-config", "other.example")
+		if code != exOK {
+			t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+		}
+		for _, want := range []string{"\n# # route not set: the MX hosts of other.example\n", "\n# # tls_name not set: other.example\n"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("check-config does not say %q:\n%s", want, out)
+			}
+		}
+	})
 	t.Run("all-hosts", func(t *testing.T) {
 		out, stderr, code := runEtrnflush(t, "-c", cfg, "check-config")
 		if code != exOK {
