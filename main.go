@@ -455,6 +455,12 @@ func openLog(c *cli.Context, dest string, dryRun bool) *flush.Logger {
 	if dryRun && dest != "syslog" {
 		dest = "stderr"
 	}
+	return openLogFallback(dest, verbose, c.App.ErrWriter)
+}
+
+// openLogFallback opens dest; a log file that cannot be opened falls back
+// to syslog, syslog to errw, each with a warning in the log used.
+func openLogFallback(dest string, verbose bool, errw io.Writer) *flush.Logger {
 	log, err := flush.NewLogger(dest, verbose)
 	if err == nil {
 		return log
@@ -466,7 +472,7 @@ func openLog(c *cli.Context, dest string, dryRun bool) *flush.Logger {
 		}
 	}
 	// No syslog socket (a container): stderr beats losing the log.
-	log = flush.NewWriterLogger(c.App.ErrWriter, verbose)
+	log = flush.NewWriterLogger(errw, verbose)
 	log.Warnf("%v; logging to standard error", err)
 	return log
 }
@@ -534,7 +540,7 @@ func flushAction(c *cli.Context) error {
 		}
 	}()
 	if sw.Changed {
-		log.Debugf("host=%s running as %s", host, sw)
+		log.Infof("host=%s event=owner-switch %s dir=%s", host, sw, flush.Quote(sw.Dir))
 	}
 	if _, known := cfg.Hosts[host]; !known && !dryRun && flagString(c, "spool") == "" {
 		// A HOST with no [host] table and nothing in spool_dir is most
