@@ -337,6 +337,10 @@ func TestServeLogFileSymlink(t *testing.T) {
 	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 		t.Errorf("the link was replaced: %v", err)
 	}
+	if _, err := os.Stat("/dev/log"); err != nil && !strings.Contains(p.stderr.String(), "logging to standard error") {
+		// No syslog here: the warning is on standard error.
+		t.Errorf("no warning about the log file: %q", p.stderr.String())
+	}
 }
 
 // TestCLIServeETRNUserHostAnonymous: through the real binary, a client
