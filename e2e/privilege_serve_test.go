@@ -146,7 +146,7 @@ route = %q
 			if !strings.Contains(logText, "summary sent=1 deferred=1 failed=1") {
 				t.Errorf("the first flush did not send one, defer one and fail one:\n%s", logText)
 			}
-			if first == root && !strings.Contains(logText, fmt.Sprintf("serve event=owner-switch user=Debian-exim uid=%d gid=%d dir=%q", uid, gid, spoolDir)) {
+			if first == root && !strings.Contains(logText, fmt.Sprintf("serve event=owner-switch user=%s uid=%d gid=%d dir=%q", userName(t, uid), uid, gid, spoolDir)) {
 				t.Errorf("the root serve did not log its switch to the spool's owner:\n%s", logText)
 			}
 			appendSpool(msg("two@h.example", "two"))
