@@ -411,3 +411,54 @@ hosts = ["odmr.example"]
 		t.Errorf("the spool directory changed:\n%s", d)
 	}
 }
+
+// TestReleaseAsRootKeepsOwner: the postmaster runs release as root; the
+// copy put back into the spool (and whatever release creates on the
+// way) belongs to the spool's owner, so that the next flush, run by
+// Exim as its own user, can send it and remove it.
+func TestReleaseAsRootKeepsOwner(t *testing.T) {
+	uid, gid := eximUIDs(t)
+	rx, addr := startRefusingServer(t)
+	rx.refuse.Store(true)
+	base := t.TempDir()
+	openToOthers(t, base)
+	spoolDir := filepath.Join(base, "spool")
+	eximOwnedDir(t, spoolDir, uid, gid)
+	const host = "h.example"
+	sp := filepath.Join(spoolDir, host)
+	eximOwnedDir(t, sp, uid, gid)
+	msg := "MAIL FROM:<a@x.example>\nRCPT TO:<ok@h.example>\nRCPT TO:<reject1@h.example>\nDATA\nSubject: t\n\nbody\n.\n"
+	q := filepath.Join(sp, "q1aaaaa-1")
+	if err := os.WriteFile(q, []byte(msg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(q, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(base, "etrnflush.toml")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "log = \"stderr\"\nbounce = false\nmax_age = \"3650d\"\nspool_dir = %q\n[host.%q]\nformat = \"bsmtp\"\n", spoolDir, host), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	flushArgs := []string{"-c", conf, "--to", addr, "--tls", "none", "--helo", "tx.example", host}
+	if out, code := runAs(t, uid, gid, flushArgs...); code != exOK {
+		t.Fatalf("first flush: exit %d\n%s", code, out)
+	}
+	id := failedJSON(t, conf, "failed", host).Copies[0].ID
+	out, _, code := runEtrnflush(t, "-c", conf, "release", host, id)
+	if code != exOK {
+		t.Fatalf("release as root: exit %d\n%s", code, out)
+	}
+	if bad := rootOwned(t, spoolDir); len(bad) > 0 {
+		t.Errorf("after release as root these belong to root: %q", bad)
+	}
+	rx.refuse.Store(false)
+	if out, code := runAs(t, uid, gid, flushArgs...); code != exOK {
+		t.Errorf("flush after the release: exit %d\n%s", code, out)
+	}
+	if got := strings.Join(rx.taken(), " "); got != "a@x.example>ok@h.example a@x.example>reject1@h.example" {
+		t.Errorf("delivered %q", got)
+	}
+	if ents, err := os.ReadDir(sp); err != nil || len(ents) != 0 {
+		t.Errorf("the spool still holds %v (%v)", ents, err)
+	}
+}
