@@ -306,40 +306,49 @@ etrn_window = "1s"
 
 // TestServeLogFileSymlink: serve, as a flush does, never opens its log
 // file through a link; it serves on, logging to syslog (or standard error
-// when there is no syslog) with a warning, and the target is untouched.
+// when there is no syslog) with a warning, and the target is neither
+// written nor truncated nor, when it does not exist, created.
 func TestServeLogFileSymlink(t *testing.T) {
-	dir := t.TempDir()
-	target := filepath.Join(dir, "victim")
-	if err := os.WriteFile(target, []byte("keep\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	link := filepath.Join(dir, "etrnflush.log")
-	if err := os.Symlink(target, link); err != nil {
-		t.Fatal(err)
-	}
-	spoolDir := filepath.Join(dir, "spool")
-	if err := os.Mkdir(spoolDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "etrnflush.toml")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "spool_dir = %q\nlog = %q\nhelo = \"provider.example\"\n", spoolDir, link), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startServe(t, conf)
-	p.cmd(t, "", 220, "provider.example")
-	p.cmd(t, "QUIT", 221, "")
-	if code := p.wait(t); code != 0 {
-		t.Errorf("exit %d; stderr %q", code, p.stderr.String())
-	}
-	if b, err := os.ReadFile(target); err != nil || string(b) != "keep\n" {
-		t.Errorf("the link's target changed: %q %v", b, err)
-	}
-	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
-		t.Errorf("the link was replaced: %v", err)
-	}
-	if _, err := os.Stat("/dev/log"); err != nil && !strings.Contains(p.stderr.String(), "logging to standard error") {
-		// No syslog here: the warning is on standard error.
-		t.Errorf("no warning about the log file: %q", p.stderr.String())
+	for _, dangling := range []bool{false, true} {
+		t.Run(map[bool]string{false: "to a file", true: "dangling"}[dangling], func(t *testing.T) {
+			dir := t.TempDir()
+			logDir := filepath.Join(dir, "log")
+			if err := os.Mkdir(logDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			target := filepath.Join(logDir, "victim")
+			if !dangling {
+				if err := os.WriteFile(target, []byte("keep\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			link := filepath.Join(logDir, "etrnflush.log")
+			if err := os.Symlink(target, link); err != nil {
+				t.Fatal(err)
+			}
+			before := treeSnapshot(t, logDir)
+			spoolDir := filepath.Join(dir, "spool")
+			if err := os.Mkdir(spoolDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			conf := filepath.Join(dir, "etrnflush.toml")
+			if err := os.WriteFile(conf, fmt.Appendf(nil, "spool_dir = %q\nlog = %q\nhelo = \"provider.example\"\n", spoolDir, link), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			p := startServe(t, conf)
+			p.cmd(t, "", 220, "provider.example")
+			p.cmd(t, "QUIT", 221, "")
+			if code := p.wait(t); code != 0 {
+				t.Errorf("exit %d; stderr %q", code, p.stderr.String())
+			}
+			if d := diffSnapshots(before, treeSnapshot(t, logDir)); d != "" {
+				t.Errorf("the link or its target changed:\n%s", d)
+			}
+			if _, err := os.Stat("/dev/log"); err != nil && !strings.Contains(p.stderr.String(), "logging to standard error") {
+				// No syslog here: the warning is on standard error.
+				t.Errorf("no warning about the log file: %q", p.stderr.String())
+			}
+		})
 	}
 }
 

@@ -256,25 +256,33 @@ func TestDryRunCreatesNothing(t *testing.T) {
 
 // TestLogFileSymlink: the log file is never opened through a symbolic
 // link (its directory may be writable by a less trusted user): the flush
-// goes on, logging elsewhere, and the link's target is untouched.
+// goes on, logging elsewhere, and the link's target is neither written
+// nor truncated nor, when it does not exist, created.
 func TestLogFileSymlink(t *testing.T) {
-	dir := t.TempDir()
-	target := filepath.Join(dir, "victim")
-	if err := os.WriteFile(target, []byte("keep\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	link := filepath.Join(dir, "etrnflush.log")
-	if err := os.Symlink(target, link); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "h.example")
-	writeCrashFile(t, path, crashMessages(1, func(int) []string { return []string{"r@h.example"} }))
-	rec := newRecorder(t)
-	_, stderr, code := runEtrnflush(t, "--log", link, "--spool", path, "--to", rec.addr, "--tls", "none", "--helo", "test.example", "h.example")
-	if code != 0 || len(rec.messages()) != 1 {
-		t.Fatalf("exit %d, %d delivered\n%s", code, len(rec.messages()), stderr)
-	}
-	if b, err := os.ReadFile(target); err != nil || string(b) != "keep\n" {
-		t.Errorf("the link's target changed: %q %v", b, err)
+	for _, dangling := range []bool{false, true} {
+		t.Run(map[bool]string{false: "to a file", true: "dangling"}[dangling], func(t *testing.T) {
+			dir := t.TempDir()
+			target := filepath.Join(dir, "victim")
+			if !dangling {
+				if err := os.WriteFile(target, []byte("keep\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			link := filepath.Join(dir, "etrnflush.log")
+			if err := os.Symlink(target, link); err != nil {
+				t.Fatal(err)
+			}
+			before := treeSnapshot(t, dir)
+			path := filepath.Join(t.TempDir(), "h.example")
+			writeCrashFile(t, path, crashMessages(1, func(int) []string { return []string{"r@h.example"} }))
+			rec := newRecorder(t)
+			_, stderr, code := runEtrnflush(t, "--log", link, "--spool", path, "--to", rec.addr, "--tls", "none", "--helo", "test.example", "h.example")
+			if code != 0 || len(rec.messages()) != 1 {
+				t.Fatalf("exit %d, %d delivered\n%s", code, len(rec.messages()), stderr)
+			}
+			if d := diffSnapshots(before, treeSnapshot(t, dir)); d != "" {
+				t.Errorf("the link or its target changed:\n%s", d)
+			}
+		})
 	}
 }
