@@ -3,7 +3,10 @@
 package e2e
 
 import (
+	"encoding/base64"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +16,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
+
+	"etrnflush/internal/fakesmtp"
 )
 
 // waitCount waits until the file at path holds want n times and returns
@@ -55,11 +60,12 @@ func openToOthers(t *testing.T, base string) {
 
 // TestServeRootThenEximUser: serve under inetd, started as root (as
 // inetd often does) and as the Exim user, takes turns on one spool, in
-// both orders. The flush the first ETRN starts leaves a deferred message
-// (journal, work file) and a refused one (failed folder); the flush the
-// second ETRN starts still delivers the mail appended meanwhile, and
-// nothing under the spool directory (state_dir included) or the log
-// directory belongs to root afterwards.
+// both orders, through ETRN (a detached flush) and through ATRN (the
+// delivery down the client's connection, in serve itself). The first
+// run leaves a deferred message (journal, work file) and a refused one
+// (failed folder); the second still delivers the mail appended
+// meanwhile, and nothing under the spool directory (state_dir included)
+// or the log directory belongs to root afterwards.
 func TestServeRootThenEximUser(t *testing.T) {
 	uid, gid := eximUIDs(t)
 	policy := func(to string, _ int) *smtp.SMTPError {
@@ -73,10 +79,16 @@ func TestServeRootThenEximUser(t *testing.T) {
 	}
 	root := &syscall.Credential{Uid: 0, Gid: 0}
 	exim := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	for _, order := range []string{"root first", "Exim user first"} {
-		t.Run(order, func(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw of carol"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ via, order string }{
+		{"ETRN", "root first"}, {"ETRN", "Exim user first"}, {"ATRN", "root first"}, {"ATRN", "Exim user first"},
+	} {
+		t.Run(c.via+"/"+c.order, func(t *testing.T) {
 			first, second := root, exim
-			if order != "root first" {
+			if c.order != "root first" {
 				first, second = second, first
 			}
 			base := t.TempDir()
@@ -97,11 +109,20 @@ max_age = "3650d"
 
 [serve]
 etrn_clients = ["127.0.0.1"]
+allow_plaintext_auth = true
 
 [host."h.example"]
 route = %q
-`, spoolDir, logFile, rec.addr)
-			if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+
+[user.carol]
+password_hash = %q
+hosts = ["h.example"]
+`, spoolDir, logFile, rec.addr, hash)
+			// It holds a hash: the Exim user's, and private.
+			if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(conf, uid, gid); err != nil {
 				t.Fatal(err)
 			}
 			path := filepath.Join(spoolDir, "h.example")
@@ -123,13 +144,37 @@ route = %q
 					t.Fatal(err)
 				}
 			}
+			var atrnGot []string // what the ATRN customer accepted
 			etrn := func(cred *syscall.Credential, run int) string {
 				t.Helper()
 				p := startServeAs(t, cred, []string{"-c", conf, "serve"})
 				p.cmd(t, "", 220, "provider.example")
-				p.cmd(t, "EHLO customer.example", 250, "ETRN")
-				p.cmd(t, "ETRN h.example", 253, "pending messages for node h.example started")
-				p.cmd(t, "QUIT", 221, "")
+				p.cmd(t, "EHLO customer.example", 250, c.via)
+				if c.via == "ETRN" {
+					p.cmd(t, "ETRN h.example", 253, "pending messages for node h.example started")
+					p.cmd(t, "QUIT", 221, "")
+				} else {
+					p.cmd(t, "AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00carol\x00pw of carol")), 235, "")
+					p.cmd(t, "ATRN h.example", 250, "")
+					// Turned around: the test's end is now the
+					// server, with the same policy as the recorder.
+					cust := &fakesmtp.Server{Domain: "customer.example", Timeout: 30 * time.Second,
+						OnRcpt: func(_ *fakesmtp.Txn, to string, attempt int) error {
+							if e := policy(to, attempt); e != nil {
+								return e
+							}
+							return nil
+						}}
+					go func() { _ = cust.Serve(fakesmtp.OneConn(p.c)) }()
+					defer func() {
+						if err := cust.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+							t.Error(err)
+						}
+						for _, m := range cust.Messages() {
+							atrnGot = append(atrnGot, strings.Join(m.To, ","))
+						}
+					}()
+				}
 				if code := p.wait(t); code != 0 {
 					t.Errorf("run %d: serve exited %d; stderr %q", run, code, p.stderr.String())
 				}
@@ -151,9 +196,11 @@ route = %q
 			}
 			appendSpool(msg("two@h.example", "two"))
 			logText = etrn(second, 2)
-			var got []string
-			for _, m := range rec.messages() {
-				got = append(got, strings.Join(m.To, ","))
+			got := atrnGot
+			if c.via == "ETRN" {
+				for _, m := range rec.messages() {
+					got = append(got, strings.Join(m.To, ","))
+				}
 			}
 			if strings.Join(got, " ") != "one@h.example two@h.example" {
 				t.Errorf("delivered %q, want one and two, once each\nlog:\n%s", got, logText)
