@@ -493,6 +493,24 @@ func becomeOwner(dir string) (owner.Switch, error) {
 	return sw, err
 }
 
+// rootLogDest keeps a run that stays root only because the spool
+// directory does not exist yet (there is nobody to become) from creating
+// the log file: it would be root's, and every later run as the spool's
+// owner would have to log elsewhere. It returns the destination to use
+// and, when it changed, the warning that says why.
+func rootLogDest(dest, spoolDir string) (string, string) {
+	if unix.Geteuid() != 0 || dest == "" || dest == "stderr" || dest == "syslog" {
+		return dest, ""
+	}
+	if _, err := os.Lstat(spoolDir); !errors.Is(err, os.ErrNotExist) {
+		return dest, ""
+	}
+	if _, err := os.Lstat(dest); !errors.Is(err, os.ErrNotExist) {
+		return dest, ""
+	}
+	return "syslog", fmt.Sprintf("log file %s not created: running as root, and the spool directory %s does not exist yet to say whose it would be; logging to syslog", dest, spoolDir)
+}
+
 func flushAction(c *cli.Context) error {
 	if flagCtx(c, "all").Bool("all") {
 		return flushAllAction(c)
@@ -533,12 +551,19 @@ func flushAction(c *cli.Context) error {
 		return err
 	}
 
-	log := openLog(c, s.Log, dryRun)
+	dest, why := s.Log, ""
+	if !dryRun {
+		dest, why = rootLogDest(dest, filepath.Dir(s.Spool))
+	}
+	log := openLog(c, dest, dryRun)
 	defer func() {
 		if cerr := log.Close(); cerr != nil {
 			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: close log: %v\n", cerr)
 		}
 	}()
+	if why != "" {
+		log.Warnf("host=%s %s", host, why)
+	}
 	if sw.Changed {
 		log.Infof("host=%s event=owner-switch %s dir=%s", host, sw, flush.Quote(sw.Dir))
 	}

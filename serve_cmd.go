@@ -132,6 +132,7 @@ func serveAction(c *cli.Context) error {
 	} else if err := config.CheckLog(logDest); err != nil {
 		return unavailable(usageErr("--log: %v", err))
 	}
+	logDest, why := rootLogDest(logDest, cfg.SpoolDir)
 	// As for a flush, a log file that cannot be opened is no reason to
 	// turn the client away: its lines go to syslog, with a warning.
 	log := openLogFallback(logDest, c.Bool("verbose"), c.App.ErrWriter)
@@ -140,6 +141,9 @@ func serveAction(c *cli.Context) error {
 			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: close log: %v\n", cerr)
 		}
 	}()
+	if why != "" {
+		log.Warnf("serve %s", why)
+	}
 	if sw.Changed {
 		log.Infof("serve event=owner-switch %s dir=%s", sw, flush.Quote(sw.Dir))
 	}

@@ -518,3 +518,43 @@ func TestReleaseAsRootKeepsOwner(t *testing.T) {
 		t.Errorf("the spool still holds %v (%v)", ents, err)
 	}
 }
+
+// TestRootNoSpoolDirNoLogFile: run as root before the spool directory
+// exists (a fresh install, a link-up script), flush and serve have no
+// owner to become; they must not create the log file as root, or every
+// later run as the Exim user would lose its log. They log to syslog (or
+// standard error) instead; once the directory exists (here root's), the
+// file is created.
+func TestRootNoSpoolDirNoLogFile(t *testing.T) {
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "needs root")
+	}
+	base := t.TempDir()
+	spoolDir := filepath.Join(base, "spool")
+	logFile := filepath.Join(base, "etrnflush.log")
+	conf := filepath.Join(base, "etrnflush.toml")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "spool_dir = %q\nlog = %q\nhelo = \"provider.example\"\n", spoolDir, logFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runEtrnflush(t, "-c", conf, "h.example"); code != exOK {
+		t.Errorf("flush: exit %d\n%s", code, stderr)
+	}
+	p := startServe(t, conf)
+	p.cmd(t, "", 220, "provider.example")
+	p.cmd(t, "QUIT", 221, "")
+	if code := p.wait(t); code != 0 {
+		t.Errorf("serve: exit %d; stderr %q", code, p.stderr.String())
+	}
+	if _, err := os.Lstat(logFile); !os.IsNotExist(err) {
+		t.Errorf("the log file was created as root before the spool directory existed (%v)", err)
+	}
+	if err := os.Mkdir(spoolDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runEtrnflush(t, "-c", conf, "h.example"); code != exOK {
+		t.Errorf("flush: exit %d\n%s", code, stderr)
+	}
+	if b, err := os.ReadFile(logFile); err != nil || !strings.Contains(string(b), "host=h.example") {
+		t.Errorf("with a spool directory of root's the log file is not used: %q %v", b, err)
+	}
+}
