@@ -64,19 +64,12 @@ func (s *testSyslog) wait(want string) []string {
 }
 
 // runLikeExim runs the built binary as Exim runs smtp_etrn_command: an
-// empty environment and standard input, output and error on /dev/null.
-// It runs in a private mount namespace whose /dev/log is the test's
-// socket, so that what reaches syslog can be read (needs root and
+// empty environment and standard input, output and error on /dev/null,
+// as uid:gid with no supplementary groups (through setpriv(1); uid -1:
+// as root). It runs in a private mount namespace whose /dev/log is the
+// test's socket, so that what reaches syslog can be read (needs root and
 // unshare(1)).
-func runLikeExim(t *testing.T, sys *testSyslog, args ...string) int {
-	t.Helper()
-	return runLikeEximAs(t, sys, -1, -1, args...)
-}
-
-// runLikeEximAs is runLikeExim as uid:gid with no supplementary groups
-// (through setpriv(1), after the namespace is set up as root); uid -1
-// runs as root.
-func runLikeEximAs(t *testing.T, sys *testSyslog, uid, gid int, args ...string) int {
+func runLikeExim(t *testing.T, sys *testSyslog, uid, gid int, args ...string) int {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		skipOrFail(t, "needs root for a mount namespace with a test /dev/log")
@@ -162,7 +155,7 @@ func TestNeverSilent(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if code := runLikeEximAs(t, sys, u.uid, u.gid, "-c", conf, "--", "h.example"); code != exConfig {
+			if code := runLikeExim(t, sys, u.uid, u.gid, "-c", conf, "--", "h.example"); code != exConfig {
 				t.Errorf("exit %d, want %d", code, exConfig)
 			}
 			// <19> is mail.err (facility 2 * 8 + severity 3).
@@ -173,7 +166,7 @@ func TestNeverSilent(t *testing.T) {
 		})
 		t.Run(u.name+"/usage", func(t *testing.T) {
 			sys := syslogFor(t)
-			if code := runLikeEximAs(t, sys, u.uid, u.gid, "-c", baseConfig, "--", "../etc"); code != exUsage {
+			if code := runLikeExim(t, sys, u.uid, u.gid, "-c", baseConfig, "--", "../etc"); code != exUsage {
 				t.Errorf("exit %d, want %d", code, exUsage)
 			}
 			lines := sys.wait("invalid host")
@@ -206,7 +199,7 @@ func TestNeverSilent(t *testing.T) {
 			if err := os.WriteFile(conf, []byte("log = \""+badLog+"\"\nbounce = false\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			code := runLikeEximAs(t, sys, u.uid, u.gid, "-c", conf, "--spool", path, "--to", rec.addr, "--tls", "none", "--helo", "test.example", "--", "h.example")
+			code := runLikeExim(t, sys, u.uid, u.gid, "-c", conf, "--spool", path, "--to", rec.addr, "--tls", "none", "--helo", "test.example", "--", "h.example")
 			if code != 0 {
 				t.Errorf("exit %d, want 0", code)
 			}
