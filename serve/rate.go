@@ -141,7 +141,7 @@ func openStateDirNoCreate(dir string) (*os.File, error) {
 	}
 	if int(st.Uid) != unix.Geteuid() || st.Mode&0o022 != 0 {
 		_ = unix.Close(fd)
-		return nil, fmt.Errorf("state_dir %s belongs to uid %d with mode %04o: it must be this user's (uid %d) and writable by nobody else",
+		return nil, fmt.Errorf("state_dir %s belongs to uid %d with mode %04o: it must be this user's (uid %d) and writable by nobody else; remove it (it holds only ETRN counts) and it is made again",
 			dir, st.Uid, st.Mode&0o7777, unix.Geteuid())
 	}
 	return os.NewFile(uintptr(fd), dir), nil
