@@ -219,7 +219,8 @@ hosts = ["h.example"]
 // (421, exit 77, one error line naming state_dir). A file in it a link:
 // the rate file and the sweep mark are replaced (only the link goes), a
 // linked lock answers 458. The link's target directory keeps every
-// entry's name, size, content and time.
+// entry's name, size, content and time. A state_dir that is root's while
+// serve runs as the Exim user is refused as the link is.
 func TestServeStateDirSymlinks(t *testing.T) {
 	uid, gid := eximUIDs(t)
 	setup := func(t *testing.T, eximSpool bool) (stateDir, victim, conf, logFile string) {
@@ -307,6 +308,26 @@ etrn_window = "1s"
 				t.Errorf("the log does not say why: %q %v", b, err)
 			}
 		})
+		if eximSpool {
+			t.Run("state_dir is root's/"+name, func(t *testing.T) {
+				stateDir, _, conf, logFile := setup(t, eximSpool)
+				if err := os.Mkdir(stateDir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				p := startServe(t, conf)
+				p.cmd(t, "", 421, "Service not available")
+				if code := p.wait(t); code != exNoPerm {
+					t.Errorf("exit %d, want %d", code, exNoPerm)
+				}
+				line := oneErrorLine(t, p.stderr.String())
+				if !strings.Contains(line, "state_dir "+stateDir+" belongs to uid 0") || !strings.Contains(line, "remove it") {
+					t.Errorf("error line %q does not say whose state_dir is and what to do", line)
+				}
+				if b, err := os.ReadFile(logFile); err != nil || !strings.Contains(string(b), "belongs to uid 0") {
+					t.Errorf("the log does not say why: %q %v", b, err)
+				}
+			})
+		}
 		for _, file := range []string{"lock", "etrn-127.0.0.1", "swept"} {
 			t.Run(file+" is a link/"+name, func(t *testing.T) {
 				stateDir, victim, conf, logFile := setup(t, eximSpool)

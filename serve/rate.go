@@ -130,21 +130,35 @@ func openStateDir(dir string) (*os.File, error) {
 }
 
 func openStateDirNoCreate(dir string) (*os.File, error) {
+	var st unix.Stat_t
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("state_dir %s: %w (a symbolic link is never followed)", dir, err)
+		if unix.Lstat(dir, &st) == nil {
+			switch {
+			case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+				return nil, fmt.Errorf("state_dir %s is a symbolic link, which is never followed: set state_dir to a real directory, or remove the link", dir)
+			case errors.Is(err, unix.EACCES):
+				// Another user's, most likely root's from a run
+				// that did not switch: say whose.
+				return nil, stateDirNotMine(dir, &st)
+			}
+		}
+		return nil, fmt.Errorf("state_dir %s: %w", dir, err)
 	}
-	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("state_dir %s: %w", dir, err)
 	}
 	if int(st.Uid) != unix.Geteuid() || st.Mode&0o022 != 0 {
 		_ = unix.Close(fd)
-		return nil, fmt.Errorf("state_dir %s belongs to uid %d with mode %04o: it must be this user's (uid %d) and writable by nobody else; remove it (it holds only ETRN counts) and it is made again",
-			dir, st.Uid, st.Mode&0o7777, unix.Geteuid())
+		return nil, stateDirNotMine(dir, &st)
 	}
 	return os.NewFile(uintptr(fd), dir), nil
+}
+
+func stateDirNotMine(dir string, st *unix.Stat_t) error {
+	return fmt.Errorf("state_dir %s belongs to uid %d with mode %04o: it must be this user's (uid %d) and writable by nobody else; remove it (it holds only ETRN counts) and it is made again",
+		dir, st.Uid, st.Mode&0o7777, unix.Geteuid())
 }
 
 // CheckStateDir is serve's check at start-up, before any client is
@@ -160,8 +174,6 @@ func CheckStateDir(dir string) error {
 		return nil
 	case err != nil:
 		return fmt.Errorf("state_dir %s: %w", dir, err)
-	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
-		return fmt.Errorf("state_dir %s is a symbolic link, which is never followed: set state_dir to a real directory, or remove the link", dir)
 	}
 	d, err := openStateDirNoCreate(dir)
 	if err != nil {
