@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -577,5 +578,48 @@ func TestRootNoSpoolDirNoLogFile(t *testing.T) {
 	}
 	if b, err := os.ReadFile(logFile); err != nil || !strings.Contains(string(b), "host=h.example") {
 		t.Errorf("with a spool directory of root's the log file is not used: %q %v", b, err)
+	}
+}
+
+// TestSpoolDirLinkRefused: a spool directory that is a link the Exim
+// user planted (it may own the directory above) is not followed by a
+// flush or serve started as root: exit 77 with the reason, nothing sent,
+// nothing created where it points.
+func TestSpoolDirLinkRefused(t *testing.T) {
+	uid, gid := eximUIDs(t)
+	base := t.TempDir()
+	openToOthers(t, base)
+	victim := filepath.Join(base, "victim")
+	if err := os.Mkdir(victim, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeCrashFile(t, filepath.Join(victim, "h.example"), crashMessages(1, func(int) []string { return []string{"r@h.example"} }))
+	spoolDir := filepath.Join(base, "spool")
+	if err := os.Symlink(victim, spoolDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(spoolDir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder(t)
+	conf := filepath.Join(base, "etrnflush.toml")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "spool_dir = %q\nlog = \"stderr\"\nhelo = \"provider.example\"\ntls = \"none\"\n[host.\"h.example\"]\nroute = %q\n", spoolDir, rec.addr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := treeSnapshot(t, victim)
+	_, stderr, code := runEtrnflush(t, "-c", conf, "h.example")
+	if code != exNoPerm || !strings.Contains(oneErrorLine(t, stderr), "is a symbolic link owned by uid "+strconv.Itoa(uid)) {
+		t.Errorf("flush: exit %d, want %d with the reason\n%s", code, exNoPerm, stderr)
+	}
+	p := startServe(t, conf)
+	p.cmd(t, "", 421, "Service not available")
+	if code := p.wait(t); code != exNoPerm {
+		t.Errorf("serve: exit %d, want %d; stderr %q", code, exNoPerm, p.stderr.String())
+	}
+	if n := len(rec.messages()); n != 0 {
+		t.Errorf("%d messages sent through the link", n)
+	}
+	if d := diffSnapshots(before, treeSnapshot(t, victim)); d != "" {
+		t.Errorf("the link's target changed:\n%s", d)
 	}
 }
