@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"etrnflush/config"
 	"etrnflush/flush"
@@ -179,6 +181,13 @@ func folderChangeAction(c *cli.Context, which string) error {
 	}
 	st := cfg.For(host)
 	sp := st.Spool
+	// Run by the postmaster as root, release must leave what it puts
+	// back as the flush's own (as a flush started as root does), or the
+	// next flush as the Exim user could not read or remove it.
+	unix.Umask(0o077)
+	if _, err := becomeOwner(filepath.Dir(sp)); err != nil {
+		return err
+	}
 	code := exOK
 	worse := func(n int) {
 		// The highest code wins: 75 (Exim's lock not had: try again)

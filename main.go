@@ -483,6 +483,12 @@ func openLog(c *cli.Context, dest string, dryRun bool) *flush.Logger {
 	if dryRun && dest != "syslog" {
 		dest = "stderr"
 	}
+	return openLogFallback(dest, verbose, c.App.ErrWriter)
+}
+
+// openLogFallback opens dest; a log file that cannot be opened falls back
+// to syslog, syslog to errw, each with a warning in the log used.
+func openLogFallback(dest string, verbose bool, errw io.Writer) *flush.Logger {
 	log, err := flush.NewLogger(dest, verbose)
 	if err == nil {
 		return log
@@ -494,7 +500,7 @@ func openLog(c *cli.Context, dest string, dryRun bool) *flush.Logger {
 		}
 	}
 	// No syslog socket (a container): stderr beats losing the log.
-	log = flush.NewWriterLogger(c.App.ErrWriter, verbose)
+	log = flush.NewWriterLogger(errw, verbose)
 	log.Warnf("%v; logging to standard error", err)
 	return log
 }
@@ -513,6 +519,24 @@ func becomeOwner(dir string) (owner.Switch, error) {
 		return sw, nil
 	}
 	return sw, err
+}
+
+// rootLogDest keeps a run that stays root only because the spool
+// directory does not exist yet (there is nobody to become) from creating
+// the log file: it would be root's, and every later run as the spool's
+// owner would have to log elsewhere. It returns the destination to use
+// and, when it changed, the warning that says why.
+func rootLogDest(dest, spoolDir string) (string, string) {
+	if unix.Geteuid() != 0 || dest == "" || dest == "stderr" || dest == "syslog" {
+		return dest, ""
+	}
+	if _, err := os.Lstat(spoolDir); !errors.Is(err, os.ErrNotExist) {
+		return dest, ""
+	}
+	if _, err := os.Lstat(dest); !errors.Is(err, os.ErrNotExist) {
+		return dest, ""
+	}
+	return "syslog", fmt.Sprintf("log file %s not created: running as root, and the spool directory %s does not exist yet to say whose it would be; logging to syslog", dest, spoolDir)
 }
 
 func flushAction(c *cli.Context) error {
@@ -555,14 +579,21 @@ func flushAction(c *cli.Context) error {
 		return err
 	}
 
-	log := openLog(c, s.Log, dryRun)
+	dest, why := s.Log, ""
+	if !dryRun {
+		dest, why = rootLogDest(dest, filepath.Dir(s.Spool))
+	}
+	log := openLog(c, dest, dryRun)
 	defer func() {
 		if cerr := log.Close(); cerr != nil {
 			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: close log: %v\n", cerr)
 		}
 	}()
+	if why != "" {
+		log.Warnf("host=%s %s", host, why)
+	}
 	if sw.Changed {
-		log.Debugf("host=%s running as %s", host, sw)
+		log.Infof("host=%s event=owner-switch %s dir=%s", host, sw, flush.Quote(sw.Dir))
 	}
 	if _, known := cfg.Hosts[host]; !known && !dryRun && flagString(c, "spool") == "" {
 		// A HOST with no [host] table and nothing in spool_dir is most

@@ -134,21 +134,30 @@ func serveAction(c *cli.Context) error {
 	} else if err := config.CheckLog(logDest); err != nil {
 		return unavailable(usageErr("--log: %v", err))
 	}
-	log, err := flush.NewLogger(logDest, flagCtx(c, "verbose").Bool("verbose"))
-	if err != nil {
-		return unavailable(&exitError{exConfig, err})
-	}
+	logDest, why := rootLogDest(logDest, cfg.SpoolDir)
+	// As for a flush, a log file that cannot be opened is no reason to
+	// turn the client away: its lines go to syslog, with a warning.
+	log := openLogFallback(logDest, flagCtx(c, "verbose").Bool("verbose"), c.App.ErrWriter)
 	defer func() {
 		if cerr := log.Close(); cerr != nil {
 			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: close log: %v\n", cerr)
 		}
 	}()
+	if why != "" {
+		log.Warnf("serve %s", why)
+	}
 	if sw.Changed {
-		log.Debugf("serve running as %s", sw)
+		log.Infof("serve event=owner-switch %s dir=%s", sw, flush.Quote(sw.Dir))
 	}
 	if prepErr != nil {
 		log.Errorf("%v", prepErr)
 		return unavailable(prepErr)
+	}
+	// A state_dir the spool's user turned into a link must stop serve
+	// before a client is answered, not fail one ETRN after another.
+	if err := serve.CheckStateDir(ss.StateDir); err != nil {
+		log.Errorf("serve: %v", err)
+		return unavailable(&exitError{exNoPerm, err})
 	}
 	implicit := c.Bool("tls-on-connect")
 	if implicit && tconf == nil {

@@ -42,6 +42,16 @@ func eximUIDs(t *testing.T) (uid, gid int) {
 	return uid, gid
 }
 
+// userName is uid's login name.
+func userName(t *testing.T, uid int) string {
+	t.Helper()
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Username
+}
+
 func skipOrFail(t *testing.T, why string) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
@@ -160,8 +170,9 @@ func TestRootThenEximUser(t *testing.T) {
 			}
 			args := []string{"-c", conf, "--to", rec.addr, "--tls", "none", "--helo", "test.example", "h.example"}
 			appendSpool(msg("one@h.example", "one"), msg("later@h.example", "later"), msg("gone@h.example", "gone"))
-			if out, code := runAs(t, first[0], first[1], args...); code != exTempFail {
-				t.Fatalf("first run: exit %d, want %d (a deferred message)\n%s", code, exTempFail, out)
+			out1, code := runAs(t, first[0], first[1], args...)
+			if code != exTempFail {
+				t.Fatalf("first run: exit %d, want %d (a deferred message)\n%s", code, exTempFail, out1)
 			}
 			if bad := rootOwned(t, spoolDir); len(bad) > 0 {
 				t.Errorf("after the first run these belong to root: %q", bad)
@@ -173,6 +184,13 @@ func TestRootThenEximUser(t *testing.T) {
 			}
 			if bad := rootOwned(t, spoolDir); len(bad) > 0 {
 				t.Errorf("after the second run these belong to root: %q", bad)
+			}
+			rootOut := out1
+			if first[0] != 0 {
+				rootOut = out
+			}
+			if want := fmt.Sprintf("host=h.example event=owner-switch user=%s uid=%d gid=%d dir=%q", userName(t, uid), uid, gid, spoolDir); !strings.Contains(rootOut, want) {
+				t.Errorf("the root run did not log %q:\n%s", want, rootOut)
 			}
 			var got []string
 			for _, m := range rec.messages() {

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -101,6 +102,12 @@ func startServe(t *testing.T, conf string, args ...string) *serveProc {
 // startServeArgv runs the binary with argv (without the program name).
 func startServeArgv(t *testing.T, argv []string) *serveProc {
 	t.Helper()
+	return startServeAs(t, nil, argv)
+}
+
+// startServeAs is startServeArgv run as cred's user (nil: as the test).
+func startServeAs(t *testing.T, cred *syscall.Credential, argv []string) *serveProc {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +136,9 @@ func startServeArgv(t *testing.T, argv []string) *serveProc {
 	p.proc = exec.Command(etrnflushBin, argv...)
 	p.proc.Stdin, p.proc.Stdout = f, f
 	p.proc.Stderr = &p.stderr
+	if cred != nil {
+		p.proc.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	if err := p.proc.Start(); err != nil {
 		t.Fatal(err)
 	}

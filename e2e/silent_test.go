@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -63,17 +64,26 @@ func (s *testSyslog) wait(want string) []string {
 }
 
 // runLikeExim runs the built binary as Exim runs smtp_etrn_command: an
-// empty environment and standard input, output and error on /dev/null.
-// It runs in a private mount namespace whose /dev/log is the test's
-// socket, so that what reaches syslog can be read (needs root and
+// empty environment and standard input, output and error on /dev/null,
+// as uid:gid with no supplementary groups (through setpriv(1); uid -1:
+// as root). It runs in a private mount namespace whose /dev/log is the
+// test's socket, so that what reaches syslog can be read (needs root and
 // unshare(1)).
-func runLikeExim(t *testing.T, sys *testSyslog, args ...string) int {
+func runLikeExim(t *testing.T, sys *testSyslog, uid, gid int, args ...string) int {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		skipOrFail(t, "needs root for a mount namespace with a test /dev/log")
 	}
 	if _, err := exec.LookPath("unshare"); err != nil {
 		skipOrFail(t, "unshare(1) not found")
+	}
+	argv := []string{etrnflushBin}
+	if uid >= 0 {
+		setpriv, err := exec.LookPath("setpriv")
+		if err != nil {
+			skipOrFail(t, "setpriv(1) not found")
+		}
+		argv = []string{setpriv, "--reuid=" + strconv.Itoa(uid), "--regid=" + strconv.Itoa(gid), "--clear-groups", etrnflushBin}
 	}
 	script := `set -e
 d=$1 sock=$2; shift 2
@@ -84,7 +94,7 @@ touch /dev/null
 mount --bind "$d/olddev/null" /dev/null
 ln -s "$sock" /dev/log
 exec env -i "$@" </dev/null >/dev/null 2>&1`
-	cmd := exec.Command("unshare", append([]string{"--mount", "--propagation", "private", "sh", "-c", script, "sh", t.TempDir(), sys.path, etrnflushBin}, args...)...)
+	cmd := exec.Command("unshare", append(append([]string{"--mount", "--propagation", "private", "sh", "-c", script, "sh", t.TempDir(), sys.path}, argv...), args...)...)
 	out, err := cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); ok && ee.Exited() {
 		if len(out) > 0 {
@@ -99,48 +109,112 @@ exec env -i "$@" </dev/null >/dev/null 2>&1`
 }
 
 // TestNeverSilent: under Exim, standard error goes nowhere, so a fatal
-// error (an unreadable config) must reach syslog at mail.err, and a log
-// file that cannot be opened must not stop the flush: the log goes to
-// syslog with a warning that says why.
+// error (an unreadable config, a usage error) must reach syslog at
+// mail.err, and a log file that cannot be opened must not stop the
+// flush: the log goes to syslog with a warning that says why. Run as
+// root and as the Exim user (as Exim runs smtp_etrn_command), with an
+// empty environment and standard input, output and error on /dev/null.
 func TestNeverSilent(t *testing.T) {
-	t.Run("unreadable config", func(t *testing.T) {
-		sys := startSyslog(t)
-		missing := filepath.Join(t.TempDir(), "nope.toml")
-		if code := runLikeExim(t, sys, "-c", missing, "--", "h.example"); code != exConfig {
-			t.Errorf("exit %d, want %d", code, exConfig)
-		}
-		// <19> is mail.err (facility 2 * 8 + severity 3).
-		lines := sys.wait(missing)
-		if len(lines) == 0 || !strings.HasPrefix(lines[0], "<19>") || !strings.Contains(lines[0], "etrnflush") || !strings.Contains(lines[0], missing) {
-			t.Errorf("syslog got %q, want a mail.err line naming %s", lines, missing)
-		}
-	})
-	t.Run("log file cannot be opened", func(t *testing.T) {
-		sys := startSyslog(t)
-		dir := t.TempDir()
-		path := filepath.Join(dir, "h.example")
-		writeCrashFile(t, path, crashMessages(2, func(int) []string { return []string{"r@h.example"} }))
-		rec := newRecorder(t)
-		conf := filepath.Join(dir, "etrnflush.toml")
-		badLog := filepath.Join(dir, "no-such-dir", "etrnflush.log")
-		if err := os.WriteFile(conf, []byte("log = \""+badLog+"\"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		code := runLikeExim(t, sys, "-c", conf, "--spool", path, "--to", rec.addr, "--tls", "none", "--helo", "test.example", "--", "h.example")
-		if code != 0 {
-			t.Errorf("exit %d, want 0", code)
-		}
-		if n := len(rec.messages()); n != 2 {
-			t.Errorf("%d messages delivered, want 2", n)
-		}
-		lines := sys.wait("summary")
-		joined := strings.Join(lines, "\n")
-		for _, want := range []string{"cannot use the log file", badLog, "status=sent", "summary sent=2"} {
-			if !strings.Contains(joined, want) {
-				t.Errorf("syslog lacks %q:\n%s", want, joined)
+	type who struct {
+		name     string
+		uid, gid int
+	}
+	users := []who{{"root", -1, -1}}
+	if os.Geteuid() == 0 {
+		uid, gid := eximUIDs(t)
+		users = append(users, who{"Exim user", uid, gid})
+	}
+	for _, u := range users {
+		// dir is where the files of one case go: reachable by u, and
+		// owned by u (the spool directory's owner).
+		newDir := func(t *testing.T) string {
+			base := t.TempDir()
+			openToOthers(t, base)
+			if u.uid >= 0 {
+				if err := os.Chown(base, u.uid, u.gid); err != nil {
+					t.Fatal(err)
+				}
 			}
+			return base
 		}
-	})
+		syslogFor := func(t *testing.T) *testSyslog {
+			sys := startSyslog(t)
+			openToOthers(t, filepath.Dir(sys.path))
+			if err := os.Chmod(sys.path, 0o666); err != nil {
+				t.Fatal(err)
+			}
+			return sys
+		}
+		t.Run(u.name+"/unreadable config", func(t *testing.T) {
+			sys := syslogFor(t)
+			conf := filepath.Join(t.TempDir(), "nope.toml")
+			if u.uid >= 0 {
+				// There, but root's alone.
+				openToOthers(t, filepath.Dir(conf))
+				if err := os.WriteFile(conf, []byte("log = \"syslog\"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if code := runLikeExim(t, sys, u.uid, u.gid, "-c", conf, "--", "h.example"); code != exConfig {
+				t.Errorf("exit %d, want %d", code, exConfig)
+			}
+			// <19> is mail.err (facility 2 * 8 + severity 3).
+			lines := sys.wait(conf)
+			if len(lines) == 0 || !strings.HasPrefix(lines[0], "<19>") || !strings.Contains(lines[0], "etrnflush") || !strings.Contains(lines[0], conf) {
+				t.Errorf("syslog got %q, want a mail.err line naming %s", lines, conf)
+			}
+		})
+		t.Run(u.name+"/usage", func(t *testing.T) {
+			sys := syslogFor(t)
+			if code := runLikeExim(t, sys, u.uid, u.gid, "-c", baseConfig, "--", "../etc"); code != exUsage {
+				t.Errorf("exit %d, want %d", code, exUsage)
+			}
+			lines := sys.wait("invalid host")
+			if len(lines) == 0 || !strings.HasPrefix(lines[0], "<19>") || !strings.Contains(lines[0], "invalid host") {
+				t.Errorf("syslog got %q, want a mail.err line about the host", lines)
+			}
+		})
+		t.Run(u.name+"/log file cannot be opened", func(t *testing.T) {
+			sys := syslogFor(t)
+			dir := newDir(t)
+			path := filepath.Join(dir, "h.example")
+			writeCrashFile(t, path, crashMessages(2, func(int) []string { return []string{"r@h.example"} }))
+			badLog := filepath.Join(dir, "no-such-dir", "etrnflush.log")
+			if u.uid >= 0 {
+				if err := os.Chown(path, u.uid, u.gid); err != nil {
+					t.Fatal(err)
+				}
+				// There, but root's alone: the Exim user cannot
+				// write it.
+				logDir := t.TempDir()
+				openToOthers(t, logDir)
+				badLog = filepath.Join(logDir, "etrnflush.log")
+				if err := os.WriteFile(badLog, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rec := newRecorder(t)
+			conf := filepath.Join(t.TempDir(), "etrnflush.toml")
+			openToOthers(t, filepath.Dir(conf))
+			if err := os.WriteFile(conf, []byte("log = \""+badLog+"\"\nbounce = false\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			code := runLikeExim(t, sys, u.uid, u.gid, "-c", conf, "--spool", path, "--to", rec.addr, "--tls", "none", "--helo", "test.example", "--", "h.example")
+			if code != 0 {
+				t.Errorf("exit %d, want 0", code)
+			}
+			if n := len(rec.messages()); n != 2 {
+				t.Errorf("%d messages delivered, want 2", n)
+			}
+			lines := sys.wait("summary")
+			joined := strings.Join(lines, "\n")
+			for _, want := range []string{"cannot use the log file", badLog, "status=sent", "summary sent=2"} {
+				if !strings.Contains(joined, want) {
+					t.Errorf("syslog lacks %q:\n%s", want, joined)
+				}
+			}
+		})
+	}
 }
 
 // TestDryRunCreatesNothing: a dry run writes no log file (nor lock file):
@@ -175,25 +249,33 @@ func TestDryRunCreatesNothing(t *testing.T) {
 
 // TestLogFileSymlink: the log file is never opened through a symbolic
 // link (its directory may be writable by a less trusted user): the flush
-// goes on, logging elsewhere, and the link's target is untouched.
+// goes on, logging elsewhere, and the link's target is neither written
+// nor truncated nor, when it does not exist, created.
 func TestLogFileSymlink(t *testing.T) {
-	dir := t.TempDir()
-	target := filepath.Join(dir, "victim")
-	if err := os.WriteFile(target, []byte("keep\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	link := filepath.Join(dir, "etrnflush.log")
-	if err := os.Symlink(target, link); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "h.example")
-	writeCrashFile(t, path, crashMessages(1, func(int) []string { return []string{"r@h.example"} }))
-	rec := newRecorder(t)
-	_, stderr, code := runEtrnflush(t, "--log", link, "--spool", path, "--to", rec.addr, "--tls", "none", "--helo", "test.example", "h.example")
-	if code != 0 || len(rec.messages()) != 1 {
-		t.Fatalf("exit %d, %d delivered\n%s", code, len(rec.messages()), stderr)
-	}
-	if b, err := os.ReadFile(target); err != nil || string(b) != "keep\n" {
-		t.Errorf("the link's target changed: %q %v", b, err)
+	for _, dangling := range []bool{false, true} {
+		t.Run(map[bool]string{false: "to a file", true: "dangling"}[dangling], func(t *testing.T) {
+			dir := t.TempDir()
+			target := filepath.Join(dir, "victim")
+			if !dangling {
+				if err := os.WriteFile(target, []byte("keep\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			link := filepath.Join(dir, "etrnflush.log")
+			if err := os.Symlink(target, link); err != nil {
+				t.Fatal(err)
+			}
+			before := treeSnapshot(t, dir)
+			path := filepath.Join(t.TempDir(), "h.example")
+			writeCrashFile(t, path, crashMessages(1, func(int) []string { return []string{"r@h.example"} }))
+			rec := newRecorder(t)
+			_, stderr, code := runEtrnflush(t, "--log", link, "--spool", path, "--to", rec.addr, "--tls", "none", "--helo", "test.example", "h.example")
+			if code != 0 || len(rec.messages()) != 1 {
+				t.Fatalf("exit %d, %d delivered\n%s", code, len(rec.messages()), stderr)
+			}
+			if d := diffSnapshots(before, treeSnapshot(t, dir)); d != "" {
+				t.Errorf("the link or its target changed:\n%s", d)
+			}
+		})
 	}
 }

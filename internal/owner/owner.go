@@ -26,11 +26,12 @@ type Switch struct {
 	Changed  bool   // false: not root, or the directory is root's
 }
 
+// String gives the switch as log fields: user=NAME uid=N gid=N.
 func (s Switch) String() string {
 	if !s.Changed {
 		return fmt.Sprintf("uid=%d", unix.Getuid())
 	}
-	return fmt.Sprintf("user=%s uid=%d gid=%d (owner of %s)", s.Name, s.UID, s.GID, s.Dir)
+	return fmt.Sprintf("user=%s uid=%d gid=%d", s.Name, s.UID, s.GID)
 }
 
 // Who checks dir as Become does and says whom a run started as root
