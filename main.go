@@ -2,8 +2,9 @@
 // host: it replays the host's Exim spool over SMTP and removes each message
 // only once the host's server has taken responsibility for it.
 //
-// main stays thin: flags and config in, one place (exitCode) maps errors to
-// sysexits codes.
+// main stays thin: flags and config in, the engine (flush, serve, plan) does
+// the work. Every action returns an error; exitCode turns it into the exit
+// status of etrnflush(8)'s EXIT STATUS section.
 package main
 
 import (
@@ -110,7 +111,11 @@ func usageErr(format string, args ...any) error {
 	return &exitError{exUsage, fmt.Errorf(format, args...)}
 }
 
-// exitCode is the one place that maps an error to an exit status.
+// exitCode turns an action's error into the exit status. An action that
+// knows what a failure means for the mail (nothing sent: 75; a damaged
+// entry set aside: 65) says so with an exitError carrying the code; the
+// packages' typed errors are mapped here; anything else keeps the mail
+// and asks to be run again later (75).
 func exitCode(err error) int {
 	var ee *exitError
 	var ce *config.Error
