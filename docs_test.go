@@ -296,8 +296,8 @@ func TestManPageToml5(t *testing.T) {
 		ss   string
 		keys []string
 	}{
-		{"Global keys", config.Keys()},
-		{"Per-host keys", config.HostKeys()},
+		{"Global keys", tomlKeys(config.Config{})},
+		{"Per-host keys", tomlKeys(config.Host{})},
 	} {
 		doc := map[string]int{}
 		for _, e := range entries {
@@ -373,8 +373,8 @@ func TestSampleConfig(t *testing.T) {
 		got  map[string]int
 		keys []string
 	}{
-		{"global", global, config.Keys()},
-		{"per-host", host, config.HostKeys()},
+		{"global", global, tomlKeys(config.Config{})},
+		{"per-host", host, tomlKeys(config.Host{})},
 	} {
 		want := map[string]bool{}
 		for _, k := range tc.keys {

@@ -15,7 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"etrnflush/config"
-	"etrnflush/serve"
+	"etrnflush/plan"
 	"etrnflush/spool"
 )
 
@@ -136,7 +136,7 @@ func flushAllAction(c *cli.Context) error {
 // hasMail reports whether the spool of s holds a message, reading it as a
 // dry run does: nothing is claimed, locked or written.
 func hasMail(s config.Settings) (_ bool, err error) {
-	o := serve.SpoolOptions(s)
+	o := plan.Spool(s)
 	o.DryRun = true
 	sp, err := spool.Open(o)
 	if err != nil {

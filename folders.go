@@ -4,13 +4,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"etrnflush/config"
 	"etrnflush/flush"
+	"etrnflush/plan"
 	"etrnflush/spool"
 )
 
@@ -25,9 +29,9 @@ func folderCommands(onUsage cli.OnUsageErrorFunc) []*cli.Command {
 			Name:      name,
 			Usage:     usage,
 			ArgsUsage: "[HOST...]",
-			Flags: []cli.Flag{
+			Flags: commandFlags(
 				&cli.BoolFlag{Name: "json", Usage: "print one JSON object per host per line"},
-			},
+			),
 			Action:          func(c *cli.Context) error { return folderListAction(c, name) },
 			OnUsageError:    onUsage,
 			HideHelpCommand: true,
@@ -38,6 +42,7 @@ func folderCommands(onUsage cli.OnUsageErrorFunc) []*cli.Command {
 			Name:            name,
 			Usage:           usage,
 			ArgsUsage:       "HOST ID...",
+			Flags:           commandFlags(),
 			Action:          func(c *cli.Context) error { return folderChangeAction(c, name) },
 			OnUsageError:    onUsage,
 			HideHelpCommand: true,
@@ -48,6 +53,7 @@ func folderCommands(onUsage cli.OnUsageErrorFunc) []*cli.Command {
 		list("quarantine", "list the damaged entries set aside for every host, or the HOSTs named"),
 		change("release", "put copies from HOST's failed or quarantine folder back into its spool"),
 		change("delete", "remove copies from HOST's failed or quarantine folder"),
+		change("bounce", "return copies from HOST's failed or quarantine folder to their senders as DSNs, then remove them"),
 	}
 }
 
@@ -156,10 +162,10 @@ func hostArgs(c *cli.Context, cfg *config.Config) ([]string, error) {
 	return hosts, nil
 }
 
-// folderChangeAction releases or deletes copies by id: each is looked for
-// in the host's failed folder, then its quarantine folder. Each copy done
-// gets one line on standard output; each that could not be, one warning,
-// and the exit status is that of the worst.
+// folderChangeAction releases, deletes or bounces copies by id: each is
+// looked for in the host's failed folder, then its quarantine folder.
+// Each copy done gets one line on standard output; each that could not
+// be, one warning, and the exit status is that of the worst.
 func folderChangeAction(c *cli.Context, which string) error {
 	if c.NArg() < 2 {
 		return usageErr("usage: etrnflush %s HOST ID...", which)
@@ -174,12 +180,28 @@ func folderChangeAction(c *cli.Context, which string) error {
 		return usageErr("invalid host %q: %v", raw, err)
 	}
 	st := cfg.For(host)
+	// Run by the postmaster as root, release must leave what it puts
+	// back as the flush's own (as a flush started as root does), or the
+	// next flush as the Exim user could not read or remove it.
+	unix.Umask(0o077)
+	if _, err := becomeOwner(filepath.Dir(st.Spool)); err != nil {
+		return err
+	}
 	code := exOK
 	worse := func(n int) {
 		// The highest code wins: 75 (Exim's lock not had: try again)
 		// over 74 (I/O) over 65 (not releasable) over 64 (no such id).
 		if n > code {
 			code = n
+		}
+	}
+	var bc flush.BounceConfig
+	if which == "bounce" {
+		bc = flush.BounceConfig{Host: host, ReportingMTA: st.Helo, Sendmail: st.Sendmail}
+		if bc.ReportingMTA == "" {
+			if bc.ReportingMTA, err = plan.FQDN(); err != nil {
+				return &exitError{exConfig, err}
+			}
 		}
 	}
 	for _, id := range c.Args().Slice()[1:] {
@@ -194,7 +216,7 @@ func folderChangeAction(c *cli.Context, which string) error {
 			continue
 		}
 		for _, cp := range cps {
-			worse(changeCopy(c, which, host, st, cp, folder))
+			worse(changeCopy(c, which, host, st, bc, cp, folder))
 		}
 	}
 	if code != exOK {
@@ -205,8 +227,25 @@ func folderChangeAction(c *cli.Context, which string) error {
 
 // changeCopy releases or deletes one copy and returns the exit status
 // it earns.
-func changeCopy(c *cli.Context, which, host string, st config.Settings, cp spool.Copy, folder string) int {
+func changeCopy(c *cli.Context, which, host string, st config.Settings, bc flush.BounceConfig, cp spool.Copy, folder string) int {
 	id := cp.ID
+	if which == "bounce" {
+		env, err := flush.BounceCopy(c.Context, bc, cp, folder == "quarantine")
+		if err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s not bounced: %s\n", host, id, oneLine(err.Error()))
+			switch {
+			case errors.Is(err, flush.ErrNotBounceable):
+				return exDataErr
+			case errors.Is(err, flush.ErrSendmail), errors.Is(err, spool.ErrCopyBusy):
+				return exTempFail
+			case errors.Is(err, os.ErrNotExist):
+				return exUsage // gone meanwhile: a flush bounced it
+			}
+			return exIOErr
+		}
+		fmt.Fprintf(c.App.Writer, "host=%s id=%s bounced from=%s to=<%s>\n", host, id, folder, env.From)
+		return exOK
+	}
 	if which == "delete" {
 		if err := spool.Delete(cp); err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s: %v\n", host, id, err)

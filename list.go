@@ -16,7 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"etrnflush/config"
-	"etrnflush/serve"
+	"etrnflush/plan"
 	"etrnflush/spool"
 )
 
@@ -31,12 +31,9 @@ func listCommand(onUsage cli.OnUsageErrorFunc) *cli.Command {
 		Name:      "list",
 		Usage:     "list the mail held for every host, or for the HOSTs named; read-only",
 		ArgsUsage: "[HOST...]",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object per host per line"},
-			// -v is the global --verbose; given after the command word it
-			// lands here, where it means the same: list every message.
-			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "list each message too"},
-		},
+		}, globalFlags(false, "list each message too")...),
 		Action:          listAction,
 		OnUsageError:    onUsage,
 		HideHelpCommand: true,
@@ -195,7 +192,7 @@ func listHost(s config.Settings, verbose bool) hostList {
 	if hl.LastFlush, err = spool.ReadLastFlush(filepath.Dir(filepath.Clean(s.Spool)), s.Host); err != nil {
 		errs = append(errs, err.Error())
 	}
-	o := serve.SpoolOptions(s)
+	o := plan.Spool(s)
 	o.DryRun = true
 	o.Report = func(e spool.Event) {
 		if e.Kind == "quarantine" {

@@ -2,8 +2,9 @@
 // host: it replays the host's Exim spool over SMTP and removes each message
 // only once the host's server has taken responsibility for it.
 //
-// main stays thin: flags and config in, one place (exitCode) maps errors to
-// sysexits codes.
+// main stays thin: flags and config in, the engine (flush, serve, plan) does
+// the work. Every action returns an error; exitCode turns it into the exit
+// status of etrnflush(8)'s EXIT STATUS section.
 package main
 
 import (
@@ -12,11 +13,10 @@ import (
 	"fmt"
 	"io"
 	"log/syslog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,12 +24,12 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 
 	"etrnflush/config"
 	"etrnflush/flush"
 	"etrnflush/internal/owner"
-	"etrnflush/sender"
-	"etrnflush/serve"
+	"etrnflush/plan"
 	"etrnflush/spool"
 )
 
@@ -98,14 +98,25 @@ type exitError struct {
 	err  error
 }
 
-func (e *exitError) Error() string { return e.err.Error() }
+// Error is safe without err: a code alone (the cause already reported)
+// is returned in several places.
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
 func (e *exitError) Unwrap() error { return e.err }
 
 func usageErr(format string, args ...any) error {
 	return &exitError{exUsage, fmt.Errorf(format, args...)}
 }
 
-// exitCode is the one place that maps an error to an exit status.
+// exitCode turns an action's error into the exit status. An action that
+// knows what a failure means for the mail (nothing sent: 75; a damaged
+// entry set aside: 65) says so with an exitError carrying the code; the
+// packages' typed errors are mapped here; anything else keeps the mail
+// and asks to be run again later (75).
 func exitCode(err error) int {
 	var ee *exitError
 	var ce *config.Error
@@ -140,7 +151,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if errors.As(err, &ee) && ee.err == nil {
 			return code
 		}
-		fmt.Fprintf(stderr, "etrnflush: error: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(stderr, "etrnflush: error: %s\n", oneLine(asTyped(err.Error(), args)))
 		var le loggedError
 		if !errors.As(err, &le) && !isTerminal(os.Stderr) {
 			// Under Exim and inetd standard error goes nowhere: a fatal
@@ -163,6 +174,33 @@ func alertSyslog(msg string) {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// flagInMsg is a flag as Go's flag package names it in an error: one
+// dash, whatever the user typed.
+var flagInMsg = regexp.MustCompile(`(^|[\s:(])-([A-Za-z0-9][A-Za-z0-9-]+)\b`)
+
+// asTyped names the flags in a command-line error as the user typed them
+// ("--log", not "-log"); a long flag nobody typed gets the two dashes the
+// documentation uses. Go's "parse error" for a number says what it is.
+func asTyped(msg string, args []string) string {
+	msg = flagInMsg.ReplaceAllStringFunc(msg, func(m string) string {
+		sub := flagInMsg.FindStringSubmatch(m)
+		name := sub[2]
+		for _, a := range args {
+			if a == "--" {
+				break
+			}
+			if a == "-"+name || strings.HasPrefix(a, "-"+name+"=") {
+				return m // typed with one dash
+			}
+		}
+		return sub[1] + "--" + name
+	})
+	if strings.HasPrefix(msg, "invalid value ") && strings.HasSuffix(msg, ": parse error") {
+		msg = strings.TrimSuffix(msg, "parse error") + "not a whole number"
+	}
+	return msg
+}
 
 // operandsAfterDashes keeps "--" meaning what it means to every Unix tool:
 // what follows is an operand. urfave/cli would take a command word there
@@ -224,11 +262,49 @@ func flushFlags() []cli.Flag {
 	}
 }
 
-// logFlags are global, and taken after the flush command word as well.
-func logFlags() []cli.Flag {
+// globalFlags are taken before the command word (top is true: only
+// there does $ETRNFLUSH_CONFIG apply, so that a -c after the word wins
+// over it as one before the word does) and after every command word.
+// verbose is what -v means to the command.
+func globalFlags(top bool, verbose string) []cli.Flag {
+	cf := &cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "configuration `FILE`", Value: config.DefaultPath, TakesFile: true}
+	if top {
+		cf.EnvVars = []string{"ETRNFLUSH_CONFIG"}
+	}
 	return []cli.Flag{
-		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log more detail"},
+		cf,
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: verbose},
 		&cli.StringFlag{Name: "log", Usage: "where to log: stderr, syslog or an absolute `FILE` (default: stderr on a terminal, else syslog)"},
+	}
+}
+
+// commandFlags are a command's own flags and the global ones.
+func commandFlags(own ...cli.Flag) []cli.Flag {
+	return append(own, globalFlags(false, "log more detail")...)
+}
+
+// onlyFlags refuses the flush options given before the command word that
+// do not apply to the command (allowed: those that do), rather than
+// ignoring them: "etrnflush --to X list" would otherwise look as if it
+// did something with X.
+func onlyFlags(cmd string, allowed []cli.Flag) cli.BeforeFunc {
+	return func(c *cli.Context) error {
+		ok := map[string]bool{}
+		for _, f := range allowed {
+			ok[f.Names()[0]] = true
+		}
+		for _, f := range flushFlags() {
+			name := f.Names()[0]
+			if ok[name] {
+				continue
+			}
+			for _, cc := range c.Lineage()[1:] {
+				if cc.IsSet(name) {
+					return usageErr("--%s does not apply to %s", name, cmd)
+				}
+			}
+		}
+		return nil
 	}
 }
 
@@ -263,19 +339,16 @@ func newApp() *cli.App {
 	app := &cli.App{
 		Name:      "etrnflush",
 		Usage:     "flush the mail held for one host over SMTP",
-		UsageText: "etrnflush [-c FILE] [flush] [flags] HOST\netrnflush [-c FILE] [flush] [flags] --all [--jobs N]\netrnflush [-c FILE] check-config [HOST]\netrnflush [-c FILE] list [--json] [-v] [HOST...]\netrnflush [-c FILE] failed|quarantine [--json] [HOST...]\netrnflush [-c FILE] release|delete HOST ID...\netrnflush [-c FILE] serve\netrnflush passwd",
+		UsageText: "etrnflush [-c FILE] [-v] [--log DEST] [flush] [flags] HOST\netrnflush [-c FILE] [flush] [flags] --all [--jobs N]\netrnflush [-c FILE] check-config [flags] [HOST]\netrnflush [-c FILE] list [--json] [-v] [HOST...]\netrnflush [-c FILE] failed|quarantine [--json] [HOST...]\netrnflush [-c FILE] release|delete|bounce HOST ID...\netrnflush [-c FILE] serve\netrnflush passwd\n(-c, -v and --log go before or after the command word)",
 		Version:   version,
-		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "configuration `FILE`", Value: config.DefaultPath, EnvVars: []string{"ETRNFLUSH_CONFIG"}, TakesFile: true},
-		}, append(logFlags(), flushFlags()...)...),
-		Action: flushAction,
+		Flags:     append(globalFlags(true, "log more detail"), flushFlags()...),
+		Action:    flushAction,
 		Commands: append([]*cli.Command{
 			{
-				Name:      "flush",
-				Usage:     "replay HOST's spool to its SMTP server (the default command)",
-				ArgsUsage: "HOST",
-				// The global -v and --log are taken after the word too.
-				Flags:        append(flushFlags(), logFlags()...),
+				Name:         "flush",
+				Usage:        "replay HOST's spool to its SMTP server (the default command)",
+				ArgsUsage:    "HOST",
+				Flags:        commandFlags(flushFlags()...),
 				Action:       flushAction,
 				OnUsageError: onUsage,
 				// No "help" subcommand: "flush help" flushes the host
@@ -286,7 +359,8 @@ func newApp() *cli.App {
 				Name:            "check-config",
 				Usage:           "validate the configuration and print the settings in force",
 				ArgsUsage:       "[HOST]",
-				Flags:           settingFlags(),
+				Flags:           commandFlags(settingFlags()...),
+				Before:          onlyFlags("check-config", settingFlags()),
 				Action:          checkConfigAction,
 				OnUsageError:    onUsage,
 				HideHelpCommand: true,
@@ -299,13 +373,17 @@ func newApp() *cli.App {
 		ExitErrHandler:         func(*cli.Context, error) {},
 		UseShortOptionHandling: true,
 	}
+	for _, cmd := range app.Commands {
+		if cmd.Before == nil && cmd.Name != "flush" {
+			cmd.Before = onlyFlags(cmd.Name, nil)
+		}
+	}
 	return app
 }
 
 func loadConfig(c *cli.Context) (*config.Config, error) {
-	path := c.String("config")
-	explicit := c.IsSet("config")
-	return config.Load(path, explicit)
+	cc := flagCtx(c, "config")
+	return config.Load(cc.String("config"), cc.IsSet("config"))
 }
 
 // hostArg validates the one HOST argument. It may come straight from the
@@ -396,46 +474,6 @@ func settings(c *cli.Context, cfg *config.Config, host string) (config.Settings,
 	return s, nil
 }
 
-func checkConfigAction(c *cli.Context) error {
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	host, err := hostArg(c, true)
-	if err != nil {
-		return err
-	}
-	for _, w := range cfg.Warnings() {
-		fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: %s\n", w)
-	}
-	w := c.App.Writer
-	src := cfg.File
-	if src == "" {
-		src = "(built-in defaults; " + c.String("config") + " does not exist)"
-	}
-	fmt.Fprintf(w, "# config: %s\n", src)
-	fmt.Fprintf(w, "spool_dir = %q\n", cfg.SpoolDir)
-	hosts := []string{host}
-	if host == "" {
-		hosts = hosts[:0]
-		for h := range cfg.Hosts {
-			hosts = append(hosts, h)
-		}
-		sort.Strings(hosts)
-	}
-	for _, h := range hosts {
-		s, err := settings(c, cfg, h)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "\n[host.%q]\n", h)
-		if err := s.Print(w); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // openLog opens the log the settings name. Nothing may fail silently
 // where nobody reads standard error (under Exim and inetd): a log file
 // that cannot be opened falls back to syslog, syslog to standard error,
@@ -459,7 +497,13 @@ func openLog(c *cli.Context, dest string, dryRun bool) *flush.Logger {
 	for _, cc := range c.Lineage() {
 		n += cc.Count("verbose")
 	}
-	trace := n >= 2
+	return openLogFallback(dest, verbose, n >= 2, c.App.ErrWriter)
+}
+
+// openLogFallback opens dest; a log file that cannot be opened falls back
+// to syslog, syslog to errw, each with a warning in the log used. trace
+// adds the SMTP transcript (-vv).
+func openLogFallback(dest string, verbose, trace bool, errw io.Writer) *flush.Logger {
 	log, err := flush.NewLogger(dest, verbose)
 	if err == nil {
 		log.SetTrace(trace)
@@ -473,7 +517,7 @@ func openLog(c *cli.Context, dest string, dryRun bool) *flush.Logger {
 		}
 	}
 	// No syslog socket (a container): stderr beats losing the log.
-	log = flush.NewWriterLogger(c.App.ErrWriter, verbose)
+	log = flush.NewWriterLogger(errw, verbose)
 	log.SetTrace(trace)
 	log.Warnf("event=log-fallback log=stderr error=%s", flush.Quote(err.Error()))
 	return log
@@ -493,6 +537,24 @@ func becomeOwner(dir string) (owner.Switch, error) {
 		return sw, nil
 	}
 	return sw, err
+}
+
+// rootLogDest keeps a run that stays root only because the spool
+// directory does not exist yet (there is nobody to become) from creating
+// the log file: it would be root's, and every later run as the spool's
+// owner would have to log elsewhere. It returns the destination to use
+// and, when it changed, the warning that says why.
+func rootLogDest(dest, spoolDir string) (string, string) {
+	if unix.Geteuid() != 0 || dest == "" || dest == "stderr" || dest == "syslog" {
+		return dest, ""
+	}
+	if _, err := os.Lstat(spoolDir); !errors.Is(err, os.ErrNotExist) {
+		return dest, ""
+	}
+	if _, err := os.Lstat(dest); !errors.Is(err, os.ErrNotExist) {
+		return dest, ""
+	}
+	return "syslog", fmt.Sprintf("log file %s not created: running as root, and the spool directory %s does not exist yet to say whose it would be; logging to syslog", dest, spoolDir)
 }
 
 func flushAction(c *cli.Context) error {
@@ -535,14 +597,21 @@ func flushAction(c *cli.Context) error {
 		return err
 	}
 
-	log := openLog(c, s.Log, dryRun)
+	dest, why := s.Log, ""
+	if !dryRun {
+		dest, why = rootLogDest(dest, filepath.Dir(s.Spool))
+	}
+	log := openLog(c, dest, dryRun)
 	defer func() {
 		if cerr := log.Close(); cerr != nil {
 			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: close log: %v\n", cerr)
 		}
 	}()
+	if why != "" {
+		log.Warnf("event=log-fallback host=%s log=syslog reason=%s", host, flush.Quote(why))
+	}
 	if sw.Changed {
-		log.Debugf("event=running-as host=%s user=%s", host, flush.Quote(sw.String()))
+		log.Infof("event=owner-switch host=%s %s dir=%s", host, sw, flush.Quote(sw.Dir))
 	}
 	if _, known := cfg.Hosts[host]; !known && !dryRun && flagString(c, "spool") == "" {
 		// A HOST with no [host] table and nothing in spool_dir is most
@@ -555,60 +624,15 @@ func flushAction(c *cli.Context) error {
 		}
 	}
 
-	so := sender.Options{
-		Helo:         s.Helo,
-		TLSName:      s.TLSName,
-		Timeout:      s.Timeout,
-		DataTimeout:  s.DataTimeout,
-		AuthUser:     s.AuthUser,
-		MaxInflight:  s.MaxInflight,
-		NoPipelining: !s.Pipelining,
-		NoChunking:   !s.Chunking,
-	}
-	if s.EightBit == "refuse" {
-		so.EightBit = sender.EightBitRefuse
-	}
-	switch s.TLS {
-	case "none":
-		so.TLS = sender.TLSNone
-	case "encrypt":
-		so.TLS = sender.TLSEncrypt
-	case "verify":
-		so.TLS = sender.TLSVerify
-	default:
-		so.TLS = sender.TLSMay
-	}
-	if so.TLSName == "" {
-		so.TLSName = host
-	}
+	fc := plan.Flush(s)
+	fc.DryRun, fc.Out, fc.Log = dryRun, c.App.Writer, log
 	if !dryRun {
-		if so.Helo == "" {
-			if so.Helo, err = fqdn(); err != nil {
+		if fc.Sender.Helo == "" {
+			if fc.Sender.Helo, err = plan.FQDN(); err != nil {
 				return &exitError{exConfig, err}
 			}
 		}
-		so.AuthPass = authPass
-	}
-
-	fc := flush.Config{
-		Host:            host,
-		Spool:           serve.SpoolOptions(s),
-		Sender:          so,
-		DryRun:          dryRun,
-		NoCoalesce:      !s.Coalesce,
-		MaxConnections:  s.MaxConnections,
-		MaxMailRefusals: s.MaxMailRefusals,
-		Out:             c.App.Writer,
-		Log:             log,
-	}
-	if s.Bounce {
-		fc.Sendmail = s.Sendmail
-	}
-	fc.MaxAge, fc.WarnAge = s.MaxAge, s.WarnAge
-	if s.Route != "" {
-		fc.Dests = []string{withPort(s.Route)}
-	} else {
-		fc.Resolve = func() ([]string, error) { return resolveMX(host) }
+		fc.Sender.AuthPass = authPass
 	}
 
 	// A person at a terminal sees the flush go, and its summary
@@ -633,7 +657,7 @@ func flushAction(c *cli.Context) error {
 		log.SetBeforeLine(nil)
 	}
 	if tty && !log.Stderr() && !sum.Busy {
-		fmt.Fprintf(os.Stderr, "etrnflush: %s\n", flush.SummaryLine(host, sum, len(fc.Sendmail) > 0))
+		fmt.Fprintf(os.Stderr, "etrnflush: %s\n", flush.SummaryLine(host, sum, len(fc.Sendmail) > 0, fc.ArchiveDir != ""))
 	}
 	res := flushResult(c, host, sum, err, dryRun)
 	if !dryRun && !sum.Busy {
@@ -671,8 +695,8 @@ func flushResult(c *cli.Context, host string, sum flush.Summary, err error, dryR
 		return loggedError{err} // flush.Run has logged it
 	}
 	if dryRun {
-		fmt.Fprintf(c.App.Writer, "event=summary host=%s dry_run=true layout=%s would_send=%d would_quarantine=%d bytes=%d\n",
-			host, sum.Layout, sum.WouldSend, sum.Quarantined, sum.Bytes)
+		fmt.Fprintf(c.App.Writer, "event=summary host=%s dry_run=true layout=%s would_send=%d would_quarantine=%d would_expire=%d would_warn=%d bytes=%d\n",
+			host, sum.Layout, sum.WouldSend, sum.Quarantined, sum.WouldExpire, sum.WouldWarn, sum.Bytes)
 		if sum.Quarantined > 0 {
 			return &exitError{exDataErr, nil}
 		}
@@ -689,92 +713,4 @@ func flushResult(c *cli.Context, host string, sum flush.Summary, err error, dryR
 	return nil
 }
 
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
-
-// withPort adds SMTP's port 25 to a route without one.
-func withPort(route string) string {
-	if _, _, err := net.SplitHostPort(route); err == nil {
-		return route
-	}
-	return net.JoinHostPort(strings.Trim(route, "[]"), "25")
-}
-
-// fqdn is this machine's name for EHLO. A name without a dot is asked of
-// the resolver; "localhost" is never used.
-func fqdn() (string, error) {
-	h, err := os.Hostname()
-	if err != nil {
-		return "", fmt.Errorf("cannot find this machine's name, set helo: %w", err)
-	}
-	if !strings.Contains(h, ".") {
-		if cn, err := net.LookupCNAME(h); err == nil && strings.Contains(strings.TrimSuffix(cn, "."), ".") {
-			h = strings.TrimSuffix(cn, ".")
-		}
-	}
-	if err := config.CheckHelo(h); err != nil {
-		return "", fmt.Errorf("this machine's name %q cannot be used in EHLO (%v): set helo", h, err)
-	}
-	return strings.ToLower(h), nil
-}
-
-// resolveMX returns the destinations for host: its MX hosts in preference
-// order without this machine (we are usually its backup MX), else the host
-// itself.
-func resolveMX(host string) ([]string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	mxs, err := net.DefaultResolver.LookupMX(ctx, host)
-	var dnsErr *net.DNSError
-	if err != nil && !(errors.As(err, &dnsErr) && dnsErr.IsNotFound) {
-		return nil, fmt.Errorf("MX lookup for %s: %w", host, err)
-	}
-	if len(mxs) == 0 {
-		return []string{net.JoinHostPort(host, "25")}, nil
-	}
-	local := localAddrs()
-	var out []string
-	for _, mx := range mxs {
-		name := strings.TrimSuffix(mx.Host, ".")
-		if name == "" {
-			continue // RFC 7505 null MX: the host accepts no mail
-		}
-		if isLocal(ctx, name, local) {
-			continue
-		}
-		out = append(out, net.JoinHostPort(name, "25"))
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("every MX host of %s is this machine: set route for it", host)
-	}
-	return out, nil
-}
-
-func localAddrs() map[string]bool {
-	m := map[string]bool{}
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return m
-	}
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok {
-			m[ipn.IP.String()] = true
-		}
-	}
-	return m
-}
-
-func isLocal(ctx context.Context, name string, local map[string]bool) bool {
-	ips, err := net.DefaultResolver.LookupIPAddr(ctx, name)
-	if err != nil {
-		return false
-	}
-	for _, ip := range ips {
-		if ip.IP.IsLoopback() || local[ip.IP.String()] {
-			return true
-		}
-	}
-	return false
-}
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

@@ -20,9 +20,11 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 
 	"etrnflush/config"
 	"etrnflush/flush"
+	"etrnflush/plan"
 	"etrnflush/serve"
 )
 
@@ -31,12 +33,12 @@ func serveCommand(onUsage cli.OnUsageErrorFunc) *cli.Command {
 		Name:      "serve",
 		Usage:     "answer ETRN and ATRN on standard input (inetd, xinetd, systemd Accept=yes)",
 		ArgsUsage: " ",
-		Flags: []cli.Flag{
+		Flags: commandFlags(
 			&cli.BoolFlag{
 				Name:  "tls-on-connect",
 				Usage: "do the TLS handshake before the greeting (implicit TLS, as on the odmrs port 366), with [serve] tls_cert and tls_key",
 			},
-		},
+		),
 		Action:          serveAction,
 		OnUsageError:    onUsage,
 		HideHelpCommand: true,
@@ -48,6 +50,7 @@ func passwdCommand(onUsage cli.OnUsageErrorFunc) *cli.Command {
 		Name:            "passwd",
 		Usage:           "print a bcrypt hash of a password read from the terminal or standard input, for [user.NAME] password_hash",
 		ArgsUsage:       " ",
+		Flags:           commandFlags(),
 		Action:          passwdAction,
 		OnUsageError:    onUsage,
 		HideHelpCommand: true,
@@ -131,21 +134,30 @@ func serveAction(c *cli.Context) error {
 	} else if err := config.CheckLog(logDest); err != nil {
 		return unavailable(usageErr("--log: %v", err))
 	}
-	log, err := flush.NewLogger(logDest, c.Bool("verbose"))
-	if err != nil {
-		return unavailable(&exitError{exConfig, err})
-	}
+	logDest, why := rootLogDest(logDest, cfg.SpoolDir)
+	// As for a flush, a log file that cannot be opened is no reason to
+	// turn the client away: its lines go to syslog, with a warning.
+	log := openLogFallback(logDest, flagCtx(c, "verbose").Bool("verbose"), false, c.App.ErrWriter)
 	defer func() {
 		if cerr := log.Close(); cerr != nil {
 			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: close log: %v\n", cerr)
 		}
 	}()
+	if why != "" {
+		log.Warnf("event=log-fallback log=syslog reason=%s", flush.Quote(why))
+	}
 	if sw.Changed {
-		log.Debugf("event=running-as user=%s", flush.Quote(sw.String()))
+		log.Infof("event=owner-switch %s dir=%s", sw, flush.Quote(sw.Dir))
 	}
 	if prepErr != nil {
 		log.Errorf("event=serve-error error=%s", flush.Quote(oneLine(prepErr.Error())))
 		return unavailable(prepErr)
+	}
+	// A state_dir the spool's user turned into a link must stop serve
+	// before a client is answered, not fail one ETRN after another.
+	if err := serve.CheckStateDir(ss.StateDir); err != nil {
+		log.Errorf("event=serve-error error=%s", flush.Quote(err.Error()))
+		return unavailable(&exitError{exNoPerm, err})
 	}
 	implicit := c.Bool("tls-on-connect")
 	if implicit && tconf == nil {
@@ -155,7 +167,7 @@ func serveAction(c *cli.Context) error {
 	}
 	hostname := cfg.Helo
 	if hostname == "" {
-		if hostname, err = fqdn(); err != nil {
+		if hostname, err = plan.FQDN(); err != nil {
 			log.Errorf("event=serve-error error=%s", flush.Quote(err.Error()))
 			return unavailable(&exitError{exConfig, err})
 		}
@@ -168,7 +180,7 @@ func serveAction(c *cli.Context) error {
 		log.Errorf("event=serve-error error=%s", flush.Quote("cannot find my own binary: "+err.Error()))
 		return unavailable(&exitError{exConfig, err})
 	}
-	sp := &serve.Spawner{Exe: exe, Config: cfg.File, Verbose: c.Bool("verbose")}
+	sp := &serve.Spawner{Exe: exe, Config: cfg.File, Verbose: flagCtx(c, "verbose").Bool("verbose")}
 	if logDest != "stderr" {
 		sp.Log = logDest
 	}
@@ -265,27 +277,23 @@ func readLine(r io.Reader) ([]byte, error) {
 }
 
 // readPasswordTwice prompts on w and reads the password twice from the
-// terminal f with echo off.
+// terminal f with echo off (golang.org/x/term, which knows each system's
+// terminal calls).
 func readPasswordTwice(f *os.File, w io.Writer) ([]byte, error) {
 	fd := int(f.Fd())
-	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	old, err := term.GetState(fd)
 	if err != nil {
 		return nil, usageErr("terminal: %v", err)
 	}
-	noEcho := *old
-	noEcho.Lflag &^= unix.ECHO
-	noEcho.Lflag |= unix.ICANON | unix.ISIG
-	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &noEcho); err != nil {
-		return nil, usageErr("terminal: %v", err)
-	}
-	// Whatever happens, the terminal gets its echo back.
+	// Whatever happens, the terminal gets its echo back: ReadPassword
+	// restores it when it returns, not when a signal ends the process.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	done := make(chan struct{})
 	go func() {
 		select {
 		case <-sig:
-			_ = unix.IoctlSetTermios(fd, unix.TCSETS, old)
+			_ = term.Restore(fd, old)
 			fmt.Fprintln(w)
 			os.Exit(exUsage)
 		case <-done:
@@ -294,17 +302,16 @@ func readPasswordTwice(f *os.File, w io.Writer) ([]byte, error) {
 	defer func() {
 		close(done)
 		signal.Stop(sig)
-		_ = unix.IoctlSetTermios(fd, unix.TCSETS, old)
+		_ = term.Restore(fd, old)
 	}()
-	br := bufio.NewReaderSize(f, 1024)
 	read := func(prompt string) ([]byte, error) {
 		fmt.Fprint(w, prompt)
-		line, err := br.ReadSlice('\n')
+		line, err := term.ReadPassword(fd)
 		fmt.Fprintln(w)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, usageErr("read password: %v", err)
 		}
-		return append([]byte(nil), bytes.TrimRight(line, "\r\n")...), nil
+		return bytes.TrimRight(line, "\r\n"), nil
 	}
 	a, err := read("Password: ")
 	if err != nil {

@@ -19,8 +19,8 @@ func TestManPageServeKeys(t *testing.T) {
 		ss   string
 		keys []string
 	}{
-		{"Serve keys", config.ServeKeys()},
-		{"User keys", config.UserKeys()},
+		{"Serve keys", tomlKeys(config.Serve{})},
+		{"User keys", tomlKeys(config.User{})},
 	} {
 		doc := map[string]int{}
 		for _, e := range entries {

@@ -138,7 +138,7 @@ func tail(s string) string {
 
 // check compares what the sink took with what the spool held.
 func check(what string, s *sink, msgs, rcpts int) error {
-	if m, r := s.msgs.Load(), s.rcpts.Load(); m != int64(msgs) || r != int64(rcpts) {
+	if m, r := s.msgs(), s.rcpts(); m != int64(msgs) || r != int64(rcpts) {
 		return fmt.Errorf("%s: sink got %d messages, %d recipients; want %d, %d", what, m, r, msgs, rcpts)
 	}
 	return nil
@@ -302,7 +302,7 @@ func (h *harness) throughput() error {
 	}
 	// The same content octets as the transcript: etrnflush sent the
 	// messages whole and once each, not merely the right number of them.
-	if got := s.bytes.Load(); got != tst.content {
+	if got := s.bytes(); got != tst.content {
 		return fmt.Errorf("throughput: sink got %d content octets from etrnflush, %d from the transcript", got, tst.content)
 	}
 	fmt.Printf("\nLoopback throughput, %d messages of %d KiB (spool %.1f MiB), sink offers CHUNKING+PIPELINING\n", n, size>>10, float64(spooled)/(1<<20))
@@ -350,8 +350,8 @@ func (h *harness) transcriptYardstick(spool string, size int64) (time.Duration, 
 		if err == nil {
 			err = check("transcript", s, st.msgs, st.rcpts)
 		}
-		if err == nil && s.bytes.Load() != st.content {
-			err = fmt.Errorf("transcript: sink got %d content octets, want %d", s.bytes.Load(), st.content)
+		if err == nil && s.bytes() != st.content {
+			err = fmt.Errorf("transcript: sink got %d content octets, want %d", s.bytes(), st.content)
 		}
 		if cerr := s.close(); err == nil {
 			err = cerr

@@ -42,7 +42,10 @@ func TestBounceKeys(t *testing.T) {
 		t.Errorf("sendmail %q", got)
 	}
 	var sb strings.Builder
-	if err := c.For("b.example").Print(&sb); err != nil {
+	if err := c.For("b.example").Print(&sb, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PrintGlobal(&sb, c.For("")); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(sb.String(), "bounce = true\n") ||
@@ -82,6 +85,48 @@ func TestAgeKeys(t *testing.T) {
 		"[host.\"b.example\"]\nwarn_age = \"soon\""} {
 		_, err := loadText(t, "\n"+bad+"\n")
 		if err == nil || !strings.Contains(err.Error(), "_age") {
+			t.Errorf("%s: %v, want an error naming the key", bad, err)
+		}
+	}
+}
+
+// TestArchiveKeys: no archive unless archive_dir is set; archive_max_age
+// defaults to 30 days; both layer per host and show in check-config; a
+// relative path or a bad age is refused naming the key.
+func TestArchiveKeys(t *testing.T) {
+	c, err := loadText(t, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.For("a.example"); s.ArchiveDir != "" || s.ArchiveMaxAge != 30*24*time.Hour {
+		t.Errorf("defaults: archive_dir %q archive_max_age %v", s.ArchiveDir, s.ArchiveMaxAge)
+	}
+	c, err = loadText(t, "archive_dir = \"/var/archive\"\n[host.\"b.example\"]\narchive_dir = \"/srv/b\"\narchive_max_age = \"7d\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.For("a.example"); s.ArchiveDir != "/var/archive" || s.ArchiveMaxAge != 30*24*time.Hour {
+		t.Errorf("global: %q %v", s.ArchiveDir, s.ArchiveMaxAge)
+	}
+	s := c.For("b.example")
+	if s.ArchiveDir != "/srv/b" || s.ArchiveMaxAge != 7*24*time.Hour {
+		t.Errorf("host: %q %v", s.ArchiveDir, s.ArchiveMaxAge)
+	}
+	var sb strings.Builder
+	if err := s.Print(&sb, ""); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(sb.String(), "archive_dir = \"/srv/b\"\n") || !strings.Contains(sb.String(), "archive_max_age = \"7d\"\n") {
+		t.Errorf("check-config output:\n%s", sb.String())
+	}
+	for _, bad := range []string{`archive_dir = "archive"`, `archive_dir = "/"`, `archive_max_age = "0d"`,
+		"spool_dir = \"/var/spool/etrnflush\"\narchive_dir = \"/var/spool/etrnflush/archive\"",
+		"spool_dir = \"/var/spool/etrnflush\"\narchive_dir = \"/var/spool/etrnflush\"",
+		"archive_dir = \"/srv/a\"\n[host.\"b.example\"]\nspool = \"/srv/a/b.example\"",
+		"[host.\"b.example\"]\nspool = \"/srv/s/b.example\"\narchive_dir = \"/srv/s/x\"",
+		"[host.\"b.example\"]\narchive_dir = \"rel\"", "[host.\"b.example\"]\narchive_max_age = \"soon\""} {
+		_, err := loadText(t, "\n"+bad+"\n")
+		if err == nil || !strings.Contains(err.Error(), "archive_") {
 			t.Errorf("%s: %v, want an error naming the key", bad, err)
 		}
 	}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"etrnflush/sender"
 )
 
 // DefaultPath is read when no --config is given; its absence is not an error.
@@ -53,6 +55,9 @@ type Host struct {
 	Bounce  *bool  `toml:"bounce"` // nil: as the global key says
 	MaxAge  string `toml:"max_age"`
 	WarnAge string `toml:"warn_age"`
+
+	ArchiveDir    string `toml:"archive_dir"`
+	ArchiveMaxAge string `toml:"archive_max_age"`
 }
 
 // Config is the whole file. Durations stay strings until validated so that
@@ -94,6 +99,10 @@ type Config struct {
 	// one delay warning. Both are ParseAge strings.
 	MaxAge  string `toml:"max_age"`
 	WarnAge string `toml:"warn_age"`
+	// ArchiveDir ("": none) keeps a copy of each accepted message in
+	// ArchiveDir/HOST; ArchiveMaxAge (default 30d) prunes them.
+	ArchiveDir    string `toml:"archive_dir"`
+	ArchiveMaxAge string `toml:"archive_max_age"`
 
 	// File is the path the config was read from ("" for built-in defaults).
 	File string `toml:"-"`
@@ -109,7 +118,7 @@ func Defaults() Config {
 		DataTimeout: "10m",
 
 		MaildirEnvelope: "exim",
-		MaxInflight:     DefaultMaxInflight,
+		MaxInflight:     sender.DefaultMaxInflight,
 		MaxConnections:  DefaultMaxConnections,
 		EightBit:        "convert",
 	}
@@ -132,31 +141,9 @@ const MaxMaxConnections = 1000
 // content for a server without 8BITMIME.
 var EightBitPolicies = []string{"convert", "refuse"}
 
-// DefaultMaxInflight is the window when neither the file nor the command
-// line sets one. It is also what one SIGKILL can at worst send twice, so
-// it stays small: 32 messages already bring a CHUNKING batch at 100 ms
-// round trips well under 0.1 round trip per message.
-const DefaultMaxInflight = 32
-
 // MaxMaxInflight caps max_inflight: more buys no speed on any link and
 // widens what a crash can duplicate.
 const MaxMaxInflight = 1000
-
-// Keys lists the global keys, for the docs test and check-config.
-func Keys() []string {
-	return []string{"spool_dir", "format", "helo", "tls", "timeout", "data_timeout", "log",
-		"mailstore_prefix_lines", "mailstore_suffix_lines", "maildir_envelope", "delivered_to_prefix",
-		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit", "max_mail_refusals",
-		"bounce", "sendmail", "max_age", "warn_age"}
-}
-
-// HostKeys lists the keys of a [host."name"] table.
-func HostKeys() []string {
-	return []string{"route", "spool", "format", "helo", "tls", "tls_name", "auth_user", "auth_password_file",
-		"mailstore_prefix_lines", "mailstore_suffix_lines", "maildir_envelope", "delivered_to_prefix",
-		"max_inflight", "pipelining", "chunking", "coalesce", "max_connections", "eight_bit", "max_mail_refusals",
-		"bounce", "max_age", "warn_age"}
-}
 
 // Formats and TLS levels accepted in the file and on the command line.
 var (
@@ -207,19 +194,11 @@ func Load(path string, explicit bool) (*Config, error) {
 		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read: %v", unwrapPath(err))}
 	}
 	c.File = path
-	md, err := toml.Decode(string(data), &c)
-	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, &Error{File: path, Line: pe.Position.Line, Key: pe.LastKey, Msg: oneLine(pe.Message)}
-		}
-		return nil, decodeError(path, data, err)
+	l := &errorList{file: path, data: data}
+	if decodeAll(l, data, &c) {
+		c.validate(l)
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		k := und[0]
-		return nil, &Error{File: path, Line: lineOf(data, k), Key: k.String(), Msg: "unknown key"}
-	}
-	if err := c.validate(data); err != nil {
+	if err := l.result(); err != nil {
 		return nil, err
 	}
 	if c.holdsHashes() {
@@ -279,7 +258,7 @@ func decodeError(path string, data []byte, err error) error {
 	}
 	key := splitKey(ks)
 	if line == 0 {
-		line = lineOf(data, key)
+		line = keyLine(data, key)
 	}
 	msg := m[3]
 	if t := typeErrRE.FindStringSubmatch(msg); t != nil {
@@ -340,100 +319,49 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// lineOf finds the line of a key for error messages. BurntSushi/toml keeps
-// positions for keys in MetaData only through ParseError, so look the last
-// component up in the text: good enough to point an admin at the right line.
-func lineOf(data []byte, k toml.Key) int {
-	if len(k) == 0 {
-		return 0
-	}
-	last := k[len(k)-1]
-	// A host name is a quoted table key; search for the table header first
-	// so that a per-host key is found inside its own table.
-	start := 0
-	if len(k) >= 2 && k[0] == "host" {
-		if i := strings.Index(string(data), `"`+k[1]+`"`); i >= 0 {
-			start = strings.LastIndexByte(string(data[:i]), '\n') + 1
-		}
-	}
-	lines := strings.Split(string(data), "\n")
-	off := 0
-	for i, l := range lines {
-		if off >= start {
-			t := strings.TrimSpace(l)
-			if strings.HasPrefix(t, last) {
-				rest := strings.TrimSpace(t[len(last):])
-				if strings.HasPrefix(rest, "=") || strings.HasPrefix(rest, ".") {
-					return i + 1
-				}
-			}
-			if strings.HasPrefix(t, "["+last) || strings.HasPrefix(t, `[host."`+last) {
-				return i + 1
-			}
-		}
-		off += len(l) + 1
-	}
-	return 0
-}
-
 func (c *Config) errAt(data []byte, key toml.Key, msg string) error {
-	return &Error{File: c.File, Line: lineOf(data, key), Key: key.String(), Msg: msg}
+	return &Error{File: c.File, Line: keyLine(data, key), Key: key.String(), Msg: msg}
 }
 
-func (c *Config) validate(data []byte) error {
-	check := func(key toml.Key, v string, ok func(string) error) error {
+// validate checks the values, adding every problem to l.
+func (c *Config) validate(l *errorList) {
+	data := l.data
+	add := l.add
+	check := func(key toml.Key, v string, ok func(string) error) {
 		if v == "" {
-			return nil
+			return
 		}
 		if err := ok(v); err != nil {
-			return c.errAt(data, key, err.Error())
+			add(c.errAt(data, key, err.Error()))
 		}
-		return nil
 	}
 	if c.SpoolDir == "" || !filepath.IsAbs(c.SpoolDir) {
-		return c.errAt(data, toml.Key{"spool_dir"}, "must be an absolute path")
+		add(c.errAt(data, toml.Key{"spool_dir"}, "must be an absolute path"))
 	}
-	if err := check(toml.Key{"format"}, c.Format, CheckFormat); err != nil {
-		return err
-	}
-	if err := check(toml.Key{"tls"}, c.TLS, CheckTLS); err != nil {
-		return err
-	}
-	if err := check(toml.Key{"helo"}, c.Helo, CheckHelo); err != nil {
-		return err
-	}
-	if err := check(toml.Key{"timeout"}, c.Timeout, checkDuration); err != nil {
-		return err
-	}
-	if err := check(toml.Key{"data_timeout"}, c.DataTimeout, checkDuration); err != nil {
-		return err
-	}
-	if err := check(toml.Key{"log"}, c.Log, CheckLog); err != nil {
-		return err
-	}
-	if err := c.checkFormatKeys(data, nil, &c.MailstorePrefixLines, &c.MailstoreSuffixLines, c.MaildirEnvelope, &c.DeliveredToPrefix); err != nil {
-		return err
-	}
+	check(toml.Key{"format"}, c.Format, CheckFormat)
+	check(toml.Key{"tls"}, c.TLS, CheckTLS)
+	check(toml.Key{"helo"}, c.Helo, CheckHelo)
+	check(toml.Key{"timeout"}, c.Timeout, checkDuration)
+	check(toml.Key{"data_timeout"}, c.DataTimeout, checkDuration)
+	check(toml.Key{"log"}, c.Log, CheckLog)
+	c.checkFormatKeys(l, nil, &c.MailstorePrefixLines, &c.MailstoreSuffixLines, c.MaildirEnvelope, &c.DeliveredToPrefix)
 	if err := CheckMaxInflight(c.MaxInflight); err != nil {
-		return c.errAt(data, toml.Key{"max_inflight"}, err.Error())
+		add(c.errAt(data, toml.Key{"max_inflight"}, err.Error()))
 	}
 	if err := CheckMaxConnections(c.MaxConnections); err != nil {
-		return c.errAt(data, toml.Key{"max_connections"}, err.Error())
+		add(c.errAt(data, toml.Key{"max_connections"}, err.Error()))
 	}
 	if c.MaxMailRefusals != nil && (*c.MaxMailRefusals < 0 || *c.MaxMailRefusals > 10000) {
-		return c.errAt(data, toml.Key{"max_mail_refusals"}, fmt.Sprintf("%d is not between 0 and 10000", *c.MaxMailRefusals))
+		add(c.errAt(data, toml.Key{"max_mail_refusals"}, fmt.Sprintf("%d is not between 0 and 10000", *c.MaxMailRefusals)))
 	}
-	if err := check(toml.Key{"eight_bit"}, c.EightBit, CheckEightBit); err != nil {
-		return err
-	}
+	check(toml.Key{"eight_bit"}, c.EightBit, CheckEightBit)
 	if err := CheckSendmail(c.Sendmail); err != nil {
-		return c.errAt(data, toml.Key{"sendmail"}, err.Error())
+		add(c.errAt(data, toml.Key{"sendmail"}, err.Error()))
 	}
-	for _, a := range []struct{ k, v string }{{"max_age", c.MaxAge}, {"warn_age", c.WarnAge}} {
-		if err := check(toml.Key{a.k}, a.v, checkAge); err != nil {
-			return err
-		}
+	for _, a := range []struct{ k, v string }{{"max_age", c.MaxAge}, {"warn_age", c.WarnAge}, {"archive_max_age", c.ArchiveMaxAge}} {
+		check(toml.Key{a.k}, a.v, checkAge)
 	}
+	check(toml.Key{"archive_dir"}, c.ArchiveDir, CheckArchiveDir)
 	names := make([]string, 0, len(c.Hosts))
 	for n := range c.Hosts {
 		names = append(names, n)
@@ -443,101 +371,84 @@ func (c *Config) validate(data []byte) error {
 		h := c.Hosts[n]
 		k := func(s string) toml.Key { return toml.Key{"host", n, s} }
 		if folded, err := CheckHostName(n); err != nil {
-			return &Error{File: c.File, Line: lineOf(data, toml.Key{"host", n}), Key: toml.Key{"host", n}.String(), Msg: err.Error()}
+			add(&Error{File: c.File, Line: keyLine(data, toml.Key{"host", n}), Key: toml.Key{"host", n}.String(), Msg: err.Error()})
 		} else if folded != n {
-			return &Error{File: c.File, Line: lineOf(data, toml.Key{"host", n}), Key: toml.Key{"host", n}.String(),
-				Msg: fmt.Sprintf("host names are written in lower case without @ or #: use %q", folded)}
+			add(&Error{File: c.File, Line: keyLine(data, toml.Key{"host", n}), Key: toml.Key{"host", n}.String(),
+				Msg: fmt.Sprintf("host names are written in lower case without @ or #: use %q", folded)})
 		}
-		if err := check(k("route"), h.Route, CheckRoute); err != nil {
-			return err
-		}
+		check(k("route"), h.Route, CheckRoute)
 		if h.Spool != "" && !filepath.IsAbs(h.Spool) {
-			return c.errAt(data, k("spool"), "must be an absolute path")
+			add(c.errAt(data, k("spool"), "must be an absolute path"))
 		}
-		if err := check(k("format"), h.Format, CheckFormat); err != nil {
-			return err
-		}
-		if err := check(k("helo"), h.Helo, CheckHelo); err != nil {
-			return err
-		}
-		if err := c.checkFormatKeys(data, k, h.MailstorePrefixLines, h.MailstoreSuffixLines, h.MaildirEnvelope, h.DeliveredToPrefix); err != nil {
-			return err
-		}
-		if err := check(k("tls"), h.TLS, CheckTLS); err != nil {
-			return err
-		}
-		if err := check(k("tls_name"), h.TLSName, func(s string) error { _, err := CheckHostName(s); return err }); err != nil {
-			return err
-		}
+		check(k("format"), h.Format, CheckFormat)
+		check(k("helo"), h.Helo, CheckHelo)
+		c.checkFormatKeys(l, k, h.MailstorePrefixLines, h.MailstoreSuffixLines, h.MaildirEnvelope, h.DeliveredToPrefix)
+		check(k("tls"), h.TLS, CheckTLS)
+		check(k("tls_name"), h.TLSName, func(s string) error { _, err := CheckHostName(s); return err })
 		if h.MaxInflight != nil {
 			if err := CheckMaxInflight(*h.MaxInflight); err != nil {
-				return c.errAt(data, k("max_inflight"), err.Error())
+				add(c.errAt(data, k("max_inflight"), err.Error()))
 			}
 		}
 		if h.MaxConnections != nil {
 			if err := CheckMaxConnections(*h.MaxConnections); err != nil {
-				return c.errAt(data, k("max_connections"), err.Error())
+				add(c.errAt(data, k("max_connections"), err.Error()))
 			}
 		}
 		if h.MaxMailRefusals != nil && (*h.MaxMailRefusals < 0 || *h.MaxMailRefusals > 10000) {
-			return c.errAt(data, k("max_mail_refusals"), fmt.Sprintf("%d is not between 0 and 10000", *h.MaxMailRefusals))
+			add(c.errAt(data, k("max_mail_refusals"), fmt.Sprintf("%d is not between 0 and 10000", *h.MaxMailRefusals)))
 		}
-		if err := check(k("eight_bit"), h.EightBit, CheckEightBit); err != nil {
-			return err
+		check(k("eight_bit"), h.EightBit, CheckEightBit)
+		for _, a := range []struct{ k, v string }{{"max_age", h.MaxAge}, {"warn_age", h.WarnAge}, {"archive_max_age", h.ArchiveMaxAge}} {
+			check(k(a.k), a.v, checkAge)
 		}
-		for _, a := range []struct{ k, v string }{{"max_age", h.MaxAge}, {"warn_age", h.WarnAge}} {
-			if err := check(k(a.k), a.v, checkAge); err != nil {
-				return err
-			}
-		}
+		check(k("archive_dir"), h.ArchiveDir, CheckArchiveDir)
 		if (h.AuthUser == "") != (h.AuthPasswordFile == "") {
-			return c.errAt(data, k("auth_user"), "auth_user and auth_password_file go together")
-		}
-		if h.AuthUser != "" {
+			add(c.errAt(data, k("auth_user"), "auth_user and auth_password_file go together"))
+		} else if h.AuthUser != "" {
 			if strings.ContainsAny(h.AuthUser, "\x00\r\n") {
-				return c.errAt(data, k("auth_user"), "contains a control character")
+				add(c.errAt(data, k("auth_user"), "contains a control character"))
 			}
 			if !filepath.IsAbs(h.AuthPasswordFile) {
-				return c.errAt(data, k("auth_password_file"), "must be an absolute path")
+				add(c.errAt(data, k("auth_password_file"), "must be an absolute path"))
 			}
 			// may and encrypt take any certificate: a man in the
 			// middle, or a spoofed MX, would be handed the password.
 			if lvl := c.tlsFor(h); lvl != "verify" {
-				return c.errAt(data, k("auth_user"), fmt.Sprintf("AUTH sends the password, so it needs a verified server, but tls is %q: set tls = \"verify\" in this table", lvl))
+				add(c.errAt(data, k("auth_user"), fmt.Sprintf("AUTH sends the password, so it needs a verified server, but tls is %q: set tls = \"verify\" in this table", lvl)))
 			}
 		}
 	}
-	if err := c.checkSharedSpools(data, names); err != nil {
-		return err
-	}
-	return c.validateServe(data)
+	c.checkSharedSpools(l, names)
+	c.checkArchiveDirs(l, names)
+	c.validateServe(l)
 }
 
 // checkFormatKeys validates the mailstore and maildir keys of the global
 // table (k nil) or of a host table; nil and "" mean not set there.
-func (c *Config) checkFormatKeys(data []byte, k func(string) toml.Key, pre, suf *int, env string, prefix *string) error {
+func (c *Config) checkFormatKeys(l *errorList, k func(string) toml.Key, pre, suf *int, env string, prefix *string) {
+	data := l.data
 	if k == nil {
 		k = func(s string) toml.Key { return toml.Key{s} }
 	}
-	for _, l := range []struct {
+	for _, a := range []struct {
 		key string
 		n   *int
 	}{{"mailstore_prefix_lines", pre}, {"mailstore_suffix_lines", suf}} {
-		if l.n != nil && (*l.n < 0 || *l.n > MaxAffixLines) {
-			return c.errAt(data, k(l.key), fmt.Sprintf("%d is not a line count from 0 to %d", *l.n, MaxAffixLines))
+		if a.n != nil && (*a.n < 0 || *a.n > MaxAffixLines) {
+			l.add(c.errAt(data, k(a.key), fmt.Sprintf("%d is not a line count from 0 to %d", *a.n, MaxAffixLines)))
 		}
 	}
 	if env != "" {
 		if err := oneOf(env, MaildirEnvelopes); err != nil {
-			return c.errAt(data, k("maildir_envelope"), err.Error())
+			l.add(c.errAt(data, k("maildir_envelope"), err.Error()))
 		}
 	}
 	if prefix != nil {
 		if err := CheckDeliveredToPrefix(*prefix); err != nil {
-			return c.errAt(data, k("delivered_to_prefix"), err.Error())
+			l.add(c.errAt(data, k("delivered_to_prefix"), err.Error()))
 		}
 	}
-	return nil
 }
 
 // MaxAffixLines bounds mailstore_prefix_lines and mailstore_suffix_lines:
@@ -561,7 +472,8 @@ func CheckDeliveredToPrefix(v string) error {
 // checkSharedSpools refuses two hosts with one spool. The per-host lock is
 // named after the host, so two hosts sharing a spool would be flushed at
 // the same time, each resending what the other is sending.
-func (c *Config) checkSharedSpools(data []byte, names []string) error {
+func (c *Config) checkSharedSpools(l *errorList, names []string) {
+	data := l.data
 	owner := map[string]string{}
 	for _, n := range names {
 		sp := filepath.Join(c.SpoolDir, n)
@@ -569,7 +481,8 @@ func (c *Config) checkSharedSpools(data []byte, names []string) error {
 			sp = filepath.Clean(s)
 		}
 		if o, ok := owner[sp]; ok {
-			return c.errAt(data, toml.Key{"host", n, "spool"}, fmt.Sprintf("%s is also the spool of host %q", sp, o))
+			l.add(c.errAt(data, toml.Key{"host", n, "spool"}, fmt.Sprintf("%s is also the spool of host %q", sp, o)))
+			continue
 		}
 		owner[sp] = n
 	}
@@ -580,12 +493,44 @@ func (c *Config) checkSharedSpools(data []byte, names []string) error {
 		}
 		if b := filepath.Base(s); b != n {
 			if _, err := CheckHostName(b); err == nil {
-				return c.errAt(data, toml.Key{"host", n, "spool"},
-					fmt.Sprintf("is the default spool of host %q (spool_dir/%s): two hosts would share it", b, b))
+				l.add(c.errAt(data, toml.Key{"host", n, "spool"},
+					fmt.Sprintf("is the default spool of host %q (spool_dir/%s): two hosts would share it", b, b)))
 			}
 		}
 	}
-	return nil
+}
+
+// checkArchiveDirs refuses an archive inside a spool directory: every
+// name in spool_dir is taken for a host by list and flush --all, and an
+// archive folder that is a host's spool would have its copies sent again.
+func (c *Config) checkArchiveDirs(l *errorList, names []string) {
+	data := l.data
+	inside := func(p, dir string) bool {
+		p, dir = filepath.Clean(p), filepath.Clean(dir)
+		return p == dir || strings.HasPrefix(p, dir+string(filepath.Separator))
+	}
+	if c.ArchiveDir != "" && inside(c.ArchiveDir, c.SpoolDir) {
+		l.add(c.errAt(data, toml.Key{"archive_dir"}, fmt.Sprintf("%s is in spool_dir %s: put the archive outside it", c.ArchiveDir, c.SpoolDir)))
+		return
+	}
+	for _, n := range names {
+		h := c.Hosts[n]
+		root := pick(h.ArchiveDir, c.ArchiveDir)
+		if root == "" {
+			continue
+		}
+		sp := filepath.Join(c.SpoolDir, n)
+		if h.Spool != "" {
+			sp = h.Spool
+		}
+		if inside(root, c.SpoolDir) || inside(root, filepath.Dir(sp)) || inside(sp, filepath.Join(root, n)) {
+			key := toml.Key{"host", n, "archive_dir"}
+			if h.ArchiveDir == "" {
+				key = toml.Key{"archive_dir"}
+			}
+			l.add(c.errAt(data, key, fmt.Sprintf("%s is in the directory of host %q's spool %s: put the archive outside it", root, n, sp)))
+		}
+	}
 }
 
 // CheckMaxConnections validates max_connections.
@@ -678,6 +623,17 @@ func ParseAge(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q is not a number of days like 5d or a duration like 36h", v)
 	}
 	return d, nil
+}
+
+// DefaultArchiveMaxAge is how long archived copies are kept.
+const DefaultArchiveMaxAge = "30d"
+
+// CheckArchiveDir validates archive_dir: an absolute path, not the root.
+func CheckArchiveDir(v string) error {
+	if !filepath.IsAbs(v) || filepath.Clean(v) == "/" {
+		return fmt.Errorf("%q is not an absolute path of a directory", v)
+	}
+	return nil
 }
 
 // DefaultSendmail is the command a DSN is handed to when sendmail is not

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -148,21 +150,166 @@ format = "bsmtp"
 	if b.Spool != "/var/spool/etrn/b.example" || b.TLS != "encrypt" || b.Format != "bsmtp" || b.Route != "" {
 		t.Errorf("b.example: %+v", b)
 	}
+	// check-config shows every key, set or (as a comment) not.
 	var sb strings.Builder
-	if err := b.Print(&sb); err != nil {
+	if err := a.Print(&sb, ""); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range append(HostKeys(), "timeout", "data_timeout", "log") {
-		if !strings.Contains(sb.String(), k+" = ") {
+	if err := c.PrintGlobal(&sb, c.For("")); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range append(tomlKeys(Host{}), tomlKeys(Config{})...) {
+		if !strings.Contains(sb.String(), "\n"+k+" = ") && !strings.Contains(sb.String(), "\n# "+k+" not set: ") {
 			t.Errorf("check-config output lacks %s:\n%s", k, sb.String())
 		}
 	}
 }
 
-// The window has a default in the file's terms and in the sender's; a
-// Config not made by Load falls back to the sender's, so they must agree.
+// TestPrintLoadsBack: what check-config prints is a configuration that
+// gives every host the settings the original gives it.
+func TestPrintLoadsBack(t *testing.T) {
+	p := write(t, `spool_dir = "/var/spool/etrn"
+tls = "encrypt"
+timeout = "30s"
+helo = "mx.isp.example"
+warn_age = "2d"
+max_age = "36h"
+bounce = false
+sendmail = ["/usr/sbin/exim", "-f", "<>", "--"]
+pipelining = false
+max_mail_refusals = 0
+mailstore_prefix_lines = 2
+delivered_to_prefix = "x-"
+
+[host."a.example"]
+route = "[2001:db8::1]:2525"
+tls = "verify"
+tls_name = "mx.a.example"
+spool = "/srv/a"
+auth_user = "a"
+auth_password_file = "/etc/etrnflush/a.pw"
+chunking = false
+bounce = true
+
+[host."b.example"]
+format = "bsmtp"
+max_inflight = 3
+maildir_envelope = "delivered-to"
+
+[serve]
+etrn_clients = ["192.0.2.0/24", "2001:db8::1"]
+etrn_limit = 0
+tls_cert = "/c.pem"
+tls_key = "/k.pem"
+
+[user.alice]
+secret_file = "/etc/alice"
+hosts = ["a.example"]
+`)
+	c, err := Load(p, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	if err := c.PrintGlobal(&sb, c.For("")); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"a.example", "b.example"} {
+		if err := c.For(h).Print(&sb, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.PrintServe(&sb); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Load(write(t, sb.String()), true)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, sb.String())
+	}
+	for _, h := range []string{"a.example", "b.example", "other.example", ""} {
+		if a, b := c.For(h), back.For(h); !reflect.DeepEqual(a, b) {
+			t.Errorf("%q: loaded back\n%+v\nwant\n%+v", h, b, a)
+		}
+	}
+	if a, b := c.ServeSettings(), back.ServeSettings(); !reflect.DeepEqual(a, b) {
+		t.Errorf("serve: loaded back\n%+v\nwant\n%+v", b, a)
+	}
+	if !reflect.DeepEqual(c.Users, back.Users) {
+		t.Errorf("users: loaded back %+v, want %+v", back.Users, c.Users)
+	}
+}
+
+// The window's one default is the sender's: a file without max_inflight
+// and a Config not made by Load both get it.
 func TestDefaultWindowMatchesSender(t *testing.T) {
-	if DefaultMaxInflight != sender.DefaultMaxInflight {
-		t.Errorf("config.DefaultMaxInflight = %d, sender.DefaultMaxInflight = %d", DefaultMaxInflight, sender.DefaultMaxInflight)
+	p := filepath.Join(t.TempDir(), "etrnflush.toml")
+	if err := os.WriteFile(p, []byte("[host.\"h.example\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, cfg := range map[string]*Config{"loaded": c, "zero": {}} {
+		if got := cfg.For("h.example").MaxInflight; got != sender.DefaultMaxInflight {
+			t.Errorf("%s: max_inflight %d, want sender.DefaultMaxInflight %d", what, got, sender.DefaultMaxInflight)
+		}
+	}
+}
+
+// tomlKeys lists the keys of a table as Load decodes it: the toml tags of
+// v's fields, without the nested tables (maps, structs).
+func tomlKeys(v any) []string {
+	var out []string
+	t := reflect.TypeOf(v)
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if k := f.Type.Kind(); tag == "" || tag == "-" || k == reflect.Map || k == reflect.Struct {
+			continue
+		}
+		out = append(out, tag)
+	}
+	return out
+}
+
+// TestLoadAllErrors: one load reports every problem, in file order, with
+// a hint where the likely fix is known.
+func TestLoadAllErrors(t *testing.T) {
+	p := write(t, `tls = "sometimes"
+formt = "bsmtp"
+timeout = 5
+
+[host.cust1.example]
+route = "192.0.2.1"
+
+[host."b.example"]
+rout = "x.example"
+log = "/var/log/x"
+`)
+	_, err := Load(p, true)
+	var all Errors
+	if !errors.As(err, &all) {
+		t.Fatalf("error %v (%T), want Errors", err, err)
+	}
+	want := []string{
+		`:1: key "tls": "sometimes" is not one of`,
+		`:2: key "formt": unknown key; did you mean "format"?`,
+		`:3: key "timeout": wrong type: a number is written here, a string is needed`,
+		`:5: key "host.cust1.example": unknown key: [host.cust1.example] is read as host "cust1" with a table "example"; a name with dots must be quoted: [host."cust1.example"]`,
+		`:9: key host."b.example".rout: unknown key; did you mean "route"?`,
+		`:10: key host."b.example".log: unknown key: log is a global key`,
+	}
+	if len(all) != len(want) {
+		t.Fatalf("%d errors, want %d:\n%v", len(all), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.Contains(all[i].Error(), w) {
+			t.Errorf("error %d: %s\nwant it to contain %s", i, all[i], w)
+		}
+	}
+	var one *Error
+	if !errors.As(err, &one) || one != all[0] {
+		t.Errorf("errors.As(*Error) gives %v, want the first", one)
 	}
 }

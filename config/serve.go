@@ -39,15 +39,6 @@ type User struct {
 	Hosts      []string `toml:"hosts"`
 }
 
-// ServeKeys lists the keys of the [serve] table, for the docs test.
-func ServeKeys() []string {
-	return []string{"etrn_clients", "etrn_public", "etrn_limit", "etrn_window", "state_dir",
-		"tls_cert", "tls_key", "allow_plaintext_auth", "idle_timeout", "session_timeout", "max_commands"}
-}
-
-// UserKeys lists the keys of a [user.NAME] table.
-func UserKeys() []string { return []string{"password_hash", "secret_file", "hosts"} }
-
 // RouteClient is the route that sends a host's mail back to the address
 // that asked for it with ETRN (only etrnflush serve knows that address).
 const RouteClient = "client"
@@ -193,37 +184,38 @@ func tableLine(data []byte, prefix, name, key string) int {
 	return header
 }
 
-func (c *Config) validateServe(data []byte) error {
+func (c *Config) validateServe(l *errorList) {
+	data := l.data
 	s := c.Serve
 	errAt := func(key, msg string) error {
 		return &Error{File: c.File, Line: tableLine(data, "serve", "", key), Key: toml.Key{"serve", key}.String(), Msg: msg}
 	}
 	for _, n := range s.EtrnClients {
 		if _, err := parseNetwork(n); err != nil {
-			return errAt("etrn_clients", err.Error())
+			l.add(errAt("etrn_clients", err.Error()))
 		}
 	}
 	if s.EtrnLimit != nil && *s.EtrnLimit < 0 {
-		return errAt("etrn_limit", "must be 0 (no limit) or more")
+		l.add(errAt("etrn_limit", "must be 0 (no limit) or more"))
 	}
 	if s.MaxCommands != nil && *s.MaxCommands < 1 {
-		return errAt("max_commands", "must be 1 or more")
+		l.add(errAt("max_commands", "must be 1 or more"))
 	}
 	for _, d := range []struct{ key, v string }{{"etrn_window", s.EtrnWindow}, {"idle_timeout", s.IdleTimeout}, {"session_timeout", s.SessionTimeout}} {
 		if d.v == "" {
 			continue
 		}
 		if _, err := ParseDuration(d.v); err != nil {
-			return errAt(d.key, err.Error())
+			l.add(errAt(d.key, err.Error()))
 		}
 	}
 	for _, p := range []struct{ key, v string }{{"state_dir", s.StateDir}, {"tls_cert", s.TLSCert}, {"tls_key", s.TLSKey}} {
 		if p.v != "" && !filepath.IsAbs(p.v) {
-			return errAt(p.key, "must be an absolute path")
+			l.add(errAt(p.key, "must be an absolute path"))
 		}
 	}
 	if (s.TLSCert == "") != (s.TLSKey == "") {
-		return errAt("tls_cert", "tls_cert and tls_key go together")
+		l.add(errAt("tls_cert", "tls_cert and tls_key go together"))
 	}
 	names := make([]string, 0, len(c.Users))
 	for n := range c.Users {
@@ -240,31 +232,29 @@ func (c *Config) validateServe(data []byte) error {
 			return &Error{File: c.File, Line: tableLine(data, "user", n, key), Key: k.String(), Msg: msg}
 		}
 		if err := CheckUserName(n); err != nil {
-			return uerr("", err.Error())
+			l.add(uerr("", err.Error()))
 		}
 		if u.PasswordHash == "" && u.SecretFile == "" {
-			return uerr("password_hash", "missing: make one with etrnflush passwd, or set secret_file (needed for CRAM-MD5)")
+			l.add(uerr("password_hash", "missing: make one with etrnflush passwd, or set secret_file (needed for CRAM-MD5)"))
 		}
 		if u.PasswordHash != "" {
 			if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
-				return uerr("password_hash", "not a bcrypt hash (make one with etrnflush passwd): "+err.Error())
+				l.add(uerr("password_hash", "not a bcrypt hash (make one with etrnflush passwd): "+err.Error()))
 			}
 		}
 		if u.SecretFile != "" && !filepath.IsAbs(u.SecretFile) {
-			return uerr("secret_file", "must be an absolute path")
+			l.add(uerr("secret_file", "must be an absolute path"))
 		}
 		if len(u.Hosts) == 0 {
-			return uerr("hosts", "missing: list the hosts this user may ATRN")
+			l.add(uerr("hosts", "missing: list the hosts this user may ATRN"))
 		}
 		for _, h := range u.Hosts {
 			folded, err := CheckHostName(h)
 			if err != nil {
-				return uerr("hosts", fmt.Sprintf("%q: %v", h, err))
-			}
-			if folded != h {
-				return uerr("hosts", fmt.Sprintf("host names are written in lower case without @ or #: use %q", folded))
+				l.add(uerr("hosts", fmt.Sprintf("%q: %v", h, err)))
+			} else if folded != h {
+				l.add(uerr("hosts", fmt.Sprintf("host names are written in lower case without @ or #: use %q", folded)))
 			}
 		}
 	}
-	return nil
 }

@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/mail"
 	"net/textproto"
+	"os"
 	"strings"
 	"time"
 
@@ -42,9 +45,26 @@ func (r *run) bounceFailed(ctx context.Context) {
 }
 
 func (r *run) bounceOne(ctx context.Context, c spool.FailedCopy) {
+	unlock, err := c.Lock()
+	if errors.Is(err, spool.ErrCopyBusy) || errors.Is(err, os.ErrNotExist) {
+		// The bounce command has it (or just removed it): one DSN is
+		// enough.
+		r.log.Debugf("event=bounce host=%s id=%s status=not_bounced reason=%s", r.cfg.Host, logID(c.Stem), Quote("not bounced here: "+err.Error()))
+		return
+	}
+	if err != nil {
+		r.sum.BounceFailed++
+		r.log.Warnf("event=bounce host=%s id=%s status=bounce_failed reason=%s", r.cfg.Host, logID(c.Stem), Quote(err.Error()))
+		return
+	}
+	defer func() {
+		if err := unlock(); err != nil {
+			r.log.Debugf("event=error host=%s id=%s error=%s", r.cfg.Host, logID(c.Stem), Quote("unlock: "+err.Error()))
+		}
+	}()
 	var env bsmtp.Envelope
 	var arrival time.Time
-	err := c.Read(func(e bsmtp.Envelope, content io.Reader) error {
+	err = c.Read(func(e bsmtp.Envelope, content io.Reader) error {
 		env = e
 		arrival = receivedDate(content)
 		return nil
@@ -57,15 +77,7 @@ func (r *run) bounceOne(ctx context.Context, c spool.FailedCopy) {
 		return
 	}
 	if err == nil {
-		why, remote := cutRemoteTag(c.Why)
-		rep := bounce.Report{
-			ReportingMTA: r.cfg.Sender.Helo,
-			Host:         r.cfg.Host,
-			RemoteMTA:    remote,
-			Sender:       env.From,
-			Arrival:      arrival,
-			Rcpts:        rcptReasons(env.To, why),
-		}
+		rep := failedReport(r.cfg.Sender.Helo, r.cfg.Host, c.Why, env, arrival)
 		var dsn bytes.Buffer
 		err = c.Read(func(_ bsmtp.Envelope, content io.Reader) error {
 			return bounce.Write(&dsn, rep, content)
@@ -86,6 +98,95 @@ func (r *run) bounceOne(ctx context.Context, c spool.FailedCopy) {
 	r.sum.BounceFailed++
 	r.log.Warnf("event=bounce host=%s id=%s from=%s to=%s status=bounce_failed reason=%s",
 		r.cfg.Host, logID(c.Stem), logAddr(env.From), addrs(env.To), Quote(err.Error()))
+}
+
+// failedReport is the DSN report for a failed copy whose .why line is
+// why (see failReason and remoteTag).
+func failedReport(mta, host, why string, env bsmtp.Envelope, arrival time.Time) bounce.Report {
+	why, remote := cutRemoteTag(why)
+	return bounce.Report{
+		ReportingMTA: mta,
+		Host:         host,
+		RemoteMTA:    remote,
+		Sender:       env.From,
+		Arrival:      arrival,
+		Rcpts:        rcptReasons(env.To, why),
+	}
+}
+
+// BounceConfig is what the bounce command needs to return a copy.
+type BounceConfig struct {
+	Host         string
+	ReportingMTA string   // the HELO name
+	Sendmail     []string // the command that takes the DSN
+}
+
+// ErrNotBounceable means a copy cannot be returned to its sender: it is
+// from the null sender, or not one complete BSMTP message. Nothing was
+// changed.
+var ErrNotBounceable = errors.New("cannot be returned to its sender")
+
+// ErrSendmail means the sendmail command did not take the DSN; the copy
+// stays.
+var ErrSendmail = errors.New("the sendmail command did not take the DSN; the copy stays")
+
+// BounceCopy returns the copy c of a failed folder (or, with quarantined,
+// of a quarantine folder) to its envelope sender as one DSN, as the
+// flush does for refused mail, and removes it once the sendmail command
+// exited 0. It holds the copy's lock meanwhile, so that a flush of the
+// host bouncing its failed folder at the same moment leaves it alone. A
+// failed copy's recipients are reported with the server's replies; a
+// quarantined one's with status 5.0.0 and the reason it was set aside.
+func BounceCopy(ctx context.Context, bc BounceConfig, c spool.Copy, quarantined bool) (env bsmtp.Envelope, err error) {
+	unlock, err := spool.LockCopy(c)
+	if errors.Is(err, spool.ErrNotOneMessage) {
+		return env, fmt.Errorf("%w: %w", ErrNotBounceable, err)
+	}
+	if err != nil {
+		return env, err
+	}
+	defer func() {
+		if uerr := unlock(); uerr != nil && err == nil {
+			err = uerr
+		}
+	}()
+	var arrival time.Time
+	err = spool.ReadCopy(c, func(e bsmtp.Envelope, content io.Reader) error {
+		env = e
+		arrival = receivedDate(content)
+		return nil
+	})
+	if errors.Is(err, spool.ErrNotOneMessage) {
+		return env, fmt.Errorf("%w: %w", ErrNotBounceable, err)
+	}
+	if err != nil {
+		return env, err
+	}
+	if env.From == "" {
+		// RFC 5321 section 6.1.
+		return env, fmt.Errorf("%w: it is from the null sender", ErrNotBounceable)
+	}
+	rep := failedReport(bc.ReportingMTA, bc.Host, c.Reason, env, arrival)
+	if quarantined {
+		rep.RemoteMTA = ""
+		for i := range rep.Rcpts {
+			rep.Rcpts[i].Reply = "5.0.0 not delivered: the copy held for " + bc.Host + " was damaged and set aside (" + c.Reason + ")"
+		}
+	}
+	var dsn bytes.Buffer
+	err = spool.ReadCopy(c, func(_ bsmtp.Envelope, content io.Reader) error {
+		return bounce.Write(&dsn, rep, content)
+	})
+	if err != nil {
+		return env, err
+	}
+	if err := bounce.Send(ctx, bc.Sendmail, env.From, dsn.Bytes()); err != nil {
+		return env, fmt.Errorf("%w: %w", ErrSendmail, err)
+	}
+	if err := spool.Delete(c); err != nil {
+		return env, fmt.Errorf("the DSN was handed over, but the copy could not be removed (remove it by hand, or the next flush with bounce on returns it again): %w", err)
+	}
+	return env, nil
 }
 
 // rcptReasons gives each failed recipient its reply from the .why line

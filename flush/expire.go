@@ -76,12 +76,20 @@ func (r *run) expire(ctx context.Context) (err error) {
 			switch {
 			case r.sum.Deferred > 0:
 				r.sum.Deferred--
+				r.sum.Failed++
 				r.sum.Rcpts.Deferred -= min(r.sum.Rcpts.Deferred, len(m.To))
 			case r.sum.Uncertain > 0:
 				r.sum.Uncertain--
+				r.sum.Failed++
 				r.sum.Rcpts.Uncertain -= min(r.sum.Rcpts.Uncertain, len(m.To))
+			case r.sum.PartialLeft > 0:
+				// Still counted as partial: some recipients took it,
+				// the rest are now given up; nothing of it is left.
+				r.sum.PartialLeft--
+				r.sum.Rcpts.Deferred -= min(r.sum.Rcpts.Deferred, len(m.To))
+			default:
+				r.sum.Failed++
 			}
-			r.sum.Failed++
 			r.sum.Rcpts.Failed += len(m.To)
 			r.log.Warnf("event=message host=%s id=%s%s from=%s to=%s size=%d status=expired reason=%s",
 				r.cfg.Host, logID(m.Key), msgIDs(m), logAddr(m.From), addrs(m.To), m.Size, Quote(why))
@@ -183,4 +191,41 @@ func writeFromSpool(w io.Writer, rep bounce.Report, m *spool.Message) (err error
 		}
 	}()
 	return bounce.Write(w, rep, rc)
+}
+
+// dryAge reports what expire and warn would do with m after a pass that
+// left it in the spool: a dry run sends nothing and marks nothing, but
+// the admin should see what the next real run gives up or warns about.
+func (r *run) dryAge(m *spool.Message, now time.Time) {
+	if r.cfg.MaxAge <= 0 && r.cfg.WarnAge <= 0 {
+		return
+	}
+	since, src := arrival(m)
+	age := now.Sub(since)
+	what := ""
+	switch {
+	case r.cfg.MaxAge > 0 && age > r.cfg.MaxAge:
+		what = "expire"
+		r.sum.WouldExpire++
+	case r.cfg.WarnAge > 0 && age > r.cfg.WarnAge && len(r.cfg.Sendmail) > 0 && m.From != "":
+		key, err := warnKey(m)
+		if err == nil {
+			var done bool
+			if done, err = spool.Warned(r.cfg.Spool.Path, key); done {
+				return // warned by an earlier run
+			}
+		}
+		if err != nil {
+			r.log.Warnf("event=error host=%s id=%s error=%s", r.cfg.Host, logID(m.Key), Quote(err.Error()))
+			return
+		}
+		what = "warn"
+		r.sum.WouldWarn++
+	default:
+		return
+	}
+	if r.cfg.Out != nil {
+		fmt.Fprintf(r.cfg.Out, "event=would-%s host=%s id=%s from=%s to=%s held_since=%s age_from=%s\n", what, r.cfg.Host, logID(m.Key), termAddr(m.From),
+			allAddrs(m.To), since.UTC().Format(time.RFC3339), map[bool]string{true: "received", false: "mtime"}[src == "Received: date"])
+	}
 }

@@ -199,3 +199,21 @@ func TestDelayWarningOnce(t *testing.T) {
 		t.Errorf("a warning changed the spool: %q", got)
 	}
 }
+
+// TestExpiryOfPartialLeavesNothing: a message one recipient of which the
+// server took while it deferred the other, held longer than max_age, is
+// given up after the pass; its DSN handed over, nothing is left (the run
+// would exit 0).
+func TestExpiryOfPartialLeavesNothing(t *testing.T) {
+	be := &faultSink{faults: map[string]string{"RCPT a2@h.example": "451"}}
+	addr := startFaultSink(t, be)
+	path := filepath.Join(t.TempDir(), "h.example")
+	writeDated(t, path, []testMsg{{"a@s.example", []string{"a1@h.example", "a2@h.example"}}},
+		[]time.Time{time.Now().Add(-10 * 24 * time.Hour)})
+	out := t.TempDir()
+	t.Setenv("FAKE_SENDMAIL_EXIT", "0")
+	sum, logs := flushAged(t, path, addr, fakeSendmail(t, out), 5*24*time.Hour)
+	if !strings.Contains(logs, "status=expired") || sum.Bounced != 1 || sum.Left() {
+		t.Errorf("summary %+v, want the partial message expired, bounced and nothing left\n%s", sum, logs)
+	}
+}

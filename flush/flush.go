@@ -61,6 +61,12 @@ type Config struct {
 	// Progress, when set, is called after each message is settled with
 	// the messages settled so far and their octets.
 	Progress func(messages int, bytes int64)
+	// ArchiveDir, when set, is the archive root: each message a server
+	// accepted is copied into ArchiveDir/HOST before it leaves the spool
+	// (see archive); copies older than ArchiveMaxAge are pruned at the
+	// end of the run.
+	ArchiveDir    string
+	ArchiveMaxAge time.Duration
 }
 
 // Summary counts messages by outcome, each message once: Sent (every
@@ -77,6 +83,8 @@ type Summary struct {
 	Unreachable                                    bool // no destination answered, or the connection failed with messages not yet offered
 	Layout                                         string
 	Bounced, BounceFailed                          int // DSNs handed to Sendmail, and those it did not take
+	Archived, ArchiveFailed                        int // accepted messages copied to the archive, and those not copied
+	WouldExpire, WouldWarn                         int // dry run only
 	Rcpts                                          RcptCounts
 }
 
@@ -94,9 +102,12 @@ func (s Summary) Messages() int {
 	return s.Sent + s.Deferred + s.Failed + s.Quarantined + s.Uncertain + s.Partial
 }
 
-// Left reports whether anything is left for a later run.
+// Left reports whether anything is left for a later run. An unreachable
+// host leaves its messages counted as deferred; when expiry gave them all
+// up and their DSNs were handed over, nothing is left: the run did all
+// there was to do, whether or not the host answered.
 func (s Summary) Left() bool {
-	return s.Deferred > 0 || s.Uncertain > 0 || s.PartialLeft > 0 || s.Unreachable || s.BounceFailed > 0
+	return s.Deferred > 0 || s.Uncertain > 0 || s.PartialLeft > 0 || s.BounceFailed > 0
 }
 
 // ErrSpool wraps local I/O trouble with the spool (exit 74).
@@ -125,17 +136,21 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	// A dry run prints its own listing and summary; it must not log a
 	// summary that reads like a real flush.
 	if !r.sum.Busy && !cfg.DryRun {
-		r.log.Infof("%s", SummaryLine(cfg.Host, r.sum, len(cfg.Sendmail) > 0))
+		r.log.Infof("%s", SummaryLine(cfg.Host, r.sum, len(cfg.Sendmail) > 0, cfg.ArchiveDir != ""))
 	}
 	return r.sum, err
 }
 
 // SummaryLine is the line that ends a flush of host, in the log and on
-// the terminal. bounces adds the DSN counts (bounce is on).
-func SummaryLine(host string, s Summary, bounces bool) string {
+// the terminal. bounces adds the DSN counts (bounce is on), archive the
+// archive's (archive_dir is set).
+func SummaryLine(host string, s Summary, bounces, archive bool) string {
 	b := ""
 	if bounces {
 		b = fmt.Sprintf(" bounced=%d bounce_failed=%d", s.Bounced, s.BounceFailed)
+	}
+	if archive {
+		b += fmt.Sprintf(" archived=%d archive_failed=%d", s.Archived, s.ArchiveFailed)
 	}
 	return fmt.Sprintf("event=summary host=%s sent=%d deferred=%d failed=%d quarantined=%d uncertain=%d partial=%d messages=%d "+
 		"rcpts=%d rcpt_sent=%d rcpt_failed=%d rcpt_deferred=%d rcpt_uncertain=%d bytes=%d elapsed=%s%s",
@@ -167,6 +182,8 @@ type run struct {
 	remote          string          // the server dialled last, for Remote-MTA (see remoteTag)
 	done            int             // messages settled, for Progress
 	doneBytes       int64
+	archiveOff      bool // archiving failed in this run: not tried again (see archive)
+	pruned          bool // the archive was pruned in this run
 }
 
 func (r *run) maxConns() int {
@@ -211,9 +228,9 @@ func (r *run) run(ctx context.Context) (err error) {
 		}
 	}()
 	for passes := 0; ; passes++ {
-		left := r.sum.Deferred + r.sum.Uncertain
+		left := r.sum.Deferred + r.sum.Uncertain + r.sum.PartialLeft
 		err := r.pass(ctx)
-		if err == nil && (r.sum.Deferred+r.sum.Uncertain > left || r.sum.Unreachable) {
+		if err == nil && (r.sum.Deferred+r.sum.Uncertain+r.sum.PartialLeft > left || r.sum.Unreachable) {
 			// Only what a pass left can have grown too old; a spool
 			// the pass emptied is not opened again.
 			err = r.expire(ctx)
@@ -225,6 +242,7 @@ func (r *run) run(ctx context.Context) (err error) {
 			return err
 		}
 		r.bounceFailed(ctx)
+		r.pruneArchive()
 		again := lock.TakeAgain()
 		if !again {
 			var rerr error
@@ -673,6 +691,11 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn st
 	}
 	reply := replyText(res)
 	why := failReason(m, res, out)
+	if len(sent) > 0 && r.cfg.ArchiveDir != "" {
+		// Before the record: a kill in between sends the message again
+		// and archives it twice, never drops it from the archive.
+		r.archive(m, sent, reply)
+	}
 	// Record first, log second: the log line claims what the spool now holds.
 	if err := sp.Settle(m, out, why+remoteTag(r.remote, res)); err != nil {
 		return fmt.Errorf("settle %s: %w", m.ID, err)
@@ -877,12 +900,14 @@ func escape(a string) string {
 }
 
 func (r *run) dryRun(sp spool.Spool, m *spool.Message) error {
+	now := time.Now()
 	for {
 		if r.cfg.Out != nil {
 			// The listing is for the admin at a terminal: every recipient,
 			// as stored.
 			fmt.Fprintf(r.cfg.Out, "event=would-send host=%s id=%s%s from=%s to=%s size=%d\n", r.cfg.Host, logID(m.Key), msgIDs(m), termAddr(m.From), allAddrs(m.To), m.Size)
 		}
+		r.dryAge(m, now)
 		r.sum.WouldSend++
 		r.sum.Bytes += m.Size
 		var err error

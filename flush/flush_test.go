@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,23 +13,22 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"etrnflush/bsmtp"
+	"etrnflush/internal/fakesmtp"
 	"etrnflush/sender"
 	"etrnflush/spool"
 )
 
-// faultSink is a go-smtp backend that injects one fault per key. Keys are
-// "MAIL <from>", "RCPT <to>" and "DATA <from>" (the reply to the final dot;
-// go-smtp answers DATA with 354 itself). Values: "451", "550" (a reply with
-// that code), "drop-mid" (the connection closes halfway through the data),
-// "drop-dot" (it closes after the final dot, before the reply) and "slow"
-// (the reply comes after the client's timeout).
+// faultSink is the fake server of internal/fakesmtp with one fault per
+// key, in fakesmtp.Script's notation: keys "MAIL <from>", "RCPT <to>" and
+// "DATA <from>" (the reply to the final dot; go-smtp answers DATA with 354
+// itself); values "451", "550" (a reply with that code), "drop-mid" (the
+// connection closes halfway through the data), "drop-dot" (it closes
+// after the final dot, before the reply) and "slow" (the reply comes
+// after the client's timeout).
 type faultSink struct {
 	faults map[string]string
 	slow   time.Duration
@@ -39,116 +37,30 @@ type faultSink struct {
 	// session with 421 and closes (smtp_accept_max_per_connection).
 	maxRcpts, maxMails int
 
-	mu  sync.Mutex
-	got []string // "from>to1,to2" per accepted message
+	srv *fakesmtp.Server
 }
 
-func (b *faultSink) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &faultSession{be: b, conn: c.Conn()}, nil
-}
-
+// accepted returns "from>to1,to2" per accepted message, sorted (none
+// when the sink was not started).
 func (b *faultSink) accepted() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := append([]string(nil), b.got...)
+	if b.srv == nil {
+		return nil
+	}
+	out := b.srv.Envelopes()
 	sort.Strings(out)
 	return out
 }
 
-type faultSession struct {
-	be    *faultSink
-	conn  net.Conn
-	from  string
-	to    []string
-	mails int
-}
-
-func (s *faultSession) Reset()        { s.from, s.to = "", nil }
-func (s *faultSession) Logout() error { return nil }
-
-func (s *faultSession) fault(key string) error {
-	switch f := s.be.faults[key]; f {
-	case "":
-		return nil
-	case "451":
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "scripted deferral for " + key}
-	case "550":
-		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "scripted refusal for " + key}
-	case "drop-dot":
-		_ = s.conn.Close() // the test is about the close itself
-		return errors.New("dropped")
-	case "slow":
-		time.Sleep(s.be.slow)
-		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "too late"}
-	default:
-		panic("unknown fault " + f)
-	}
-}
-
-func (s *faultSession) Mail(from string, _ *smtp.MailOptions) error {
-	if s.mails++; s.be.maxMails > 0 && s.mails > s.be.maxMails {
-		// What Exim does: the reply, then the end of its side. It reads
-		// on what was pipelined (a close with unread input would reset
-		// the connection and lose the 421 on the way).
-		_, _ = io.WriteString(s.conn, "421 4.7.0 too many messages in this connection\r\n")
-		if tc, ok := s.conn.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
-			_, _ = io.Copy(io.Discard, tc)
-		}
-		_ = s.conn.Close()
-		return errors.New("closed")
-	}
-	if err := s.fault("MAIL " + from); err != nil {
-		return err
-	}
-	s.from = from
-	return nil
-}
-
-func (s *faultSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if s.be.maxRcpts > 0 && len(s.to) >= s.be.maxRcpts {
-		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "too many recipients"}
-	}
-	if err := s.fault("RCPT " + to); err != nil {
-		return err
-	}
-	s.to = append(s.to, to)
-	return nil
-}
-
-func (s *faultSession) Data(r io.Reader) error {
-	if s.be.faults["DATA "+s.from] == "drop-mid" {
-		var half [64]byte
-		_, _ = io.ReadFull(r, half[:])
-		_ = s.conn.Close()
-		return errors.New("dropped")
-	}
-	if _, err := io.Copy(io.Discard, r); err != nil {
-		return err
-	}
-	if err := s.fault("DATA " + s.from); err != nil {
-		return err
-	}
-	s.be.mu.Lock()
-	s.be.got = append(s.be.got, s.from+">"+strings.Join(s.to, ","))
-	s.be.mu.Unlock()
-	return nil
-}
-
 func startFaultSink(t *testing.T, be *faultSink) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	be.srv = &fakesmtp.Server{
+		Domain:   "sink.test",
+		Timeout:  10 * time.Second,
+		Faults:   fakesmtp.Script(be.faults, be.slow),
+		MaxRcpts: be.maxRcpts,
+		MaxMails: be.maxMails,
 	}
-	srv := smtp.NewServer(be)
-	srv.Domain = "sink.test"
-	srv.ErrorLog = log.New(io.Discard, "", 0)
-	srv.ReadTimeout = 10 * time.Second
-	srv.WriteTimeout = 10 * time.Second
-	go func() { _ = srv.Serve(l) }() // ends when Close closes the listener
-	t.Cleanup(func() { _ = srv.Close() })
-	return l.Addr().String()
+	return fakesmtp.Run(t, be.srv)
 }
 
 // startGreeter answers every connection with a fixed greeting and closes it.

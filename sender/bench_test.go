@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"etrnflush/internal/fakesmtp"
 )
 
 // body4K is the benchmark content: 4 KiB of 78-column lines.
@@ -140,7 +142,7 @@ func rcpts(n int) []string {
 func TestRoundTrips(t *testing.T) {
 	const n, oneWay = 60, 25 * time.Millisecond
 	rtt := 2 * oneWay
-	sinkAddr := startSink(t, &sink{discard: true}, nil)
+	sinkAddr := startSink(t, &fakesmtp.Server{Discard: true}, nil)
 	fast := startDelayProxy(t, sinkAddr, 0)
 	slow := startDelayProxy(t, sinkAddr, oneWay)
 	for _, c := range []struct {
@@ -181,7 +183,7 @@ func TestRoundTrips(t *testing.T) {
 // 3+recipients.
 func BenchmarkRoundTrips(b *testing.B) {
 	const n, oneWay = 100, 10 * time.Millisecond
-	addr := startDelayProxy(b, startSink(b, &sink{discard: true}, nil), oneWay)
+	addr := startDelayProxy(b, startSink(b, &fakesmtp.Server{Discard: true}, nil), oneWay)
 	for _, en := range engines {
 		for _, to := range []int{1, 5} {
 			b.Run(fmt.Sprintf("%s/%drcpt", en.name, to), func(b *testing.B) {
@@ -210,7 +212,7 @@ func BenchmarkRoundTrips(b *testing.B) {
 // Both ends run in this process, so B/op and allocs/op include the
 // server's.
 func BenchmarkEngines(b *testing.B) {
-	addr := startSink(b, &sink{discard: true}, nil)
+	addr := startSink(b, &fakesmtp.Server{Discard: true}, nil)
 	for _, en := range engines {
 		b.Run(en.name, func(b *testing.B) {
 			o := testOptions(addr)

@@ -5,17 +5,16 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"log"
-	"net"
 	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"etrnflush/internal/fakesmtp"
 )
 
 // engines are the three ways a session can send. go-smtp always offers
@@ -27,86 +26,6 @@ var engines = []struct {
 	{"lock-step", func(o *Options) { o.NoPipelining = true }},
 	{"pipelining", func(o *Options) { o.NoChunking = true }},
 	{"chunking", func(*Options) {}},
-}
-
-// dropSink is a go-smtp backend whose faults can also end the session.
-// Keys as sink's; values "451", "550", "554" (a reply), "drop" (close the
-// connection instead of replying; for DATA after reading all content),
-// "slow" (reply after the client's timeout), "421" (reply 421 and close).
-type dropSink struct {
-	faults map[string]string
-	slow   time.Duration
-
-	mu  sync.Mutex
-	got []string
-}
-
-func (b *dropSink) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &dropSession{be: b, c: c}, nil
-}
-
-func (b *dropSink) accepted() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]string(nil), b.got...)
-}
-
-type dropSession struct {
-	be   *dropSink
-	c    *smtp.Conn
-	from string
-	to   []string
-}
-
-func (s *dropSession) Reset()        { s.from, s.to = "", nil }
-func (s *dropSession) Logout() error { return nil }
-
-func (s *dropSession) fault(key string) error {
-	f := s.be.faults[key]
-	switch f {
-	case "":
-		return nil
-	case "drop":
-		_ = s.c.Conn().Close() // the fault is the close
-		return errors.New("dropped")
-	case "slow":
-		time.Sleep(s.be.slow)
-		return nil
-	case "421":
-		s.c.Reject()
-		return errors.New("rejected")
-	}
-	code, _ := strconv.Atoi(f)
-	return &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode{code / 100, 0, 0}, Message: "fault " + key}
-}
-
-func (s *dropSession) Mail(from string, _ *smtp.MailOptions) error {
-	if err := s.fault("MAIL " + from); err != nil {
-		return err
-	}
-	s.from = from
-	return nil
-}
-
-func (s *dropSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if err := s.fault("RCPT " + to); err != nil {
-		return err
-	}
-	s.to = append(s.to, to)
-	return nil
-}
-
-func (s *dropSession) Data(r io.Reader) error {
-	if _, err := io.Copy(io.Discard, r); err != nil {
-		return err
-	}
-	if err := s.fault("DATA " + s.from); err != nil {
-		return err
-	}
-	s.be.mu.Lock()
-	s.be.got = append(s.be.got, s.from+">"+strings.Join(s.to, ","))
-	s.be.mu.Unlock()
-	return nil
 }
 
 // TestGoSMTPEngines runs three messages, the second one faulted at each
@@ -158,8 +77,12 @@ func TestGoSMTPEngines(t *testing.T) {
 				if !ok {
 					want = c.want[""]
 				}
-				be := &dropSink{faults: c.faults, slow: 700 * time.Millisecond}
-				addr := startDropSink(t, be)
+				// Values as fakesmtp.Script: a reply, "drop" (close the
+				// connection instead of replying; for DATA after reading
+				// all content), "slow" (reply after the client's timeout),
+				// "421" (reply 421 and close).
+				be := &fakesmtp.Server{Faults: fakesmtp.Script(c.faults, 700*time.Millisecond)}
+				addr := startSink(t, be, nil)
 				o := testOptions(addr)
 				o.Timeout, o.DataTimeout = 300*time.Millisecond, 300*time.Millisecond
 				en.opt(&o)
@@ -197,39 +120,14 @@ func TestGoSMTPEngines(t *testing.T) {
 					t.Logf("Close: %v", err)
 				}
 				// The server may finish a message after the client gave
-				// up on the session; a "slow" RCPT is still taken.
+				// up on the session; the "slow" RCPT's fate is timing.
 				time.Sleep(10 * time.Millisecond)
-				if g := be.accepted(); !reflect.DeepEqual(g, c.got) && c.name != "RCPT slower than the timeout" {
+				if g := be.Envelopes(); !reflect.DeepEqual(g, c.got) && c.name != "RCPT slower than the timeout" {
 					t.Errorf("server took %q, want %q", g, c.got)
 				}
 			})
 		}
 	}
-}
-
-func startDropSink(t testing.TB, be *dropSink) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := smtp.NewServer(be)
-	srv.Domain = "sink.test"
-	srv.ErrorLog = log.New(io.Discard, "", 0)
-	srv.ReadTimeout = 10 * time.Second
-	srv.WriteTimeout = 10 * time.Second
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(l) // ends when Close closes the listener
-	}()
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Logf("sink close: %v", err)
-		}
-		<-done
-	})
-	return l.Addr().String()
 }
 
 // TestPipelinedReportError: report failing stops the session cleanly:
@@ -239,7 +137,7 @@ func TestPipelinedReportError(t *testing.T) {
 	boom := errors.New("spool broke")
 	for _, en := range engines[1:] {
 		t.Run(en.name, func(t *testing.T) {
-			be := &sink{}
+			be := &fakesmtp.Server{}
 			o := testOptions(startSink(t, be, nil))
 			en.opt(&o)
 			s, err := Dial(context.Background(), o)
@@ -281,7 +179,7 @@ func TestPipelinedNextError(t *testing.T) {
 	boom := errors.New("spool unreadable")
 	for _, en := range engines[1:] {
 		t.Run(en.name, func(t *testing.T) {
-			be := &sink{}
+			be := &fakesmtp.Server{}
 			o := testOptions(startSink(t, be, nil))
 			en.opt(&o)
 			s, err := Dial(context.Background(), o)
@@ -309,8 +207,8 @@ func TestPipelinedNextError(t *testing.T) {
 			if err := s.Close(); err != nil {
 				t.Errorf("Close: %v", err)
 			}
-			if len(be.got()) != 5 {
-				t.Errorf("server took %d", len(be.got()))
+			if len(be.Messages()) != 5 {
+				t.Errorf("server took %d", len(be.Messages()))
 			}
 		})
 	}
@@ -417,7 +315,7 @@ func TestPipelinedTLS(t *testing.T) {
 	cert, pool := selfSigned(t)
 	for _, en := range engines[1:] {
 		t.Run(en.name, func(t *testing.T) {
-			be := &sink{}
+			be := &fakesmtp.Server{}
 			addr := startSink(t, be, func(s *smtp.Server) {
 				s.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 			})
@@ -445,12 +343,12 @@ func TestPipelinedTLS(t *testing.T) {
 				t.Errorf("Close: %v", err)
 			}
 			checkResults(t, res, want)
-			got := be.got()
+			got := be.Messages()
 			if len(got) != 20 {
 				t.Fatalf("server took %d", len(got))
 			}
 			for i, g := range got {
-				if string(g.data) != strings.Repeat("line\r\n", i*2000) {
+				if string(g.Data) != strings.Repeat("line\r\n", i*2000) {
 					t.Errorf("msg %d content differs", i)
 				}
 			}
@@ -517,7 +415,7 @@ func TestPipelinedCancelDrains(t *testing.T) {
 func TestBatchMemoryFlat(t *testing.T) {
 	for _, en := range engines[1:] {
 		t.Run(en.name, func(t *testing.T) {
-			o := testOptions(startSink(t, &sink{discard: true}, nil))
+			o := testOptions(startSink(t, &fakesmtp.Server{Discard: true}, nil))
 			en.opt(&o)
 			s, err := Dial(context.Background(), o)
 			if err != nil {

@@ -4,125 +4,28 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"etrnflush/internal/fakesmtp"
 )
 
-// sink is a go-smtp backend that records what it accepted and injects the
-// faults it is given. Fault keys: "MAIL <from>", "RCPT <to>", "DATA <from>"
-// (the reply after the final dot: go-smtp sends 354 itself).
-type sink struct {
-	faults map[string]*smtp.SMTPError
-	// discard drops data without recording it (benchmarks).
-	discard bool
-
-	mu   sync.Mutex
-	msgs []sinkMsg
-}
-
-type sinkMsg struct {
-	from string
-	opts smtp.MailOptions
-	to   []string
-	data []byte
-}
-
-func (b *sink) fault(key string) error {
-	if e, ok := b.faults[key]; ok {
-		return e
-	}
-	return nil
-}
-
-func (b *sink) got() []sinkMsg {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]sinkMsg(nil), b.msgs...)
-}
-
-func (b *sink) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{be: b}, nil }
-
-type sinkSession struct {
-	be  *sink
-	cur sinkMsg
-}
-
-func (s *sinkSession) Reset()        { s.cur = sinkMsg{} }
-func (s *sinkSession) Logout() error { return nil }
-
-func (s *sinkSession) Mail(from string, o *smtp.MailOptions) error {
-	if err := s.be.fault("MAIL " + from); err != nil {
-		return err
-	}
-	s.cur.from = from
-	if o != nil {
-		s.cur.opts = *o
-	}
-	return nil
-}
-
-func (s *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if err := s.be.fault("RCPT " + to); err != nil {
-		return err
-	}
-	s.cur.to = append(s.cur.to, to)
-	return nil
-}
-
-func (s *sinkSession) Data(r io.Reader) error {
-	if s.be.discard {
-		_, err := io.Copy(io.Discard, r)
-		return err
-	}
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	if err := s.be.fault("DATA " + s.cur.from); err != nil {
-		return err
-	}
-	s.cur.data = b
-	s.be.mu.Lock()
-	s.be.msgs = append(s.be.msgs, s.cur)
-	s.be.mu.Unlock()
-	return nil
-}
-
-// startSink serves be on 127.0.0.1 and returns its address.
-func startSink(t testing.TB, be *sink, tune func(*smtp.Server)) string {
+// startSink serves be, the fake server of internal/fakesmtp, on 127.0.0.1
+// and returns its address; tune, if set, adjusts go-smtp's server.
+func startSink(t testing.TB, be *fakesmtp.Server, tune func(*smtp.Server)) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := smtp.NewServer(be)
-	srv.Domain = "sink.test"
-	srv.MaxLineLength = 0 // let 70 000-octet lines through
-	srv.ErrorLog = log.New(io.Discard, "", 0)
-	srv.ReadTimeout = 10 * time.Second
-	srv.WriteTimeout = 10 * time.Second
-	if tune != nil {
-		tune(srv)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// Serve ends with an error once Close closes the listener.
-		_ = srv.Serve(l)
-	}()
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Logf("sink close: %v", err)
+	be.Domain = "sink.test"
+	be.Timeout = 10 * time.Second
+	be.Tune = func(s *smtp.Server) {
+		s.MaxLineLength = 0 // let 70 000-octet lines through
+		if tune != nil {
+			tune(s)
 		}
-		<-done
-	})
-	return l.Addr().String()
+	}
+	return fakesmtp.Run(t, be)
 }
 
 func testOptions(addr string) Options {
@@ -181,8 +84,8 @@ func statuses(r Result) string {
 	return b.String()
 }
 
-func serr(code int, esc smtp.EnhancedCode, text string) *smtp.SMTPError {
-	return &smtp.SMTPError{Code: code, EnhancedCode: esc, Message: text}
+func serr(code int, esc smtp.EnhancedCode, text string) fakesmtp.Fault {
+	return fakesmtp.Fault{Code: code, Enhanced: esc, Text: text}
 }
 
 // Tricky content and what must arrive after go-smtp has undone the
@@ -204,7 +107,7 @@ func TestGoSMTPFaults(t *testing.T) {
 	}
 	cases := []struct {
 		name   string
-		faults map[string]*smtp.SMTPError
+		faults map[string]fakesmtp.Fault
 		msgs   []*Message
 		want   []want
 		got    []got // messages the sink accepted, in order
@@ -217,20 +120,20 @@ func TestGoSMTPFaults(t *testing.T) {
 		},
 		{
 			name:   "MAIL 550 then next message",
-			faults: map[string]*smtp.SMTPError{"MAIL bad@x": serr(550, smtp.EnhancedCode{5, 7, 1}, "no")},
+			faults: map[string]fakesmtp.Fault{"MAIL bad@x": serr(550, smtp.EnhancedCode{5, 7, 1}, "no")},
 			msgs:   []*Message{msg("bad@x", "hi\n", "r1@y", "r2@y"), msg("a@x", "hi\n", "r1@y")},
 			want:   []want{{"ff", 550, []int{0, 0}}, {"s", 250, nil}},
 			got:    []got{{"a@x", "r1@y"}},
 		},
 		{
 			name:   "MAIL 451",
-			faults: map[string]*smtp.SMTPError{"MAIL a@x": serr(451, smtp.EnhancedCode{4, 3, 0}, "later")},
+			faults: map[string]fakesmtp.Fault{"MAIL a@x": serr(451, smtp.EnhancedCode{4, 3, 0}, "later")},
 			msgs:   []*Message{msg("a@x", "hi\n", "r1@y", "r2@y")},
 			want:   []want{{"dd", 451, nil}},
 		},
 		{
 			name: "RCPT mixed",
-			faults: map[string]*smtp.SMTPError{
+			faults: map[string]fakesmtp.Fault{
 				"RCPT gone@y": serr(550, smtp.EnhancedCode{5, 1, 1}, "unknown"),
 				"RCPT full@y": serr(450, smtp.EnhancedCode{4, 2, 2}, "full"),
 			},
@@ -240,7 +143,7 @@ func TestGoSMTPFaults(t *testing.T) {
 		},
 		{
 			name: "no RCPT accepted, session goes on",
-			faults: map[string]*smtp.SMTPError{
+			faults: map[string]fakesmtp.Fault{
 				"RCPT gone@y": serr(550, smtp.EnhancedCode{5, 1, 1}, "unknown"),
 				"RCPT full@y": serr(452, smtp.EnhancedCode{4, 2, 2}, "full"),
 			},
@@ -250,20 +153,20 @@ func TestGoSMTPFaults(t *testing.T) {
 		},
 		{
 			name:   "DATA 554 (refused after the content)",
-			faults: map[string]*smtp.SMTPError{"DATA a@x": serr(554, smtp.EnhancedCode{5, 6, 0}, "spam")},
+			faults: map[string]fakesmtp.Fault{"DATA a@x": serr(554, smtp.EnhancedCode{5, 6, 0}, "spam")},
 			msgs:   []*Message{msg("a@x", "hi\n", "r1@y", "r2@y"), msg("b@x", "hi\n", "r1@y")},
 			want:   []want{{"ff", 554, nil}, {"s", 250, nil}},
 			got:    []got{{"b@x", "r1@y"}},
 		},
 		{
 			name:   "DATA 451",
-			faults: map[string]*smtp.SMTPError{"DATA a@x": serr(451, smtp.EnhancedCode{4, 3, 0}, "disk")},
+			faults: map[string]fakesmtp.Fault{"DATA a@x": serr(451, smtp.EnhancedCode{4, 3, 0}, "disk")},
 			msgs:   []*Message{msg("a@x", "hi\n", "r1@y")},
 			want:   []want{{"d", 451, nil}},
 		},
 		{
 			name: "RCPT 5xx kept when the dot gets a 4xx",
-			faults: map[string]*smtp.SMTPError{
+			faults: map[string]fakesmtp.Fault{
 				"RCPT gone@y": serr(550, smtp.EnhancedCode{5, 1, 1}, "unknown"),
 				"DATA a@x":    serr(452, smtp.EnhancedCode{4, 3, 1}, "full"),
 			},
@@ -273,7 +176,7 @@ func TestGoSMTPFaults(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			be := &sink{faults: c.faults}
+			be := &fakesmtp.Server{Faults: c.faults}
 			s, err := Dial(context.Background(), testOptions(startSink(t, be, nil)))
 			if err != nil {
 				t.Fatal(err)
@@ -300,13 +203,13 @@ func TestGoSMTPFaults(t *testing.T) {
 					}
 				}
 			}
-			msgs := be.got()
+			msgs := be.Messages()
 			if len(msgs) != len(c.got) {
 				t.Fatalf("sink accepted %d messages, want %d", len(msgs), len(c.got))
 			}
 			for i, g := range c.got {
-				if msgs[i].from != g.from || strings.Join(msgs[i].to, ",") != g.to {
-					t.Errorf("sink msg %d: %s -> %v, want %s -> %s", i, msgs[i].from, msgs[i].to, g.from, g.to)
+				if msgs[i].From != g.from || strings.Join(msgs[i].To, ",") != g.to {
+					t.Errorf("sink msg %d: %s -> %v, want %s -> %s", i, msgs[i].From, msgs[i].To, g.from, g.to)
 				}
 			}
 		})
@@ -330,7 +233,7 @@ func TestGoSMTPContentAndParams(t *testing.T) {
 		{"utf8 recipient", "a@x", "東京@y", "hi\n", false, "hi\r\n", "", true},
 		{"empty content", "a@x", "r@y", "", false, "", "", false},
 	}
-	be := &sink{}
+	be := &fakesmtp.Server{}
 	addr := startSink(t, be, func(s *smtp.Server) { s.EnableSMTPUTF8 = true; s.MaxMessageBytes = 1 << 20 })
 	s, err := Dial(context.Background(), testOptions(addr))
 	if err != nil {
@@ -352,7 +255,7 @@ func TestGoSMTPContentAndParams(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
-	got := be.got()
+	got := be.Messages()
 	if len(got) != len(cases) {
 		t.Fatalf("sink got %d messages, want %d", len(got), len(cases))
 	}
@@ -362,24 +265,24 @@ func TestGoSMTPContentAndParams(t *testing.T) {
 				t.Errorf("status %s %+v", st, res[i].Reply)
 			}
 			g := got[i]
-			if string(g.data) != c.wantData {
-				t.Errorf("data differs: got %q, want %q", trunc(string(g.data)), trunc(c.wantData))
+			if string(g.Data) != c.wantData {
+				t.Errorf("data differs: got %q, want %q", trunc(string(g.Data)), trunc(c.wantData))
 			}
-			if g.opts.Size != int64(len(c.wantData)) {
-				t.Errorf("SIZE=%d, want %d", g.opts.Size, len(c.wantData))
+			if g.Opts.Size != int64(len(c.wantData)) {
+				t.Errorf("SIZE=%d, want %d", g.Opts.Size, len(c.wantData))
 			}
-			if g.opts.Body != c.wantBody {
-				t.Errorf("BODY=%q, want %q", g.opts.Body, c.wantBody)
+			if g.Opts.Body != c.wantBody {
+				t.Errorf("BODY=%q, want %q", g.Opts.Body, c.wantBody)
 			}
-			if g.opts.UTF8 != c.wantUTF8 {
-				t.Errorf("SMTPUTF8=%v, want %v", g.opts.UTF8, c.wantUTF8)
+			if g.Opts.UTF8 != c.wantUTF8 {
+				t.Errorf("SMTPUTF8=%v, want %v", g.Opts.UTF8, c.wantUTF8)
 			}
 		})
 	}
 }
 
 func TestGoSMTPLimits(t *testing.T) {
-	be := &sink{}
+	be := &fakesmtp.Server{}
 	addr := startSink(t, be, func(s *smtp.Server) { s.MaxMessageBytes = 100; s.MaxRecipients = 2 })
 	s, err := Dial(context.Background(), testOptions(addr))
 	if err != nil {
@@ -405,15 +308,15 @@ func TestGoSMTPLimits(t *testing.T) {
 	if st := statuses(res[1]); st != "sss" {
 		t.Errorf("rcpt limit: %s %+v", st, res[1].RcptReplies)
 	}
-	got := be.got()
-	if len(got) != 2 || strings.Join(got[0].to, ",") != "r1@y,r2@y" || strings.Join(got[1].to, ",") != "r3@y" {
+	got := be.Messages()
+	if len(got) != 2 || strings.Join(got[0].To, ",") != "r1@y,r2@y" || strings.Join(got[1].To, ",") != "r3@y" {
 		t.Errorf("sink got %+v", got)
 	}
 }
 
 func TestSendStopsOnReportAndNextErrors(t *testing.T) {
 	boom := errors.New("boom")
-	be := &sink{}
+	be := &fakesmtp.Server{}
 	addr := startSink(t, be, nil)
 	// A window of one: next is not called again before the report (the
 	// wider window is TestPipelinedReportError's).
@@ -445,13 +348,13 @@ func TestSendStopsOnReportAndNextErrors(t *testing.T) {
 	if err != nil || statuses(res[0]) != "s" {
 		t.Errorf("after errors: %v %+v", err, res)
 	}
-	if len(be.got()) != 2 {
-		t.Errorf("sink got %d messages, want 2", len(be.got()))
+	if len(be.Messages()) != 2 {
+		t.Errorf("sink got %d messages, want 2", len(be.Messages()))
 	}
 }
 
 func TestLocalRefusals(t *testing.T) {
-	be := &sink{}
+	be := &fakesmtp.Server{}
 	s, err := Dial(context.Background(), testOptions(startSink(t, be, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -479,15 +382,15 @@ func TestLocalRefusals(t *testing.T) {
 			t.Errorf("msg %d: want a local reason, got %+v", i, res[i].Reply)
 		}
 	}
-	if len(be.got()) != 1 {
-		t.Errorf("sink got %d messages, want 1", len(be.got()))
+	if len(be.Messages()) != 1 {
+		t.Errorf("sink got %d messages, want 1", len(be.Messages()))
 	}
 }
 
 // BenchmarkSend4K measures lock-step throughput on loopback: one session,
 // 4 KiB bodies, one recipient each.
 func BenchmarkSend4K(b *testing.B) {
-	be := &sink{discard: true}
+	be := &fakesmtp.Server{Discard: true}
 	addr := startSink(b, be, nil)
 	body := strings.Repeat(strings.Repeat("b", 78)+"\n", 4096/79) + strings.Repeat("c", 4096%79)
 	o := testOptions(addr)

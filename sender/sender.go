@@ -5,11 +5,13 @@
 //
 // How a session sends depends on what the server offers after EHLO:
 //
-//   - PIPELINING and CHUNKING (RFC 2920, RFC 3030): MAIL, RCPT and the
-//     content in BDAT chunks of at most 64 KiB stream without waiting for
-//     any reply, the end of each message marked by BDAT 0 LAST; a second
-//     goroutine reads the replies. A batch costs about one round trip per
-//     window of messages.
+//   - PIPELINING and CHUNKING (RFC 2920, RFC 3030): MAIL and RCPT stream
+//     without waiting for any reply, and a second goroutine reads the
+//     replies. A message that fits one chunk goes as one BDAT n LAST
+//     behind its envelope, which a server may refuse once without counting
+//     a protocol error; the later chunks of a bigger message (64 KiB each)
+//     wait for its RCPT replies and are never sent when no recipient was
+//     accepted. A batch costs about one round trip per window of messages.
 //   - PIPELINING alone: a message's content and dot travel in one write
 //     with the next message's MAIL, RCPT and DATA; only the 354 is waited
 //     for, so a message costs one round trip.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"etrnflush/flush"
+	"etrnflush/plan"
 	"etrnflush/sender"
 	"etrnflush/spool"
 )
@@ -106,34 +107,27 @@ func (s *session) deliver(ctx context.Context, hosts []string) error {
 		conn = lineRecords{conn}
 	}
 	used := false
-	so := sender.Options{
-		Addr:        "atrn:" + s.clientStr,
-		Helo:        s.cfg.Hostname,
-		TLS:         sender.TLSNone, // the connection keeps the TLS it has; no second STARTTLS
-		Timeout:     st.Timeout,
-		DataTimeout: st.DataTimeout,
-		// One session serves all the hosts: the first one's engine
-		// settings apply to it.
-		MaxInflight:  st.MaxInflight,
-		NoPipelining: !st.Pipelining,
-		// Never BDAT after the turnaround, whatever the host's chunking
-		// says: the customer is often fetchmail relaying to its own
-		// MTA, and fetchmail's relay reads this side a line at a time.
-		// A chunk that ends inside a line (a big message is cut into
-		// 64 KiB chunks) then waits in fetchmail until the next one,
-		// which is sent only after the reply to this one: a deadlock
-		// until the timeout. DATA always ends on a line.
-		NoChunking: true,
-		Dial: func(string, string, time.Duration) (net.Conn, error) {
-			if used {
-				return nil, errors.New("the ATRN connection is already used")
-			}
-			used = true
-			return conn, nil
-		},
-	}
-	if st.EightBit == "refuse" {
-		so.EightBit = sender.EightBitRefuse
+	// One session serves all the hosts: the first one's engine settings
+	// apply to it.
+	so := plan.Sender(st)
+	so.Addr = "atrn:" + s.clientStr
+	so.Helo = s.cfg.Hostname
+	so.TLS = sender.TLSNone // the connection keeps the TLS it has; no second STARTTLS
+	so.TLSName, so.AuthUser = "", ""
+	// Never BDAT after the turnaround, whatever the host's chunking
+	// says: the customer is often fetchmail relaying to its own MTA,
+	// and fetchmail's relay reads this side a line at a time. A chunk
+	// that ends inside a line (a big message is cut into 64 KiB
+	// chunks) then waits in fetchmail until the next one, which is
+	// sent only after the reply to this one: a deadlock until the
+	// timeout. DATA always ends on a line.
+	so.NoChunking = true
+	so.Dial = func(string, string, time.Duration) (net.Conn, error) {
+		if used {
+			return nil, errors.New("the ATRN connection is already used")
+		}
+		used = true
+		return conn, nil
 	}
 	sess, err := sender.Dial(ctx, so)
 	s.closed = used // the sender closes the connection from here on
@@ -142,25 +136,12 @@ func (s *session) deliver(ctx context.Context, hosts []string) error {
 		return err
 	}
 	for _, h := range hosts {
-		hs := s.cfg.Conf.For(h)
-		fc := flush.Config{
-			Host:    h,
-			Spool:   SpoolOptions(hs),
-			Sender:  so,
-			Session: sess,
-			Log:     s.log,
-			// Coalescing is the flush's, not the session's: per host.
-			NoCoalesce: !hs.Coalesce,
-			// An ODMR customer may never be flushed otherwise: its
-			// refusals, expiries and warnings are handled here too.
-			MaxAge:  hs.MaxAge,
-			WarnAge: hs.WarnAge,
-
-			MaxMailRefusals: hs.MaxMailRefusals,
-		}
-		if hs.Bounce {
-			fc.Sendmail = hs.Sendmail
-		}
+		// The host's own flush settings (spool, coalescing, refusals,
+		// bounces, expiry, warnings: an ODMR customer may never be
+		// flushed otherwise), over the one turned-around session.
+		fc := plan.Flush(s.cfg.Conf.For(h))
+		fc.Sender, fc.Session, fc.Log = so, sess, s.log
+		fc.Dests, fc.Resolve = nil, nil
 		sum, err := flush.Run(ctx, fc)
 		if err != nil || sum.Unreachable {
 			break // Run logged it; a dead session serves no further host

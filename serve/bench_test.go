@@ -3,6 +3,8 @@ package serve
 import (
 	"fmt"
 	"testing"
+
+	"etrnflush/internal/fakesmtp"
 )
 
 // BenchmarkETRNReply is the time from ETRN to its 253 for a host holding
@@ -35,9 +37,9 @@ func BenchmarkATRN(b *testing.B) {
 		c.cmd("EHLO customer.example", 250, "ATRN")
 		c.cmd("AUTH PLAIN "+plainAuth("alice", alicePass), 235, "")
 		c.cmd("ATRN h1.example", 250, "reversing")
-		cust := &customer{}
+		cust := &fakesmtp.Server{}
 		c.serveCustomer(b, cust)
-		if got := len(cust.messages()); got != n {
+		if got := len(messages(cust)); got != n {
 			b.Fatalf("customer got %d of %d", got, n)
 		}
 	}
@@ -77,9 +79,9 @@ func BenchmarkATRNTLS(b *testing.B) {
 				c.cmd("EHLO customer.example", 250, "ATRN")
 				c.cmd("AUTH PLAIN "+plainAuth("alice", alicePass), 235, "")
 				c.cmd("ATRN h1.example", 250, "reversing")
-				cust := &customer{}
+				cust := &fakesmtp.Server{}
 				c.serveCustomer(b, cust)
-				if got := len(cust.messages()); got != n {
+				if got := len(messages(cust)); got != n {
 					b.Fatalf("customer got %d of %d", got, n)
 				}
 			}

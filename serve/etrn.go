@@ -15,6 +15,7 @@ import (
 
 	"etrnflush/config"
 	"etrnflush/flush"
+	"etrnflush/plan"
 	"etrnflush/spool"
 )
 
@@ -269,7 +270,7 @@ const maxCount = 100000
 // countMessages counts what is waiting in a host's spool, reading it the
 // way a dry run does: no claim, no lock, nothing written.
 func countMessages(st config.Settings) (n int, err error) {
-	o := SpoolOptions(st)
+	o := plan.Spool(st)
 	o.DryRun = true
 	sp, err := spool.Open(o)
 	if err != nil {
@@ -290,20 +291,6 @@ func countMessages(st config.Settings) (n int, err error) {
 		n++
 	}
 	return n, nil
-}
-
-// SpoolOptions are the spool options of a host's settings: what the flush
-// command, an ATRN delivery and an ETRN count all open the spool with.
-func SpoolOptions(st config.Settings) spool.Options {
-	return spool.Options{
-		Path:                 st.Spool,
-		Host:                 st.Host,
-		Format:               st.Format,
-		MailstorePrefixLines: st.MailstorePrefixLines,
-		MailstoreSuffixLines: st.MailstoreSuffixLines,
-		MaildirEnvelope:      st.MaildirEnvelope,
-		DeliveredToPrefix:    st.DeliveredToPrefix,
-	}
 }
 
 // Spawner starts `etrnflush flush` for a host as a process of its own:

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"etrnflush/internal/fakesmtp"
 	"etrnflush/spool"
 )
 
@@ -346,10 +347,10 @@ func TestImplicitTLS(t *testing.T) {
 	}
 	ch := c.cmd("AUTH CRAM-MD5", 334, "")[0]
 	c.cmd(cram(t, ch, "carol", carolPass), 235, "")
-	cust := &customer{}
+	cust := &fakesmtp.Server{}
 	c.cmd("ATRN", 250, "reversing")
 	c.serveCustomer(t, cust)
-	if got := cust.messages(); len(got) != 2 || got[0] != want("c.example", 0) {
+	if got := messages(cust); len(got) != 2 || got[0] != want("c.example", 0) {
 		t.Errorf("delivered over implicit TLS: %q", got)
 	}
 	if err := <-done; err != nil {

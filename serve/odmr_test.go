@@ -3,128 +3,47 @@ package serve
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"etrnflush/internal/fakesmtp"
 )
 
-// customer is the ODMR customer's SMTP server: go-smtp's server, serving
-// the very connection the test client sent ATRN on.
-type customer struct {
-	mu   sync.Mutex
-	got  []string // "from>to1,to2|data" per accepted message
-	quit chan struct{}
-	// refuse maps a recipient to the error its RCPT gets.
-	refuse map[string]*smtp.SMTPError
-	// dropAt, when set, is a recipient whose message's data is read and
-	// then, instead of a reply, the connection is cut.
-	dropAt string
-}
+// A customer is the ODMR customer's SMTP server: the fake server of
+// internal/fakesmtp, serving the very connection the test client sent
+// ATRN on. Refusals are RCPT faults; a dropped link is a DATA fault.
 
-type customerSession struct {
-	c    *customer
-	conn *smtp.Conn
-	from string
-	to   []string
-}
-
-func (c *customer) NewSession(conn *smtp.Conn) (smtp.Session, error) {
-	return &customerSession{c: c, conn: conn}, nil
-}
-
-func (s *customerSession) Reset()        { s.from, s.to = "", nil }
-func (s *customerSession) Logout() error { close(s.c.quit); return nil }
-func (s *customerSession) Mail(from string, _ *smtp.MailOptions) error {
-	s.from = from
-	return nil
-}
-
-func (s *customerSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if e := s.c.refuse[to]; e != nil {
-		return e
+// messages returns "from>to1,to2|data" per message cust accepted, sorted.
+func messages(cust *fakesmtp.Server) []string {
+	var out []string
+	for _, m := range cust.Messages() {
+		out = append(out, m.Envelope()+"|"+string(m.Data))
 	}
-	s.to = append(s.to, to)
-	return nil
-}
-
-func (s *customerSession) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	if s.c.dropAt != "" && len(s.to) > 0 && s.to[0] == s.c.dropAt {
-		_ = s.conn.Conn().Close() // the link dies after the dot
-		return errors.New("dropped")
-	}
-	s.c.mu.Lock()
-	defer s.c.mu.Unlock()
-	s.c.got = append(s.c.got, s.from+">"+strings.Join(s.to, ",")+"|"+string(b))
-	return nil
-}
-
-func (c *customer) messages() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := append([]string(nil), c.got...)
 	sort.Strings(out)
 	return out
 }
 
-// oneConn is a listener that hands out one existing connection: how
-// go-smtp's server is made to serve a connection it did not accept.
-type oneConn struct {
-	once   sync.Once
-	c      net.Conn
-	closed chan struct{}
-}
-
-func (l *oneConn) Accept() (net.Conn, error) {
-	var c net.Conn
-	l.once.Do(func() { c = l.c })
-	if c != nil {
-		return c, nil
-	}
-	<-l.closed
-	return nil, net.ErrClosed
-}
-
-func (l *oneConn) Close() error {
-	select {
-	case <-l.closed:
-	default:
-		close(l.closed)
-	}
-	return nil
-}
-
-func (l *oneConn) Addr() net.Addr { return l.c.LocalAddr() }
-
 // serveCustomer turns the client side around: from now on it is the SMTP
 // server on c.c, and it returns once the provider has said QUIT.
-func (c *conn) serveCustomer(t testing.TB, cust *customer) {
+func (c *conn) serveCustomer(t testing.TB, cust *fakesmtp.Server) {
 	t.Helper()
-	cust.quit = make(chan struct{})
-	srv := smtp.NewServer(cust)
-	srv.Domain = "customer.example"
-	srv.ReadTimeout = 30 * time.Second
-	srv.WriteTimeout = 30 * time.Second
-	l := &oneConn{c: c.c, closed: make(chan struct{})}
+	cust.Domain = "customer.example"
+	cust.Timeout = 30 * time.Second
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
+	go func() { served <- cust.Serve(fakesmtp.OneConn(c.c)) }()
 	select {
-	case <-cust.quit:
+	case <-cust.LoggedOut():
 	case <-time.After(60 * time.Second):
 		t.Fatal("the provider did not finish the session within 60s")
 	}
-	if err := srv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+	if err := cust.Close(); err != nil {
 		t.Error(err)
 	}
 	if err := <-served; err != nil && !errors.Is(err, net.ErrClosed) {
@@ -161,10 +80,10 @@ func TestODMREndToEnd(t *testing.T) {
 	c.cmd("AUTH PLAIN "+plainAuth("alice", alicePass), 235, "")
 	c.cmd("ATRN dyn.example", 450, "refused")
 	c.cmd("ATRN", 250, "reversing")
-	cust := &customer{}
+	cust := &fakesmtp.Server{}
 	c.serveCustomer(t, cust)
 
-	got := cust.messages()
+	got := messages(cust)
 	exp := []string{want("h1.example", 0), want("h1.example", 1), want("h2.example", 0)}
 	sort.Strings(exp)
 	if strings.Join(got, "\n") != strings.Join(exp, "\n") {
@@ -198,12 +117,12 @@ func TestODMRSomeHosts(t *testing.T) {
 	c.cmd("EHLO customer.example", 250, "ATRN")
 	c.cmd("AUTH PLAIN "+plainAuth("alice", alicePass), 235, "")
 	c.cmd("ATRN H1.example", 250, "reversing")
-	cust := &customer{refuse: map[string]*smtp.SMTPError{
-		"user1@h1.example": {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "try later"},
-		"user2@h1.example": {Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"},
+	cust := &fakesmtp.Server{Faults: map[string]fakesmtp.Fault{
+		"RCPT user1@h1.example": {Code: 451, Enhanced: smtp.EnhancedCode{4, 2, 0}, Text: "try later"},
+		"RCPT user2@h1.example": {Code: 550, Enhanced: smtp.EnhancedCode{5, 1, 1}, Text: "no such user"},
 	}}
 	c.serveCustomer(t, cust)
-	got := cust.messages()
+	got := messages(cust)
 	if len(got) != 1 || got[0] != want("h1.example", 0) {
 		t.Errorf("customer received %q", got)
 	}
@@ -230,9 +149,10 @@ func TestODMRDropped(t *testing.T) {
 	c.cmd("EHLO customer.example", 250, "ATRN")
 	c.cmd("AUTH PLAIN "+plainAuth("alice", alicePass), 235, "")
 	c.cmd("ATRN h1.example", 250, "reversing")
-	cust := &customer{dropAt: "user1@h1.example"}
+	// The link dies after the second message's final dot (user1's).
+	cust := &fakesmtp.Server{Faults: map[string]fakesmtp.Fault{"DATA #2": {Close: fakesmtp.Drop}}}
 	c.serveCustomer(t, cust)
-	if got := cust.messages(); len(got) != 1 || got[0] != want("h1.example", 0) {
+	if got := messages(cust); len(got) != 1 || got[0] != want("h1.example", 0) {
 		t.Errorf("customer kept %q", got)
 	}
 	if n := f.count("h1.example"); n != 2 {
@@ -266,9 +186,9 @@ func TestODMRMaildir(t *testing.T) {
 	c.cmd("EHLO customer.example", 250, "ATRN")
 	c.cmd("AUTH PLAIN "+plainAuth("alice", alicePass), 235, "")
 	c.cmd("ATRN h2.example", 250, "reversing")
-	cust := &customer{}
+	cust := &fakesmtp.Server{}
 	c.serveCustomer(t, cust)
-	got := cust.messages()
+	got := messages(cust)
 	exp := []string{
 		"sender@isp.example>user0@h2.example|Subject: maildir 0\r\n\r\nbody 0\r\n.dot\r\n",
 		"sender@isp.example>user1@h2.example|Subject: maildir 1\r\n\r\nbody 1\r\n.dot\r\n",

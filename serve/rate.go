@@ -126,27 +126,68 @@ func openStateDir(dir string) (*os.File, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("state_dir: %w", err)
 	}
+	return openStateDirNoCreate(dir)
+}
+
+func openStateDirNoCreate(dir string) (*os.File, error) {
+	var st unix.Stat_t
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("state_dir %s: %w (a symbolic link is never followed)", dir, err)
+		if unix.Lstat(dir, &st) == nil {
+			switch {
+			case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+				return nil, fmt.Errorf("state_dir %s is a symbolic link, which is never followed: set state_dir to a real directory, or remove the link", dir)
+			case errors.Is(err, unix.EACCES):
+				// Another user's, most likely root's from a run
+				// that did not switch: say whose.
+				return nil, stateDirNotMine(dir, &st)
+			}
+		}
+		return nil, fmt.Errorf("state_dir %s: %w", dir, err)
 	}
-	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("state_dir %s: %w", dir, err)
 	}
 	if int(st.Uid) != unix.Geteuid() || st.Mode&0o022 != 0 {
 		_ = unix.Close(fd)
-		return nil, fmt.Errorf("state_dir %s belongs to uid %d with mode %04o: it must be this user's (uid %d) and writable by nobody else",
-			dir, st.Uid, st.Mode&0o7777, unix.Geteuid())
+		return nil, stateDirNotMine(dir, &st)
 	}
 	return os.NewFile(uintptr(fd), dir), nil
+}
+
+func stateDirNotMine(dir string, st *unix.Stat_t) error {
+	return fmt.Errorf("state_dir %s belongs to uid %d with mode %04o: it must be this user's (uid %d) and writable by nobody else; remove it (it holds only ETRN counts) and it is made again",
+		dir, st.Uid, st.Mode&0o7777, unix.Geteuid())
+}
+
+// CheckStateDir is serve's check at start-up, before any client is
+// answered: a state_dir that exists must be a directory of this user's,
+// writable by nobody else, and not a symbolic link (it is never
+// followed). One that does not exist yet is made on the first ETRN.
+// Nothing is created or changed here.
+func CheckStateDir(dir string) error {
+	var st unix.Stat_t
+	err := unix.Lstat(dir, &st)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return nil
+	case err != nil:
+		return fmt.Errorf("state_dir %s: %w", dir, err)
+	}
+	d, err := openStateDirNoCreate(dir)
+	if err != nil {
+		return err
+	}
+	return d.Close()
 }
 
 // readTimes returns the times in path that are after since.
 func readTimes(path string, since time.Time) ([]int64, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ELOOP) {
+		// A link planted in its place is not read: the count written
+		// next replaces the link itself (a rename), never its target.
 		return nil, nil
 	}
 	if err != nil {
@@ -174,7 +215,7 @@ func readTimes(path string, since time.Time) ([]int64, error) {
 // not pile up.
 func sweep(dir string, now time.Time, window time.Duration) error {
 	mark := filepath.Join(dir, "swept")
-	if fi, err := os.Stat(mark); err == nil && now.Sub(fi.ModTime()) < window {
+	if fi, err := os.Lstat(mark); err == nil && fi.Mode().IsRegular() && now.Sub(fi.ModTime()) < window {
 		return nil
 	}
 	ents, err := os.ReadDir(dir)
@@ -193,12 +234,24 @@ func sweep(dir string, now time.Time, window time.Duration) error {
 			return fmt.Errorf("rate state: %w", err)
 		}
 	}
-	f, err := os.OpenFile(mark, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if fi, err := os.Lstat(mark); err == nil && !fi.Mode().IsRegular() {
+		// A link (or anything else) planted in its place goes, and
+		// only the name: unlink never follows it.
+		if err := os.Remove(mark); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("rate state: %w", err)
+		}
+	}
+	f, err := os.OpenFile(mark, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return fmt.Errorf("rate state: %w", err)
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("rate state: %w", err)
 	}
-	return os.Chtimes(mark, now, now)
+	// Not os.Chtimes: it would follow a link swapped in meanwhile.
+	ts := []unix.Timespec{unix.NsecToTimespec(now.UnixNano()), unix.NsecToTimespec(now.UnixNano())}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, mark, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("rate state: %w", err)
+	}
+	return nil
 }

@@ -87,3 +87,64 @@ func TestStateDirNotFollowed(t *testing.T) {
 		t.Errorf("a state_dir of its own: %d %v", n, err)
 	}
 }
+
+// TestStateDirFilesNotFollowed: a link planted in state_dir in place of
+// one of its files is never followed: the rate file and the sweep mark
+// are replaced (only the link goes), a linked lock makes the ETRN fail;
+// the link's target keeps its content, size and time in every case.
+func TestStateDirFilesNotFollowed(t *testing.T) {
+	for _, name := range []string{"lock", "etrn-192.0.2.1", "swept"} {
+		t.Run(name, func(t *testing.T) {
+			base := t.TempDir()
+			state := filepath.Join(base, "state")
+			if err := os.Mkdir(state, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			target := filepath.Join(base, "target")
+			if err := os.WriteFile(target, []byte("1\n2\n3\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			old := time.Now().Add(-time.Hour).Truncate(time.Second)
+			if err := os.Chtimes(target, old, old); err != nil {
+				t.Fatal(err)
+			}
+			link := filepath.Join(state, name)
+			if err := os.Symlink(target, link); err != nil {
+				t.Fatal(err)
+			}
+			n, err := rateCheck(state, "etrn-192.0.2.1", 10, time.Minute, time.Now(), 1)
+			if name == "lock" {
+				if err == nil {
+					t.Error("a lock that is a symbolic link was used")
+				}
+			} else if err != nil || n != 1 {
+				t.Errorf("rateCheck = %d, %v; want the link replaced", n, err)
+			} else if fi, err := os.Lstat(link); err != nil || !fi.Mode().IsRegular() {
+				t.Errorf("%s is still not a regular file: %v", name, err)
+			}
+			fi, err := os.Stat(target)
+			if b, rerr := os.ReadFile(target); err != nil || rerr != nil || string(b) != "1\n2\n3\n" || !fi.ModTime().Equal(old) {
+				t.Errorf("the target changed: %q, %v, %v", b, err, rerr)
+			}
+		})
+	}
+	t.Run("CheckStateDir", func(t *testing.T) {
+		base := t.TempDir()
+		if err := CheckStateDir(filepath.Join(base, "missing")); err != nil {
+			t.Errorf("a state_dir not made yet: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(base, "missing")); !os.IsNotExist(err) {
+			t.Errorf("CheckStateDir made state_dir: %v", err)
+		}
+		link := filepath.Join(base, "link")
+		if err := os.Symlink(base, link); err != nil {
+			t.Fatal(err)
+		}
+		if err := CheckStateDir(link); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+			t.Errorf("a state_dir that is a link: %v", err)
+		}
+		if err := CheckStateDir(base); err != nil {
+			t.Errorf("a state_dir of its own: %v", err)
+		}
+	})
+}

@@ -194,10 +194,11 @@ func mkdirPrivate(dir string) error {
 
 // renameNoReplace renames oldpath to newpath unless newpath exists
 // (os.ErrExist). RENAME_NOREPLACE does it in one step; a file system
-// without it (EINVAL) gets link(2) and unlink(2), which fail the same way
-// on an existing name.
+// without it (EINVAL) or a system without renameat2 (ENOSYS: the BSDs)
+// gets link(2) and unlink(2), which fail the same way on an existing
+// name.
 func renameNoReplace(oldpath, newpath string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
+	err := renameat2NoReplace(oldpath, newpath)
 	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) {
 		if err != nil {
 			return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}

@@ -196,9 +196,9 @@ func claim(path, workDir, workPrefix string, minNanos int64, report func(Event))
 	}
 	for {
 		work = filepath.Join(workDir, workName(workPrefix, nanos))
-		// RENAME_NOREPLACE: never clobber a work file that holds mail.
-		err = unix.Renameat2(unix.AT_FDCWD, path, unix.AT_FDCWD, work, unix.RENAME_NOREPLACE)
-		if !errors.Is(err, unix.EEXIST) {
+		// Never clobber a work file that holds mail.
+		err = renameNoReplace(path, work)
+		if !errors.Is(err, os.ErrExist) {
 			break
 		}
 		nanos++

@@ -388,7 +388,7 @@ func (j *journal) reserve(need int64) error {
 		return nil
 	}
 	n := need + reserveSlack
-	err := unix.Fallocate(int(j.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, j.valid, n)
+	err := preallocate(j.f, j.valid, n)
 	switch {
 	case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS):
 		// NFS before 4.2, some FUSE file systems: the journal exists

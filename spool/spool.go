@@ -93,7 +93,7 @@ type Message struct {
 
 // msgRef is what Settle needs to find the message again.
 type msgRef struct {
-	owner    any               // *workFile or *dirFile
+	owner    any               // *workFile (appended file) or *unit (entry of a directory)
 	off      int64             // entry start
 	env      bsmtp.Envelope    // as stored, all recipients
 	idx      []int             // index in env.To of each Message.To

@@ -31,6 +31,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"etrnflush/internal/fakesmtp"
 )
 
 func main() {
@@ -57,13 +59,7 @@ func run(listen, addrFile, dir string) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	be := &backend{dir: dir, out: os.Stdout}
-	srv := smtp.NewServer(be)
-	srv.Domain = "sink.demo.example"
-	srv.EnableSMTPUTF8 = true
-	srv.MaxLineLength = 0 // Exim lines can be long; this is not what the demo is about
-	srv.ReadTimeout = time.Minute
-	srv.WriteTimeout = time.Minute
-	srv.ErrorLog = log.New(os.Stderr, "sink: ", 0)
+	srv := be.server("sink.demo.example", log.New(os.Stderr, "sink: ", 0))
 
 	// The address file appears only once the listener is up, so the demo
 	// script can wait for it instead of guessing a delay.
@@ -104,6 +100,9 @@ func writeFileAtomic(path string, data []byte) error {
 	return nil
 }
 
+// backend is what the sink adds to the fake SMTP server of the tests
+// (internal/fakesmtp): the scripted answers, the console lines and the
+// message files.
 type backend struct {
 	dir string
 	out io.Writer
@@ -112,8 +111,24 @@ type backend struct {
 	n  int
 }
 
-func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &session{be: b}, nil
+// server returns the fake SMTP server that answers as the package comment
+// says; errLog, if not nil, gets go-smtp's complaints.
+func (b *backend) server(domain string, errLog smtp.Logger) *fakesmtp.Server {
+	return &fakesmtp.Server{
+		Domain:  domain,
+		Timeout: time.Minute,
+		Tune: func(s *smtp.Server) {
+			s.EnableSMTPUTF8 = true
+			s.MaxLineLength = 0 // Exim lines can be long; this is not what the demo is about
+			if errLog != nil {
+				s.ErrorLog = errLog
+			}
+		},
+		OnRcpt: b.rcpt,
+		OnData: b.data,
+		// The content goes to a file, not into memory.
+		Discard: true,
+	}
 }
 
 func (b *backend) printf(format string, args ...any) {
@@ -135,55 +150,39 @@ func (b *backend) count() int {
 	return b.n
 }
 
-type session struct {
-	be   *backend
-	from string
-	to   []string
-	opts string
-}
-
-func (s *session) Reset() {
-	s.from, s.to, s.opts = "", nil, ""
-}
-
-func (s *session) Logout() error { return nil }
-
-func (s *session) Mail(from string, opts *smtp.MailOptions) error {
-	s.Reset()
-	s.from = from
-	var o []string
-	if opts != nil && opts.Body != "" {
-		o = append(o, "BODY="+string(opts.Body))
+// opts shows the MAIL parameters worth a look in the demo.
+func opts(o smtp.MailOptions) string {
+	var out []string
+	if o.Body != "" {
+		out = append(out, "BODY="+string(o.Body))
 	}
-	if opts != nil && opts.UTF8 {
-		o = append(o, "SMTPUTF8")
+	if o.UTF8 {
+		out = append(out, "SMTPUTF8")
 	}
-	s.opts = strings.Join(o, " ")
-	return nil
+	return strings.Join(out, " ")
 }
 
-func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (b *backend) rcpt(_ *fakesmtp.Txn, to string, _ int) error {
 	local, _, _ := strings.Cut(strings.ToLower(to), "@")
 	switch {
 	case strings.HasPrefix(local, "reject550"):
-		s.be.printf("sink: refused  to=<%s> with 550 (scripted)", to)
+		b.printf("sink: refused  to=<%s> with 550 (scripted)", to)
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user here (demo sink: reject550*)"}
 	case strings.HasPrefix(local, "defer451"):
-		s.be.printf("sink: deferred to=<%s> with 451 (scripted)", to)
+		b.printf("sink: deferred to=<%s> with 451 (scripted)", to)
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "mailbox busy, try later (demo sink: defer451*)"}
 	}
-	s.to = append(s.to, to)
 	return nil
 }
 
-// Data streams the message to its file; only the first header lines are
+// data streams the message to its file; only the first header lines are
 // looked at, for the Subject shown on the console.
-func (s *session) Data(r io.Reader) error {
-	n := s.be.next()
-	name := filepath.Join(s.be.dir, fmt.Sprintf("msg-%04d.eml", n))
+func (b *backend) data(tx *fakesmtp.Txn, r io.Reader) (after func(), err error) {
+	n := b.next()
+	name := filepath.Join(b.dir, fmt.Sprintf("msg-%04d.eml", n))
 	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("store message: %w", err)
+		return nil, fmt.Errorf("store message: %w", err)
 	}
 	var head bytes.Buffer
 	size, err := io.Copy(f, io.TeeReader(r, &capWriter{buf: &head, max: 8192}))
@@ -193,20 +192,20 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		// A message that was not stored must not be accepted.
 		_ = os.Remove(name)
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "could not store the message"}
+		return nil, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "could not store the message"}
 	}
-	from := s.from
-	rc := make([]string, len(s.to))
-	for i, t := range s.to {
+	rc := make([]string, len(tx.To))
+	for i, t := range tx.To {
 		rc[i] = "<" + t + ">"
 	}
 	extra := ""
-	if s.opts != "" {
-		extra = " " + s.opts
+	if o := opts(tx.Opts); o != "" {
+		extra = " " + o
 	}
-	s.be.printf("sink: accepted #%d from=<%s> to=%s size=%d%s subject=%q -> %s",
-		n, from, strings.Join(rc, ","), size, extra, subject(head.Bytes()), filepath.Base(name))
-	return nil
+	return func() {
+		b.printf("sink: accepted #%d from=<%s> to=%s size=%d%s subject=%q -> %s",
+			n, tx.From, strings.Join(rc, ","), size, extra, subject(head.Bytes()), filepath.Base(name))
+	}, nil
 }
 
 // capWriter keeps the first max bytes written to it and drops the rest.

@@ -3,13 +3,14 @@ package main
 import (
 	"bytes"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/emersion/go-smtp"
+
+	"etrnflush/internal/fakesmtp"
 )
 
 // TestSinkScriptedAnswers: the demo shows etrnflush's outcomes only if the
@@ -18,25 +19,9 @@ func TestSinkScriptedAnswers(t *testing.T) {
 	dir := t.TempDir()
 	var out bytes.Buffer
 	be := &backend{dir: dir, out: &out}
-	srv := smtp.NewServer(be)
-	srv.Domain = "sink.test.example"
-	srv.MaxLineLength = 0
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Errorf("close server: %v", err)
-		}
-		if err := <-done; err != nil && !errors.Is(err, smtp.ErrServerClosed) {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	addr := fakesmtp.Run(t, be.server("sink.test.example", nil))
 
-	c, err := smtp.Dial(ln.Addr().String())
+	c, err := smtp.Dial(addr)
 	if err != nil {
 		t.Fatal(err)
 	}

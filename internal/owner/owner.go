@@ -26,21 +26,18 @@ type Switch struct {
 	Changed  bool   // false: not root, or the directory is root's
 }
 
+// String gives the switch as log fields: user=NAME uid=N gid=N.
 func (s Switch) String() string {
 	if !s.Changed {
 		return fmt.Sprintf("uid=%d", unix.Getuid())
 	}
-	return fmt.Sprintf("user=%s uid=%d gid=%d (owner of %s)", s.Name, s.UID, s.GID, s.Dir)
+	return fmt.Sprintf("user=%s uid=%d gid=%d", s.Name, s.UID, s.GID)
 }
 
-// Become checks dir and, when the process runs as root and dir belongs to
-// another user, switches for good to that user, its primary group and no
-// supplementary groups. It must run before any file is created and before
-// the network is touched. dir itself is not followed if it is a symbolic
-// link that root does not own. A directory that group or others may write
-// without the sticky bit is refused whoever runs: a run as its owner
-// would act on files another user can swap.
-func Become(dir string) (Switch, error) {
+// Who checks dir as Become does and says whom a run started as root
+// would act as, without switching: Changed is true when it would switch
+// (UID, GID, Name say to whom). For check-config.
+func Who(dir string) (Switch, error) {
 	sw := Switch{Dir: dir}
 	var st unix.Stat_t
 	if err := unix.Lstat(dir, &st); err != nil {
@@ -70,6 +67,23 @@ func Become(dir string) (Switch, error) {
 			sw.GID = g
 		}
 	}
+	sw.Changed = true
+	return sw, nil
+}
+
+// Become checks dir and, when the process runs as root and dir belongs to
+// another user, switches for good to that user, its primary group and no
+// supplementary groups. It must run before any file is created and before
+// the network is touched. dir itself is not followed if it is a symbolic
+// link that root does not own. A directory that group or others may write
+// without the sticky bit is refused whoever runs: a run as its owner
+// would act on files another user can swap.
+func Become(dir string) (Switch, error) {
+	sw, err := Who(dir)
+	if err != nil || !sw.Changed {
+		return sw, err
+	}
+	sw.Changed = false
 	// Go applies these to every thread of the process (since Go 1.16).
 	if err := syscall.Setgroups(nil); err != nil {
 		return sw, fmt.Errorf("drop supplementary groups: %w", err)
