@@ -65,7 +65,7 @@ func parseFields(s string) ([][2]string, error) {
 // etrnflush(8) shows.
 func documentedEvents(t *testing.T) map[string]bool {
 	t.Helper()
-	b, err := os.ReadFile("../man/etrnflush.8")
+	b, err := os.ReadFile("man/etrnflush.8")
 	if err != nil {
 		t.Fatal(err)
 	}

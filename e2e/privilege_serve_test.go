@@ -305,7 +305,7 @@ etrn_window = "1s"
 			if d := diffSnapshots(before, treeSnapshot(t, victim)); d != "" {
 				t.Errorf("the link's target changed:\n%s", d)
 			}
-			if b, err := os.ReadFile(logFile); err != nil || !strings.Contains(string(b), "error: serve: state_dir "+stateDir+" is a symbolic link") {
+			if b, err := os.ReadFile(logFile); err != nil || !strings.Contains(string(b), "error: event=serve-error error=\"state_dir "+stateDir+" is a symbolic link") {
 				t.Errorf("the log does not say why: %q %v", b, err)
 			}
 		})
@@ -362,7 +362,7 @@ etrn_window = "1s"
 					t.Errorf("the link's target changed:\n%s", d)
 				}
 				if file == "lock" {
-					if b, err := os.ReadFile(logFile); err != nil || !strings.Contains(string(b), "rate state: \"state_dir lock") {
+					if b, err := os.ReadFile(logFile); err != nil || !strings.Contains(string(b), "error=\"rate state: state_dir lock") {
 						t.Errorf("the 458 is not logged with its cause: %q %v", b, err)
 					}
 				} else if fi, err := os.Lstat(link); err != nil || !fi.Mode().IsRegular() {
@@ -413,7 +413,7 @@ func TestServeLogFileSymlink(t *testing.T) {
 			if d := diffSnapshots(before, treeSnapshot(t, logDir)); d != "" {
 				t.Errorf("the link or its target changed:\n%s", d)
 			}
-			if _, err := os.Stat("/dev/log"); err != nil && !strings.Contains(p.stderr.String(), "logging to standard error") {
+			if _, err := os.Stat("/dev/log"); err != nil && !strings.Contains(p.stderr.String(), "event=log-fallback log=stderr") {
 				// No syslog here: the warning is on standard error.
 				t.Errorf("no warning about the log file: %q", p.stderr.String())
 			}
