@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +61,12 @@ type workFile struct {
 	wkFile  *os.File
 	out     int   // fifo items of this file: messages not settled, q records not written
 	owed    int64 // journal octets reserved for them (see journal.reserve)
+	// irregular is set when this run met anything but whole messages
+	// settled for good: a recipient kept, damage, a resumed or torn
+	// entry, a record not written. Without it, and with the file parsed
+	// to its end and nothing in flight, finish knows without re-reading
+	// the file that compaction would keep nothing (see finish).
+	irregular bool
 }
 
 type item struct {
@@ -234,7 +241,11 @@ func (s *fileSpool) Settle(m *Message, out []Outcome, reason string) error {
 	}
 	st, changed, err := applyOutcomes(s.d, s.base, m, out, reason)
 	if err != nil {
+		w.irregular = true
 		return err
+	}
+	if bytes.IndexByte(st, 'k') >= 0 {
+		w.irregular = true
 	}
 	if changed {
 		if err := w.record(record{r.off, string(st)}, false); err != nil {
@@ -377,6 +388,7 @@ func (w *workFile) next() (*Message, error) {
 		rec, has := w.lookup(e.Start)
 		resume, quarantined, st := journalView(e, rec, has)
 		if resume > 0 {
+			w.irregular = true
 			ln, err := countLines(w.f, resume)
 			if err != nil {
 				return nil, err
@@ -432,6 +444,7 @@ func (w *workFile) next() (*Message, error) {
 			continue
 		}
 		if e.Msg == nil {
+			w.irregular = true
 			if e.Incomplete {
 				grew, err := w.growFrom(e)
 				if err != nil {
@@ -453,6 +466,7 @@ func (w *workFile) next() (*Message, error) {
 		if quarantined {
 			// A whole message set aside (a bad header block, an
 			// envelope in its body) by a run that did not get to compact.
+			w.irregular = true
 			continue
 		}
 		idx := pendingOf(len(e.Msg.To), st)
@@ -579,6 +593,7 @@ func (w *workFile) quarantine(e bsmtp.Entry) error {
 // [start,copyEnd), which may run on past end so that the admin sees all a
 // decision was made on.
 func (w *workFile) quarantineRegion(start, end, copyEnd int64, why string) error {
+	w.irregular = true
 	id := w.id(start)
 	if w.s.o.DryRun {
 		w.s.o.Report(Event{Kind: "quarantine", ID: id, Reason: "would quarantine: " + why, Size: end - start})
@@ -624,7 +639,11 @@ func addrList(e bsmtp.Entry) string {
 }
 
 func (w *workFile) record(r record, newSeg bool) error {
-	return w.jr.appendRecords([]record{r}, newSeg)
+	err := w.jr.appendRecords([]record{r}, newSeg)
+	if err != nil {
+		w.irregular = true
+	}
+	return err
 }
 
 // finish ends this run's use of the work file: removed when nothing is
@@ -680,12 +699,20 @@ func (w *workFile) finish(closing bool) (err error) {
 		}
 		return removeIfExists(w.jr.path)
 	}
-	if err := w.jr.reload(); err != nil {
-		return err
+	if !w.irregular && w.out == 0 && st.Size == w.parsed {
+		// Every entry of the file was read in this run and was a message
+		// whose every recipient is now sent or failed on record: the
+		// compaction would find nothing pending, and re-reading the
+		// whole file to learn that cost a tenth of a flush.
+		err = errNothingPending
+	} else {
+		if err := w.jr.reload(); err != nil {
+			return err
+		}
+		err = WriteFileAtomic(w.path, 0o600, func(out io.Writer) error {
+			return w.compact(out, st.Size)
+		})
 	}
-	err = WriteFileAtomic(w.path, 0o600, func(out io.Writer) error {
-		return w.compact(out, st.Size)
-	})
 	switch {
 	case errors.Is(err, errNothingPending):
 		if err := os.Remove(w.path); err != nil {
