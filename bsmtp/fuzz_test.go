@@ -72,5 +72,8 @@ func FuzzUnstuff(f *testing.F) {
 		if err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("Unstuff(%q) in %d-octet reads = %q, %v; want %q", in, int(size)+1, got, err, want)
 		}
+		if got := UnstuffBytes(in); !bytes.Equal(got, want) {
+			t.Fatalf("UnstuffBytes(%q) = %q; want %q", in, got, want)
+		}
 	})
 }

@@ -23,6 +23,24 @@ func Unstuff(stuffed io.Reader) io.Reader {
 	return &unstuffer{r: bufio.NewReaderSize(stuffed, n), bol: true}
 }
 
+// UnstuffBytes is Unstuff for a data section held in memory: the content,
+// in a new slice.
+func UnstuffBytes(stuffed []byte) []byte {
+	out := make([]byte, 0, len(stuffed))
+	for len(stuffed) > 0 {
+		if stuffed[0] == '.' {
+			stuffed = stuffed[1:]
+		}
+		i := bytes.IndexByte(stuffed, '\n')
+		if i < 0 {
+			return append(out, stuffed...)
+		}
+		out = append(out, stuffed[:i+1]...)
+		stuffed = stuffed[i+1:]
+	}
+	return out
+}
+
 type unstuffer struct {
 	r   *bufio.Reader
 	bol bool // the next octet starts a line

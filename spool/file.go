@@ -54,8 +54,9 @@ type workFile struct {
 	mtime   time.Time // of the claimed file: its last append
 	state   int
 	rd      *bsmtp.Reader
-	parsed  int64 // end of the last complete entry
-	lastLn  int   // line number of the entry that starts at parsed, if known
+	held    *heldTee // what rd read, for the content of small messages
+	parsed  int64    // end of the last complete entry
+	lastLn  int      // line number of the entry that starts at parsed, if known
 	jr      *journal
 	wk      *walker
 	wkFile  *os.File
@@ -305,7 +306,7 @@ func (w *workFile) open() error {
 	ready := func() {
 		w.f = f
 		w.state = wParsing
-		w.rd = bsmtp.NewReader(io.NewSectionReader(f, 0, 1<<62))
+		w.readFrom(0, 1)
 		w.lastLn = 1
 	}
 	mtime := time.Unix(st.Mtim.Unix())
@@ -385,6 +386,7 @@ func (w *workFile) next() (*Message, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", w.path, err)
 		}
+		w.held.forget(e.Start)
 		rec, has := w.lookup(e.Start)
 		resume, quarantined, st := journalView(e, rec, has)
 		if resume > 0 {
@@ -393,7 +395,7 @@ func (w *workFile) next() (*Message, error) {
 			if err != nil {
 				return nil, err
 			}
-			w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, resume, 1<<62), resume, ln)
+			w.readFrom(resume, ln)
 			w.parsed, w.lastLn = resume, ln
 			continue
 		}
@@ -430,7 +432,7 @@ func (w *workFile) next() (*Message, error) {
 			if err := w.quarantineRegion(e.Start, e.Inner.Off, e.End, why); err != nil {
 				return nil, err
 			}
-			w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, e.Inner.Off, 1<<62), e.Inner.Off, e.Inner.Line)
+			w.readFrom(e.Inner.Off, e.Inner.Line)
 			w.parsed, w.lastLn = e.Inner.Off, e.Inner.Line
 			continue
 		}
@@ -488,17 +490,90 @@ func (w *workFile) message(e bsmtp.Entry, st string, idx []int) *Message {
 		}
 	}
 	sec := io.NewSectionReader(w.f, msg.DataStart, msg.DataEnd-msg.DataStart)
+	open := func() (io.ReadCloser, error) {
+		return io.NopCloser(bsmtp.Unstuff(io.NewSectionReader(sec, 0, sec.Size()))), nil
+	}
+	if data := w.held.slice(msg.DataStart, msg.DataEnd); data != nil {
+		// Unstuffed once, here: the sender may open the content more
+		// than once (a retry in a new session), and it is the same.
+		content := bsmtp.UnstuffBytes(data)
+		open = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(content)), nil }
+	}
 	to := make([]string, len(idx))
 	for i, j := range idx {
 		to[i] = msg.To[j]
 	}
 	return &Message{
 		ID: w.id(e.Start), From: msg.From, To: to, Size: msg.Size, WireSize: msg.WireSize(), EightBit: msg.EightBit, ModTime: w.mtime,
-		Open: func() (io.ReadCloser, error) {
-			return io.NopCloser(bsmtp.Unstuff(io.NewSectionReader(sec, 0, sec.Size()))), nil
-		},
-		ref: &msgRef{owner: w, off: e.Start, env: msg.Envelope, idx: idx, prev: prev, section: sec, crlf: msg.CRLF, dataSize: msg.DataEnd - msg.DataStart},
+		Open: open,
+		ref:  &msgRef{owner: w, off: e.Start, env: msg.Envelope, idx: idx, prev: prev, section: sec, crlf: msg.CRLF, dataSize: msg.DataEnd - msg.DataStart},
 	}
+}
+
+// readFrom starts parsing at off, the start of line ln.
+func (w *workFile) readFrom(off int64, ln int) {
+	w.held = &heldTee{r: io.NewSectionReader(w.f, off, 1<<62), base: off, pos: off}
+	w.rd = bsmtp.NewReaderAt(w.held, off, ln)
+}
+
+// heldTee keeps the octets the parser reads from the current entry on, so
+// that a small message's content is handed to the sender from memory: the
+// parse has just read it, and reading it from the file again cost a
+// system call and a copy per message. A region longer than maxHeld (a
+// large message) is not kept; its content is read from the file.
+type heldTee struct {
+	r    io.Reader
+	buf  []byte // the file's octets [base, base+len(buf))
+	base int64
+	pos  int64 // offset of the next octet read
+	off  bool  // over maxHeld since the last forget: nothing is kept
+}
+
+// maxHeld bounds what heldTee keeps: the parser's read-ahead (64 KiB)
+// and a message of up to maxHeldMsg.
+const (
+	maxHeldMsg = 64 << 10
+	maxHeld    = 4 * maxHeldMsg
+)
+
+func (t *heldTee) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	t.pos += int64(n)
+	if !t.off {
+		if len(t.buf)+n > maxHeld {
+			t.off, t.buf = true, t.buf[:0]
+		} else {
+			t.buf = append(t.buf, p[:n]...)
+		}
+	}
+	return n, err
+}
+
+// forget drops what lies before off, the start of the entry just read.
+func (t *heldTee) forget(off int64) {
+	if t.off {
+		// What was read since off is gone: keep from what comes next.
+		t.off, t.base, t.buf = false, t.pos, t.buf[:0]
+		return
+	}
+	if off <= t.base {
+		return
+	}
+	if off >= t.base+int64(len(t.buf)) {
+		t.base, t.buf = t.pos, t.buf[:0]
+		return
+	}
+	n := copy(t.buf, t.buf[off-t.base:])
+	t.buf, t.base = t.buf[:n], off
+}
+
+// slice returns the file's octets [start,end) when they are held and
+// small enough, else nil; they are valid until the next Read.
+func (t *heldTee) slice(start, end int64) []byte {
+	if t.off || end-start > maxHeldMsg || start < t.base || end > t.base+int64(len(t.buf)) || end <= start {
+		return nil
+	}
+	return t.buf[start-t.base : end-t.base]
 }
 
 // growFrom handles an incomplete tail: if the file grew under Exim's
@@ -508,7 +583,7 @@ func (w *workFile) growFrom(e bsmtp.Entry) (bool, error) {
 	if err != nil || !grew {
 		return false, err
 	}
-	w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, e.Start, 1<<62), e.Start, e.Line)
+	w.readFrom(e.Start, e.Line)
 	return true, nil
 }
 
@@ -524,7 +599,7 @@ func (w *workFile) grew(at int64) (bool, error) {
 			return false, err
 		}
 	}
-	w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, at, 1<<62), at, ln)
+	w.readFrom(at, ln)
 	return true, nil
 }
 
@@ -677,7 +752,7 @@ func (w *workFile) finish(closing bool) (err error) {
 		if err != nil {
 			return err
 		}
-		w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, w.parsed, 1<<62), w.parsed, ln)
+		w.readFrom(w.parsed, ln)
 		w.state = wParsing
 		return nil
 	}
