@@ -148,6 +148,10 @@ func Quote(s string) string {
 	if len(s) > maxText {
 		s = s[:maxText] + "..."
 	}
+	if plainASCII(s) {
+		// What QuoteToASCII makes of it, without building it twice.
+		return `"` + s + `"`
+	}
 	var b strings.Builder
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f {
@@ -157,4 +161,15 @@ func Quote(s string) string {
 		b.WriteRune(r)
 	}
 	return strconv.QuoteToASCII(b.String())
+}
+
+// plainASCII: printable ASCII without a quote or a backslash, which
+// Quote and escape leave as it is.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
