@@ -27,19 +27,22 @@ func Unstuff(stuffed io.Reader) io.Reader {
 // in a new slice.
 func UnstuffBytes(stuffed []byte) []byte {
 	out := make([]byte, 0, len(stuffed))
-	for len(stuffed) > 0 {
-		if stuffed[0] == '.' {
-			stuffed = stuffed[1:]
-		}
-		i := bytes.IndexByte(stuffed, '\n')
+	if len(stuffed) > 0 && stuffed[0] == '.' {
+		stuffed = stuffed[1:]
+	}
+	// From one stuffed line start to the next, not line by line: most
+	// lines have no dot to drop.
+	for {
+		i := bytes.Index(stuffed, lfDot)
 		if i < 0 {
 			return append(out, stuffed...)
 		}
 		out = append(out, stuffed[:i+1]...)
-		stuffed = stuffed[i+1:]
+		stuffed = stuffed[i+2:]
 	}
-	return out
 }
+
+var lfDot = []byte("\n.")
 
 type unstuffer struct {
 	r   *bufio.Reader
