@@ -75,5 +75,8 @@ func FuzzUnstuff(f *testing.F) {
 		if got := UnstuffBytes(in); !bytes.Equal(got, want) {
 			t.Fatalf("UnstuffBytes(%q) = %q; want %q", in, got, want)
 		}
+		if got := AppendUnstuffed([]byte("x"), in); !bytes.Equal(got, append([]byte("x"), want...)) {
+			t.Fatalf("AppendUnstuffed(x, %q) = %q; want x%q", in, got, want)
+		}
 	})
 }

@@ -26,7 +26,12 @@ func Unstuff(stuffed io.Reader) io.Reader {
 // UnstuffBytes is Unstuff for a data section held in memory: the content,
 // in a new slice.
 func UnstuffBytes(stuffed []byte) []byte {
-	out := make([]byte, 0, len(stuffed))
+	return AppendUnstuffed(make([]byte, 0, len(stuffed)), stuffed)
+}
+
+// AppendUnstuffed appends the content of a data section held in memory to
+// dst, as Unstuff would give it.
+func AppendUnstuffed(dst, stuffed []byte) []byte {
 	if len(stuffed) > 0 && stuffed[0] == '.' {
 		stuffed = stuffed[1:]
 	}
@@ -35,9 +40,9 @@ func UnstuffBytes(stuffed []byte) []byte {
 	for {
 		i := bytes.Index(stuffed, lfDot)
 		if i < 0 {
-			return append(out, stuffed...)
+			return append(dst, stuffed...)
 		}
-		out = append(out, stuffed[:i+1]...)
+		dst = append(dst, stuffed[:i+1]...)
 		stuffed = stuffed[i+2:]
 	}
 }

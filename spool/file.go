@@ -40,6 +40,7 @@ type fileSpool struct {
 	lastNanos int64
 	fifo      []*item // handed out (messages) or quarantined (damage) but not yet journaled, in order
 	closed    bool
+	spare     spares // content buffers of settled messages (see heldContent)
 }
 
 // workFile is one claimed batch. Its bytes are only ever appended to (by
@@ -234,6 +235,9 @@ func (s *fileSpool) Settle(m *Message, out []Outcome, reason string) error {
 	// Whatever happens below, the message is no longer in flight: without
 	// a record it counts as fully pending.
 	r.settled = true
+	if r.held != nil {
+		r.held.settle()
+	}
 	w.owed -= s.fifo[0].rl
 	s.fifo = s.fifo[1:]
 	w.out--
@@ -490,14 +494,22 @@ func (w *workFile) message(e bsmtp.Entry, st string, idx []int) *Message {
 		}
 	}
 	sec := io.NewSectionReader(w.f, msg.DataStart, msg.DataEnd-msg.DataStart)
-	open := func() (io.ReadCloser, error) {
+	fromFile := func() (io.ReadCloser, error) {
 		return io.NopCloser(bsmtp.Unstuff(io.NewSectionReader(sec, 0, sec.Size()))), nil
 	}
+	open := fromFile
+	var hc *heldContent
 	if data := w.held.slice(msg.DataStart, msg.DataEnd); data != nil {
 		// Unstuffed once, here: the sender may open the content more
 		// than once (a retry in a new session), and it is the same.
-		content := bsmtp.UnstuffBytes(data)
-		open = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(content)), nil }
+		hc = &heldContent{b: bsmtp.AppendUnstuffed(w.s.spare.get(len(data)), data), spare: &w.s.spare}
+		open = func() (io.ReadCloser, error) {
+			if hc.released {
+				return fromFile()
+			}
+			hc.opens++
+			return &heldReader{r: bytes.NewReader(hc.b), hc: hc}, nil
+		}
 	}
 	to := make([]string, len(idx))
 	for i, j := range idx {
@@ -506,7 +518,7 @@ func (w *workFile) message(e bsmtp.Entry, st string, idx []int) *Message {
 	return &Message{
 		ID: w.id(e.Start), From: msg.From, To: to, Size: msg.Size, WireSize: msg.WireSize(), EightBit: msg.EightBit, ModTime: w.mtime,
 		Open: open,
-		ref:  &msgRef{owner: w, off: e.Start, env: msg.Envelope, idx: idx, prev: prev, section: sec, crlf: msg.CRLF, dataSize: msg.DataEnd - msg.DataStart},
+		ref:  &msgRef{owner: w, off: e.Start, env: msg.Envelope, idx: idx, prev: prev, section: sec, crlf: msg.CRLF, dataSize: msg.DataEnd - msg.DataStart, held: hc},
 	}
 }
 
@@ -574,6 +586,91 @@ func (t *heldTee) slice(start, end int64) []byte {
 		return nil
 	}
 	return t.buf[start-t.base : end-t.base]
+}
+
+// heldContent is a message's content in memory. Its buffer goes back to
+// the spool's spares, for the next message, once the message is settled
+// and every reader of it closed; an Open after that reads the file. A
+// buffer a reader was never closed on is left to the collector.
+type heldContent struct {
+	b        []byte
+	spare    *spares
+	opens    int // readers not closed yet
+	settled  bool
+	released bool
+}
+
+func (hc *heldContent) settle() {
+	hc.settled = true
+	hc.release()
+}
+
+func (hc *heldContent) release() {
+	if hc.released || !hc.settled || hc.opens > 0 {
+		return
+	}
+	hc.released = true
+	hc.spare.put(hc.b)
+	hc.b = nil
+}
+
+// heldReader reads a heldContent; once closed it reads nothing, so that
+// it can never see the next message's content in the recycled buffer.
+type heldReader struct {
+	r  *bytes.Reader
+	hc *heldContent
+}
+
+var errReadClosed = errors.New("content read after close")
+
+func (r *heldReader) Read(p []byte) (int, error) {
+	if r.hc == nil {
+		return 0, errReadClosed
+	}
+	return r.r.Read(p)
+}
+
+func (r *heldReader) WriteTo(w io.Writer) (int64, error) {
+	if r.hc == nil {
+		return 0, errReadClosed
+	}
+	return r.r.WriteTo(w)
+}
+
+func (r *heldReader) Close() error {
+	if r.hc != nil {
+		hc := r.hc
+		r.hc, r.r = nil, nil
+		hc.opens--
+		hc.release()
+	}
+	return nil
+}
+
+// spares are content buffers of settled messages, reused: a fresh
+// allocation per message was most of the bytes a flush allocated, and
+// in a short-lived process fresh memory costs page faults too. Every
+// Message of a spool is handed out and settled on one goroutine.
+type spares struct{ free [][]byte }
+
+// maxSpares bounds the buffers kept: the message window and some.
+const maxSpares = 64
+
+func (s *spares) get(n int) []byte {
+	for i := len(s.free) - 1; i >= 0; i-- {
+		if b := s.free[i]; cap(b) >= n {
+			s.free[i] = s.free[len(s.free)-1]
+			s.free = s.free[:len(s.free)-1]
+			return b[:0]
+		}
+	}
+	return make([]byte, 0, n)
+}
+
+func (s *spares) put(b []byte) {
+	if len(s.free) < maxSpares && cap(b) <= maxHeldMsg {
+		s.free = append(s.free, b)
+	}
 }
 
 // growFrom handles an incomplete tail: if the file grew under Exim's

@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +18,8 @@ import (
 // start, the end and across the parser's buffer boundaries; and a run
 // that sent everything leaves no work file behind (no compaction).
 func TestHeldContent(t *testing.T) {
-	sizes := []int{1, 100, 4 << 10, maxHeldMsg - 10, maxHeldMsg + 10, 3, 70 << 10, maxHeld + 100, 5, 200 << 10, 4 << 10, 64<<10 - 1}
+	sizes := []int{1, 100, 4 << 10, maxHeldMsg - 10, maxHeldMsg + 10, 3, 70 << 10, maxHeld + 100, 5, 200 << 10, 4 << 10, 64<<10 - 1,
+		4 << 10, 4 << 10, 4<<10 - 100, 2 << 10, 100, 4 << 10}
 	var bodies []string
 	var buf bytes.Buffer
 	w := bsmtp.NewWriter(&buf)
@@ -44,7 +46,27 @@ func TestHeldContent(t *testing.T) {
 	}
 	s := openWith(t, Options{Path: p}, nil)
 	i := 0
+	var open io.ReadCloser // the previous message's, still open
+	var prev *Message
 	for m := range messages(t, s) {
+		if open != nil {
+			// Settled and followed by another message, its buffer
+			// still being read: nothing may have reused it.
+			if got, err := io.ReadAll(open); err != nil || string(got) != bodies[i-1] {
+				t.Errorf("message %d read across its settle: %d octets, %v", i-1, len(got), err)
+			}
+			if err := open.Close(); err != nil {
+				t.Fatal(err)
+			}
+			_, held := open.(*heldReader)
+			if n, err := open.Read(make([]byte, 10)); n != 0 || err == nil || (held && err == io.EOF) {
+				t.Errorf("message %d: a read after close gave %d octets, %v", i-1, n, err)
+			}
+			// Released now: opened again, it comes from the file.
+			if got := content(t, prev); got != bodies[i-1] {
+				t.Errorf("message %d opened after its settle differs", i-1)
+			}
+		}
 		if got := content(t, m); got != bodies[i] {
 			t.Errorf("message %d (%d octets): content differs (%d octets, want %d)", i, sizes[i], len(got), len(bodies[i]))
 		}
@@ -52,10 +74,18 @@ func TestHeldContent(t *testing.T) {
 		if got := content(t, m); got != bodies[i] {
 			t.Errorf("message %d: second open differs", i)
 		}
+		var err error
+		if open, err = m.Open(); err != nil {
+			t.Fatal(err)
+		}
+		prev = m
 		if err := s.Settle(m, []Outcome{Sent}, ""); err != nil {
 			t.Fatal(err)
 		}
 		i++
+	}
+	if err := open.Close(); err != nil {
+		t.Fatal(err)
 	}
 	if i != len(sizes) {
 		t.Fatalf("%d messages, want %d", i, len(sizes))
