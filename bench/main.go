@@ -91,7 +91,8 @@ func run(bin string, rtt time.Duration, only string, extra []string) error {
 // result is one etrnflush run.
 type result struct {
 	elapsed time.Duration
-	maxRSS  int64 // KiB
+	cpu     time.Duration // user + system time of the child
+	maxRSS  int64         // KiB
 	stderr  string
 }
 
@@ -115,6 +116,7 @@ func (h *harness) flushExit(spool, host, addr string, want int) (result, error) 
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			r.maxRSS = ru.Maxrss
+			r.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		}
 	}
 	var ee *exec.ExitError
@@ -308,6 +310,8 @@ func (h *harness) throughput() error {
 	fmt.Printf("\nLoopback throughput, %d messages of %d KiB (spool %.1f MiB), sink offers CHUNKING+PIPELINING\n", n, size>>10, float64(spooled)/(1<<20))
 	fmt.Printf("  etrnflush:  %8s  %8.0f msg/s  %7.1f MiB/s (whole process: start, claim, send, settle)\n",
 		res.elapsed.Round(time.Millisecond), n/res.elapsed.Seconds(), float64(spooled)/(1<<20)/res.elapsed.Seconds())
+	fmt.Printf("  etrnflush CPU: %s user+sys, %.1f µs per message (the figure to compare on a loaded machine)\n",
+		res.cpu.Round(time.Millisecond), float64(res.cpu.Microseconds())/n)
 	fmt.Printf("  transcript: %8s  %8.0f msg/s  %7.1f MiB/s (best of %d: one pipelined session rendered ahead, %d octets in one sendfile, replies read)\n",
 		ts.Round(time.Microsecond), n/ts.Seconds(), float64(tst.octets)/(1<<20)/ts.Seconds(), transcriptRuns, tst.octets)
 	fmt.Printf("  raw copy:   %8s  %8.0f msg/s  %7.1f MiB/s (the spool's %d octets over one loopback TCP connection)\n",

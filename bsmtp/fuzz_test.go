@@ -72,5 +72,11 @@ func FuzzUnstuff(f *testing.F) {
 		if err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("Unstuff(%q) in %d-octet reads = %q, %v; want %q", in, int(size)+1, got, err, want)
 		}
+		if got := UnstuffBytes(in); !bytes.Equal(got, want) {
+			t.Fatalf("UnstuffBytes(%q) = %q; want %q", in, got, want)
+		}
+		if got := AppendUnstuffed([]byte("x"), in); !bytes.Equal(got, append([]byte("x"), want...)) {
+			t.Fatalf("AppendUnstuffed(x, %q) = %q; want x%q", in, got, want)
+		}
 	})
 }

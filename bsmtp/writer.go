@@ -23,6 +23,32 @@ func Unstuff(stuffed io.Reader) io.Reader {
 	return &unstuffer{r: bufio.NewReaderSize(stuffed, n), bol: true}
 }
 
+// UnstuffBytes is Unstuff for a data section held in memory: the content,
+// in a new slice.
+func UnstuffBytes(stuffed []byte) []byte {
+	return AppendUnstuffed(make([]byte, 0, len(stuffed)), stuffed)
+}
+
+// AppendUnstuffed appends the content of a data section held in memory to
+// dst, as Unstuff would give it.
+func AppendUnstuffed(dst, stuffed []byte) []byte {
+	if len(stuffed) > 0 && stuffed[0] == '.' {
+		stuffed = stuffed[1:]
+	}
+	// From one stuffed line start to the next, not line by line: most
+	// lines have no dot to drop.
+	for {
+		i := bytes.Index(stuffed, lfDot)
+		if i < 0 {
+			return append(dst, stuffed...)
+		}
+		dst = append(dst, stuffed[:i+1]...)
+		stuffed = stuffed[i+2:]
+	}
+}
+
+var lfDot = []byte("\n.")
+
 type unstuffer struct {
 	r   *bufio.Reader
 	bol bool // the next octet starts a line

@@ -887,6 +887,9 @@ func escape(a string) string {
 	if len(a) > maxText {
 		a = a[:maxText] + "..."
 	}
+	if plainASCII(a) && !strings.Contains(a, " ") {
+		return a
+	}
 	var b strings.Builder
 	for i := 0; i < len(a); i++ {
 		c := a[i]

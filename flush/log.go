@@ -114,10 +114,10 @@ func (l *Logger) logf(lv level, format string, args ...any) {
 	if l == nil || (lv <= lvDebug && !l.verbose && !l.trace) {
 		return
 	}
-	line := fmt.Sprintf(format, args...)
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.sys != nil {
+		line := fmt.Sprintf(format, args...)
+		l.mu.Lock()
+		defer l.mu.Unlock()
 		// A failing syslog cannot be reported anywhere better.
 		switch lv {
 		case lvTrace, lvDebug:
@@ -131,22 +131,42 @@ func (l *Logger) logf(lv level, format string, args ...any) {
 		}
 		return
 	}
-	prefix := ""
+	// One line per message: built in a reused buffer with one format
+	// pass and written with one write, not formatted twice into fresh
+	// strings.
+	bp := linePool.Get().(*[]byte)
+	b := (*bp)[:0]
+	if l.w != os.Stderr {
+		b = time.Now().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00 ")
+	}
+	b = append(b, "etrnflush["...)
+	b = strconv.AppendInt(b, int64(l.pid), 10)
+	b = append(b, "]: "...)
 	switch lv {
 	case lvWarn:
-		prefix = "warning: "
+		b = append(b, "warning: "...)
 	case lvErr:
-		prefix = "error: "
+		b = append(b, "error: "...)
 	}
+	b = fmt.Appendf(b, format, args...)
+	b = append(b, '\n')
+	l.mu.Lock()
 	if l.before != nil {
-		l.before()
+		l.before() // under the lock: no other line gets between
 	}
-	ts := ""
-	if l.w != os.Stderr {
-		ts = time.Now().Format("2006-01-02T15:04:05.000Z07:00 ")
+	_, _ = l.w.Write(b)
+	l.mu.Unlock()
+	if cap(b) <= maxPooledLine {
+		*bp = b
+		linePool.Put(bp)
 	}
-	_, _ = fmt.Fprintf(l.w, "%setrnflush[%d]: %s%s\n", ts, l.pid, prefix, line)
 }
+
+// linePool holds the buffers log lines are built in; an unusually long
+// line's buffer is left to the collector.
+var linePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+const maxPooledLine = 16 << 10
 
 // Debugf logs only with -v.
 func (l *Logger) Debugf(format string, args ...any) { l.logf(lvDebug, format, args...) }
@@ -170,6 +190,10 @@ func Quote(s string) string {
 	if len(s) > maxText {
 		s = s[:maxText] + "..."
 	}
+	if plainASCII(s) {
+		// What QuoteToASCII makes of it, without building it twice.
+		return `"` + s + `"`
+	}
 	var b strings.Builder
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f {
@@ -179,4 +203,15 @@ func Quote(s string) string {
 		b.WriteRune(r)
 	}
 	return strconv.QuoteToASCII(b.String())
+}
+
+// plainASCII: printable ASCII without a quote or a backslash, which
+// Quote and escape leave as it is.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }

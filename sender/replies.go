@@ -1,6 +1,8 @@
 package sender
 
 import (
+	"bufio"
+	"bytes"
 	"sync"
 	"time"
 )
@@ -42,13 +44,23 @@ func (r *replyReader) run() {
 			r.mu.Unlock()
 			return
 		}
-		until := time.Now().Add(r.waits[0])
-		if !r.grace.IsZero() && r.grace.Before(until) {
-			until = r.grace
+		var err error
+		if replyBuffered(r.s.br) {
+			// The reply is here already: no read waits for it, so no
+			// deadline is due. Resetting the connection's timer for
+			// each of the replies that arrive together was a tenth of
+			// the reader's time. A connection stopped meanwhile stops
+			// here as it would at the deadline.
+			err = r.s.dc.cancelled()
+		} else {
+			until := time.Now().Add(r.waits[0])
+			if !r.grace.IsZero() && r.grace.Before(until) {
+				until = r.grace
+			}
+			// Under the lock, so that shutdown's shorter deadline is
+			// never overwritten by a longer one.
+			err = r.s.dc.setReadDeadlineAt(until)
 		}
-		// Under the lock, so that shutdown's shorter deadline is never
-		// overwritten by a longer one.
-		err := r.s.dc.setReadDeadlineAt(until)
 		r.mu.Unlock()
 		var rep reply
 		if err == nil {
@@ -117,4 +129,20 @@ func (r *replyReader) shutdown(grace time.Duration) {
 	r.cond.Signal()
 	r.mu.Unlock()
 	<-r.done
+}
+
+// replyBuffered reports whether br holds a whole reply (its last line
+// included), which the next readReply takes without waiting for input.
+func replyBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered()) // never more than is buffered: no error
+	for {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			return false
+		}
+		if i < 4 || b[3] != '-' {
+			return true // a last line, or one readReply rejects at once
+		}
+		b = b[i+1:]
+	}
 }

@@ -544,7 +544,11 @@ func (s *Session) sizeLimit() (limit int64, offered bool) {
 	if !ok {
 		return 0, false
 	}
-	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, true // SIZE without a limit; asked per message, so no error made
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 {
 		return 0, true
 	}

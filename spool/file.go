@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -39,6 +40,7 @@ type fileSpool struct {
 	lastNanos int64
 	fifo      []*item // handed out (messages) or quarantined (damage) but not yet journaled, in order
 	closed    bool
+	spare     spares // content buffers of settled messages (see heldContent)
 }
 
 // workFile is one claimed batch. Its bytes are only ever appended to (by
@@ -53,13 +55,20 @@ type workFile struct {
 	mtime   time.Time // of the claimed file: its last append
 	state   int
 	rd      *bsmtp.Reader
-	parsed  int64 // end of the last complete entry
-	lastLn  int   // line number of the entry that starts at parsed, if known
+	held    *heldTee // what rd read, for the content of small messages
+	parsed  int64    // end of the last complete entry
+	lastLn  int      // line number of the entry that starts at parsed, if known
 	jr      *journal
 	wk      *walker
 	wkFile  *os.File
 	out     int   // fifo items of this file: messages not settled, q records not written
 	owed    int64 // journal octets reserved for them (see journal.reserve)
+	// irregular is set when this run met anything but whole messages
+	// settled for good: a recipient kept, damage, a resumed or torn
+	// entry, a record not written. Without it, and with the file parsed
+	// to its end and nothing in flight, finish knows without re-reading
+	// the file that compaction would keep nothing (see finish).
+	irregular bool
 }
 
 type item struct {
@@ -226,6 +235,9 @@ func (s *fileSpool) Settle(m *Message, out []Outcome, reason string) error {
 	// Whatever happens below, the message is no longer in flight: without
 	// a record it counts as fully pending.
 	r.settled = true
+	if r.held != nil {
+		r.held.settle()
+	}
 	w.owed -= s.fifo[0].rl
 	s.fifo = s.fifo[1:]
 	w.out--
@@ -234,7 +246,11 @@ func (s *fileSpool) Settle(m *Message, out []Outcome, reason string) error {
 	}
 	st, changed, err := applyOutcomes(s.d, s.base, m, out, reason)
 	if err != nil {
+		w.irregular = true
 		return err
+	}
+	if bytes.IndexByte(st, 'k') >= 0 {
+		w.irregular = true
 	}
 	if changed {
 		if err := w.record(record{r.off, string(st)}, false); err != nil {
@@ -294,7 +310,7 @@ func (w *workFile) open() error {
 	ready := func() {
 		w.f = f
 		w.state = wParsing
-		w.rd = bsmtp.NewReader(io.NewSectionReader(f, 0, 1<<62))
+		w.readFrom(0, 1)
 		w.lastLn = 1
 	}
 	mtime := time.Unix(st.Mtim.Unix())
@@ -374,14 +390,16 @@ func (w *workFile) next() (*Message, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", w.path, err)
 		}
+		w.held.forget(e.Start)
 		rec, has := w.lookup(e.Start)
 		resume, quarantined, st := journalView(e, rec, has)
 		if resume > 0 {
+			w.irregular = true
 			ln, err := countLines(w.f, resume)
 			if err != nil {
 				return nil, err
 			}
-			w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, resume, 1<<62), resume, ln)
+			w.readFrom(resume, ln)
 			w.parsed, w.lastLn = resume, ln
 			continue
 		}
@@ -418,7 +436,7 @@ func (w *workFile) next() (*Message, error) {
 			if err := w.quarantineRegion(e.Start, e.Inner.Off, e.End, why); err != nil {
 				return nil, err
 			}
-			w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, e.Inner.Off, 1<<62), e.Inner.Off, e.Inner.Line)
+			w.readFrom(e.Inner.Off, e.Inner.Line)
 			w.parsed, w.lastLn = e.Inner.Off, e.Inner.Line
 			continue
 		}
@@ -432,6 +450,7 @@ func (w *workFile) next() (*Message, error) {
 			continue
 		}
 		if e.Msg == nil {
+			w.irregular = true
 			if e.Incomplete {
 				grew, err := w.growFrom(e)
 				if err != nil {
@@ -453,6 +472,7 @@ func (w *workFile) next() (*Message, error) {
 		if quarantined {
 			// A whole message set aside (a bad header block, an
 			// envelope in its body) by a run that did not get to compact.
+			w.irregular = true
 			continue
 		}
 		idx := pendingOf(len(e.Msg.To), st)
@@ -474,16 +494,182 @@ func (w *workFile) message(e bsmtp.Entry, st string, idx []int) *Message {
 		}
 	}
 	sec := io.NewSectionReader(w.f, msg.DataStart, msg.DataEnd-msg.DataStart)
+	fromFile := func() (io.ReadCloser, error) {
+		return io.NopCloser(bsmtp.Unstuff(io.NewSectionReader(sec, 0, sec.Size()))), nil
+	}
+	open := fromFile
+	var hc *heldContent
+	if data := w.held.slice(msg.DataStart, msg.DataEnd); data != nil {
+		// Unstuffed once, here: the sender may open the content more
+		// than once (a retry in a new session), and it is the same.
+		hc = &heldContent{b: bsmtp.AppendUnstuffed(w.s.spare.get(len(data)), data), spare: &w.s.spare}
+		open = func() (io.ReadCloser, error) {
+			if hc.released {
+				return fromFile()
+			}
+			hc.opens++
+			return &heldReader{r: bytes.NewReader(hc.b), hc: hc}, nil
+		}
+	}
 	to := make([]string, len(idx))
 	for i, j := range idx {
 		to[i] = msg.To[j]
 	}
 	return &Message{
 		ID: w.id(e.Start), From: msg.From, To: to, Size: msg.Size, WireSize: msg.WireSize(), EightBit: msg.EightBit, ModTime: w.mtime,
-		Open: func() (io.ReadCloser, error) {
-			return io.NopCloser(bsmtp.Unstuff(io.NewSectionReader(sec, 0, sec.Size()))), nil
-		},
-		ref: &msgRef{owner: w, off: e.Start, env: msg.Envelope, idx: idx, prev: prev, section: sec, crlf: msg.CRLF, dataSize: msg.DataEnd - msg.DataStart},
+		Open: open,
+		ref:  &msgRef{owner: w, off: e.Start, env: msg.Envelope, idx: idx, prev: prev, section: sec, crlf: msg.CRLF, dataSize: msg.DataEnd - msg.DataStart, held: hc},
+	}
+}
+
+// readFrom starts parsing at off, the start of line ln.
+func (w *workFile) readFrom(off int64, ln int) {
+	w.held = &heldTee{r: io.NewSectionReader(w.f, off, 1<<62), base: off, pos: off}
+	w.rd = bsmtp.NewReaderAt(w.held, off, ln)
+}
+
+// heldTee keeps the octets the parser reads from the current entry on, so
+// that a small message's content is handed to the sender from memory: the
+// parse has just read it, and reading it from the file again cost a
+// system call and a copy per message. A region longer than maxHeld (a
+// large message) is not kept; its content is read from the file.
+type heldTee struct {
+	r    io.Reader
+	buf  []byte // the file's octets [base, base+len(buf))
+	base int64
+	pos  int64 // offset of the next octet read
+	off  bool  // over maxHeld since the last forget: nothing is kept
+}
+
+// maxHeld bounds what heldTee keeps: the parser's read-ahead (64 KiB)
+// and a message of up to maxHeldMsg.
+const (
+	maxHeldMsg = 64 << 10
+	maxHeld    = 4 * maxHeldMsg
+)
+
+func (t *heldTee) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	t.pos += int64(n)
+	if !t.off {
+		if len(t.buf)+n > maxHeld {
+			t.off, t.buf = true, t.buf[:0]
+		} else {
+			t.buf = append(t.buf, p[:n]...)
+		}
+	}
+	return n, err
+}
+
+// forget drops what lies before off, the start of the entry just read.
+func (t *heldTee) forget(off int64) {
+	if t.off {
+		// What was read since off is gone: keep from what comes next.
+		t.off, t.base, t.buf = false, t.pos, t.buf[:0]
+		return
+	}
+	if off <= t.base {
+		return
+	}
+	if off >= t.base+int64(len(t.buf)) {
+		t.base, t.buf = t.pos, t.buf[:0]
+		return
+	}
+	n := copy(t.buf, t.buf[off-t.base:])
+	t.buf, t.base = t.buf[:n], off
+}
+
+// slice returns the file's octets [start,end) when they are held and
+// small enough, else nil; they are valid until the next Read.
+func (t *heldTee) slice(start, end int64) []byte {
+	if t.off || end-start > maxHeldMsg || start < t.base || end > t.base+int64(len(t.buf)) || end <= start {
+		return nil
+	}
+	return t.buf[start-t.base : end-t.base]
+}
+
+// heldContent is a message's content in memory. Its buffer goes back to
+// the spool's spares, for the next message, once the message is settled
+// and every reader of it closed; an Open after that reads the file. A
+// buffer a reader was never closed on is left to the collector.
+type heldContent struct {
+	b        []byte
+	spare    *spares
+	opens    int // readers not closed yet
+	settled  bool
+	released bool
+}
+
+func (hc *heldContent) settle() {
+	hc.settled = true
+	hc.release()
+}
+
+func (hc *heldContent) release() {
+	if hc.released || !hc.settled || hc.opens > 0 {
+		return
+	}
+	hc.released = true
+	hc.spare.put(hc.b)
+	hc.b = nil
+}
+
+// heldReader reads a heldContent; once closed it reads nothing, so that
+// it can never see the next message's content in the recycled buffer.
+type heldReader struct {
+	r  *bytes.Reader
+	hc *heldContent
+}
+
+var errReadClosed = errors.New("content read after close")
+
+func (r *heldReader) Read(p []byte) (int, error) {
+	if r.hc == nil {
+		return 0, errReadClosed
+	}
+	return r.r.Read(p)
+}
+
+func (r *heldReader) WriteTo(w io.Writer) (int64, error) {
+	if r.hc == nil {
+		return 0, errReadClosed
+	}
+	return r.r.WriteTo(w)
+}
+
+func (r *heldReader) Close() error {
+	if r.hc != nil {
+		hc := r.hc
+		r.hc, r.r = nil, nil
+		hc.opens--
+		hc.release()
+	}
+	return nil
+}
+
+// spares are content buffers of settled messages, reused: a fresh
+// allocation per message was most of the bytes a flush allocated, and
+// in a short-lived process fresh memory costs page faults too. Every
+// Message of a spool is handed out and settled on one goroutine.
+type spares struct{ free [][]byte }
+
+// maxSpares bounds the buffers kept: the message window and some.
+const maxSpares = 64
+
+func (s *spares) get(n int) []byte {
+	for i := len(s.free) - 1; i >= 0; i-- {
+		if b := s.free[i]; cap(b) >= n {
+			s.free[i] = s.free[len(s.free)-1]
+			s.free = s.free[:len(s.free)-1]
+			return b[:0]
+		}
+	}
+	return make([]byte, 0, n)
+}
+
+func (s *spares) put(b []byte) {
+	if len(s.free) < maxSpares && cap(b) <= maxHeldMsg {
+		s.free = append(s.free, b)
 	}
 }
 
@@ -494,7 +680,7 @@ func (w *workFile) growFrom(e bsmtp.Entry) (bool, error) {
 	if err != nil || !grew {
 		return false, err
 	}
-	w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, e.Start, 1<<62), e.Start, e.Line)
+	w.readFrom(e.Start, e.Line)
 	return true, nil
 }
 
@@ -510,7 +696,7 @@ func (w *workFile) grew(at int64) (bool, error) {
 			return false, err
 		}
 	}
-	w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, at, 1<<62), at, ln)
+	w.readFrom(at, ln)
 	return true, nil
 }
 
@@ -579,6 +765,7 @@ func (w *workFile) quarantine(e bsmtp.Entry) error {
 // [start,copyEnd), which may run on past end so that the admin sees all a
 // decision was made on.
 func (w *workFile) quarantineRegion(start, end, copyEnd int64, why string) error {
+	w.irregular = true
 	id := w.id(start)
 	if w.s.o.DryRun {
 		w.s.o.Report(Event{Kind: "quarantine", ID: id, Reason: "would quarantine: " + why, Size: end - start})
@@ -624,7 +811,11 @@ func addrList(e bsmtp.Entry) string {
 }
 
 func (w *workFile) record(r record, newSeg bool) error {
-	return w.jr.appendRecords([]record{r}, newSeg)
+	err := w.jr.appendRecords([]record{r}, newSeg)
+	if err != nil {
+		w.irregular = true
+	}
+	return err
 }
 
 // finish ends this run's use of the work file: removed when nothing is
@@ -658,7 +849,7 @@ func (w *workFile) finish(closing bool) (err error) {
 		if err != nil {
 			return err
 		}
-		w.rd = bsmtp.NewReaderAt(io.NewSectionReader(w.f, w.parsed, 1<<62), w.parsed, ln)
+		w.readFrom(w.parsed, ln)
 		w.state = wParsing
 		return nil
 	}
@@ -680,12 +871,20 @@ func (w *workFile) finish(closing bool) (err error) {
 		}
 		return removeIfExists(w.jr.path)
 	}
-	if err := w.jr.reload(); err != nil {
-		return err
+	if !w.irregular && w.out == 0 && st.Size == w.parsed {
+		// Every entry of the file was read in this run and was a message
+		// whose every recipient is now sent or failed on record: the
+		// compaction would find nothing pending, and re-reading the
+		// whole file to learn that cost a tenth of a flush.
+		err = errNothingPending
+	} else {
+		if err := w.jr.reload(); err != nil {
+			return err
+		}
+		err = WriteFileAtomic(w.path, 0o600, func(out io.Writer) error {
+			return w.compact(out, st.Size)
+		})
 	}
-	err = WriteFileAtomic(w.path, 0o600, func(out io.Writer) error {
-		return w.compact(out, st.Size)
-	})
 	switch {
 	case errors.Is(err, errNothingPending):
 		if err := os.Remove(w.path); err != nil {

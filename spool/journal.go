@@ -51,8 +51,9 @@ type journal struct {
 	// none); syncErr is what it returned, read only after that.
 	syncing  chan struct{}
 	syncErr  error
-	reserved int64 // the file's blocks are allocated up to here (fallocate)
-	noAlloc  bool  // the file system cannot preallocate
+	reserved int64  // the file's blocks are allocated up to here (fallocate)
+	buf      []byte // appendRecords' line buffer
+	noAlloc  bool   // the file system cannot preallocate
 }
 
 // A record is in the kernel when appendRecords returns, which is all a
@@ -279,18 +280,24 @@ func (j *journal) appendRecords(recs []record, newSegment bool) error {
 	if err := j.reap(false); err != nil {
 		return err
 	}
-	var b strings.Builder
+	// Built in a buffer kept across records: one record per message
+	// made a Builder, a formatted print and a copy each.
+	b := j.buf[:0]
 	if !j.started || newSegment {
-		b.WriteString("run\n")
+		b = append(b, "run\n"...)
 		j.started = true
 	}
 	for _, r := range recs {
-		fmt.Fprintf(&b, "%d %s\n", r.off, r.st)
+		b = strconv.AppendInt(b, r.off, 10)
+		b = append(b, ' ')
+		b = append(b, r.st...)
+		b = append(b, '\n')
 	}
-	if _, err := j.f.WriteAt([]byte(b.String()), j.valid); err != nil {
+	j.buf = b
+	if _, err := j.f.WriteAt(b, j.valid); err != nil {
 		return fmt.Errorf("journal %s: write: %w", j.path, err)
 	}
-	j.valid += int64(b.Len())
+	j.valid += int64(len(b))
 	if len(recs) > 0 {
 		j.records = true
 	}

@@ -105,6 +105,7 @@ type msgRef struct {
 	// plain, when set, gives the content as it is to be sent (mailstore,
 	// maildir); section is then that content, not dot-stuffed.
 	plain func() io.Reader
+	held  *heldContent // the content in memory (bsmtp-file, small messages)
 }
 
 // Outcome is the final state of one recipient after a delivery attempt.
