@@ -131,3 +131,26 @@ func TestEximIDFromMailstoreName(t *testing.T) {
 		t.Errorf("Exim ids %v, want 1xXKkf-0001AA-0c and none", ids)
 	}
 }
+
+// TestLastFlushStaleTemp: a run killed while writing the state file
+// leaves its temporary file; the next write removes it.
+func TestLastFlushStaleTemp(t *testing.T) {
+	dir := t.TempDir()
+	stale := filepath.Join(dir, strings.TrimSuffix(tempPattern(statePath(dir, "h.example")), "*")+"123")
+	writeFile(t, stale, "{")
+	other := filepath.Join(dir, strings.TrimSuffix(tempPattern(statePath(dir, "h.example.org")), "*")+"456")
+	writeFile(t, other, "{")
+	if err := WriteLastFlush(dir, "h.example", LastFlush{Exit: 75, Sent: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale temporary file left: %v", err)
+	}
+	if _, err := os.Lstat(other); err != nil {
+		t.Errorf("another host's temporary file removed: %v", err)
+	}
+	l, err := ReadLastFlush(dir, "h.example")
+	if err != nil || l == nil || l.Exit != 75 || l.Sent != 1 {
+		t.Errorf("read back %+v %v", l, err)
+	}
+}

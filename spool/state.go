@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -45,7 +46,7 @@ func statePath(dir, host string) string {
 // a run killed mid-write is removed first.
 func WriteLastFlush(dir, host string, l LastFlush) error {
 	p := statePath(dir, host)
-	if err := removeStaleTemps(dir, "."+filepath.Base(p)+tempInfix, func(Event) {}); err != nil {
+	if err := removeStaleTemps(dir, strings.TrimSuffix(tempPattern(p), "*"), func(Event) {}); err != nil {
 		return err
 	}
 	b, err := json.Marshal(l)
