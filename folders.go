@@ -14,6 +14,7 @@ import (
 
 	"etrnflush/config"
 	"etrnflush/flush"
+	"etrnflush/logging"
 	"etrnflush/plan"
 	"etrnflush/spool"
 )
@@ -122,7 +123,7 @@ func folderListAction(c *cli.Context, which string) error {
 		}
 		for _, r := range rows {
 			fmt.Fprintf(w, "host=%s id=%s age=%s size=%d from=<%s> to=%s reason=%s\n",
-				h, r.ID, age(now, r.Time), r.Size, r.From, angle(r.To), flush.Quote(r.Reason))
+				h, r.ID, age(now, r.Time), r.Size, r.From, angle(r.To), logging.Quote(r.Reason))
 		}
 	}
 	if trouble {

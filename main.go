@@ -29,6 +29,7 @@ import (
 	"etrnflush/config"
 	"etrnflush/flush"
 	"etrnflush/internal/owner"
+	"etrnflush/logging"
 	"etrnflush/plan"
 	"etrnflush/spool"
 )
@@ -479,7 +480,7 @@ func settings(c *cli.Context, cfg *config.Config, host string) (config.Settings,
 // that cannot be opened falls back to syslog, syslog to standard error,
 // each with a warning in the log that is used. A dry run writes no file:
 // it logs to standard error unless syslog is asked for.
-func openLog(c *cli.Context, dest string, dryRun bool) *flush.Logger {
+func openLog(c *cli.Context, dest string, dryRun bool) *logging.Logger {
 	verbose := flagCtx(c, "verbose").Bool("verbose")
 	if dest == "" {
 		dest = "syslog"
@@ -503,23 +504,23 @@ func openLog(c *cli.Context, dest string, dryRun bool) *flush.Logger {
 // openLogFallback opens dest; a log file that cannot be opened falls back
 // to syslog, syslog to errw, each with a warning in the log used. trace
 // adds the SMTP transcript (-vv).
-func openLogFallback(dest string, verbose, trace bool, errw io.Writer) *flush.Logger {
-	log, err := flush.NewLogger(dest, verbose)
+func openLogFallback(dest string, verbose, trace bool, errw io.Writer) *logging.Logger {
+	log, err := logging.New(dest, verbose)
 	if err == nil {
 		log.SetTrace(trace)
 		return log
 	}
 	if dest != "syslog" && dest != "stderr" {
-		if sys, serr := flush.NewLogger("syslog", verbose); serr == nil {
+		if sys, serr := logging.New("syslog", verbose); serr == nil {
 			sys.SetTrace(trace)
-			sys.Warnf("event=log-fallback log=syslog error=%s", flush.Quote(err.Error()))
+			sys.Warnf("event=log-fallback log=syslog error=%s", logging.Quote(err.Error()))
 			return sys
 		}
 	}
 	// No syslog socket (a container): stderr beats losing the log.
-	log = flush.NewWriterLogger(errw, verbose)
+	log = logging.NewWriter(errw, verbose)
 	log.SetTrace(trace)
-	log.Warnf("event=log-fallback log=stderr error=%s", flush.Quote(err.Error()))
+	log.Warnf("event=log-fallback log=stderr error=%s", logging.Quote(err.Error()))
 	return log
 }
 
@@ -608,18 +609,18 @@ func flushAction(c *cli.Context) error {
 		}
 	}()
 	if why != "" {
-		log.Warnf("event=log-fallback host=%s log=syslog reason=%s", host, flush.Quote(why))
+		log.Warnf("event=log-fallback host=%s log=syslog reason=%s", host, logging.Quote(why))
 	}
 	if sw.Changed {
-		log.Infof("event=owner-switch host=%s %s dir=%s", host, sw, flush.Quote(sw.Dir))
+		log.Infof("event=owner-switch host=%s %s dir=%s", host, sw, logging.Quote(sw.Dir))
 	}
 	if _, known := cfg.Hosts[host]; !known && !dryRun && flagString(c, "spool") == "" {
 		// A HOST with no [host] table and nothing in spool_dir is most
 		// likely misspelt: say where we looked, and create nothing (not
 		// even the lock file a flush takes).
 		if held, err := spool.Holds(s.Spool); err == nil && !held {
-			log.Warnf("event=nothing-to-send host=%s spool=%s reason=%s", host, flush.Quote(s.Spool),
-				flush.Quote(fmt.Sprintf("%s does not exist and there is no [host.%q] table; nothing was created", s.Spool, host)))
+			log.Warnf("event=nothing-to-send host=%s spool=%s reason=%s", host, logging.Quote(s.Spool),
+				logging.Quote(fmt.Sprintf("%s does not exist and there is no [host.%q] table; nothing was created", s.Spool, host)))
 			return nil
 		}
 	}
@@ -670,7 +671,7 @@ func flushAction(c *cli.Context) error {
 // that does not exist gets none: nothing was held, and creating it is
 // not ours to do. Trouble writing it costs the admin a listing, not mail:
 // a warning.
-func recordLast(log *flush.Logger, dir, host string, sum flush.Summary, runErr, res error) {
+func recordLast(log *logging.Logger, dir, host string, sum flush.Summary, runErr, res error) {
 	if _, err := os.Stat(dir); err != nil {
 		return
 	}
@@ -684,7 +685,7 @@ func recordLast(log *flush.Logger, dir, host string, sum flush.Summary, runErr, 
 		l.Error = oneLine(runErr.Error())
 	}
 	if err := spool.WriteLastFlush(dir, host, l); err != nil {
-		log.Warnf("event=state host=%s error=%s", host, flush.Quote("cannot record the last flush: "+err.Error()))
+		log.Warnf("event=state host=%s error=%s", host, logging.Quote("cannot record the last flush: "+err.Error()))
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 // settled of those the spool held at the start, the rate, and the time
 // left at that rate. It redraws at most every progressEvery, and clears
 // its line before a log line is written to the same terminal (see
-// flush.Logger.SetBeforeLine); the next update draws it again.
+// logging.Logger.SetBeforeLine); the next update draws it again.
 type progress struct {
 	mu       sync.Mutex
 	w        io.Writer

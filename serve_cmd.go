@@ -23,7 +23,7 @@ import (
 	"golang.org/x/term"
 
 	"etrnflush/config"
-	"etrnflush/flush"
+	"etrnflush/logging"
 	"etrnflush/plan"
 	"etrnflush/serve"
 )
@@ -144,40 +144,40 @@ func serveAction(c *cli.Context) error {
 		}
 	}()
 	if why != "" {
-		log.Warnf("event=log-fallback log=syslog reason=%s", flush.Quote(why))
+		log.Warnf("event=log-fallback log=syslog reason=%s", logging.Quote(why))
 	}
 	if sw.Changed {
-		log.Infof("event=owner-switch %s dir=%s", sw, flush.Quote(sw.Dir))
+		log.Infof("event=owner-switch %s dir=%s", sw, logging.Quote(sw.Dir))
 	}
 	if prepErr != nil {
-		log.Errorf("event=serve-error error=%s", flush.Quote(oneLine(prepErr.Error())))
+		log.Errorf("event=serve-error error=%s", logging.Quote(oneLine(prepErr.Error())))
 		return unavailable(prepErr)
 	}
 	// A state_dir the spool's user turned into a link must stop serve
 	// before a client is answered, not fail one ETRN after another.
 	if err := serve.CheckStateDir(ss.StateDir); err != nil {
-		log.Errorf("event=serve-error error=%s", flush.Quote(err.Error()))
+		log.Errorf("event=serve-error error=%s", logging.Quote(err.Error()))
 		return unavailable(&exitError{exNoPerm, err})
 	}
 	implicit := c.Bool("tls-on-connect")
 	if implicit && tconf == nil {
 		err := &exitError{exConfig, errors.New("serve --tls-on-connect needs [serve] tls_cert and tls_key")}
-		log.Errorf("event=serve-error error=%s", flush.Quote(err.Error()))
+		log.Errorf("event=serve-error error=%s", logging.Quote(err.Error()))
 		return unavailable(err)
 	}
 	hostname := cfg.Helo
 	if hostname == "" {
 		if hostname, err = plan.FQDN(); err != nil {
-			log.Errorf("event=serve-error error=%s", flush.Quote(err.Error()))
+			log.Errorf("event=serve-error error=%s", logging.Quote(err.Error()))
 			return unavailable(&exitError{exConfig, err})
 		}
 	}
 	if len(cfg.Users) > 0 && tconf == nil && !ss.AllowPlaintextAuth {
-		log.Warnf("event=serve-warning reason=%s", flush.Quote("[user] tables exist, but AUTH (and so ATRN) is offered only over TLS: set [serve] tls_cert and tls_key"))
+		log.Warnf("event=serve-warning reason=%s", logging.Quote("[user] tables exist, but AUTH (and so ATRN) is offered only over TLS: set [serve] tls_cert and tls_key"))
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		log.Errorf("event=serve-error error=%s", flush.Quote("cannot find my own binary: "+err.Error()))
+		log.Errorf("event=serve-error error=%s", logging.Quote("cannot find my own binary: "+err.Error()))
 		return unavailable(&exitError{exConfig, err})
 	}
 	sp := &serve.Spawner{Exe: exe, Config: cfg.File, Verbose: flagCtx(c, "verbose").Bool("verbose")}

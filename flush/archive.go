@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"etrnflush/logging"
 	"etrnflush/spool"
 )
 
@@ -27,7 +28,7 @@ func (r *run) archive(m *spool.Message, to []string, reply string) {
 		remote = "-"
 	}
 	note := fmt.Sprintf("host=%s id=%s time=%s remote=%s reply=%s",
-		r.cfg.Host, logID(m.Key), now.UTC().Format(time.RFC3339), escape(remote), Quote(reply))
+		r.cfg.Host, logID(m.Key), now.UTC().Format(time.RFC3339), logging.Token(remote), logging.Quote(reply))
 	dir := spool.ArchiveDir(r.cfg.ArchiveDir, r.cfg.Host)
 	err := r.archiveInSpool(dir)
 	if err == nil {
@@ -36,8 +37,8 @@ func (r *run) archive(m *spool.Message, to []string, reply string) {
 	if err != nil {
 		r.archiveOff = true
 		r.sum.ArchiveFailed++
-		r.log.Errorf("event=archive-failed host=%s id=%s dir=%s reason=%s", r.cfg.Host, logID(m.Key), Quote(dir),
-			Quote(err.Error()+"; the message is removed from the spool as without an archive, and nothing more is archived in this run"))
+		r.log.Errorf("event=archive-failed host=%s id=%s dir=%s reason=%s", r.cfg.Host, logID(m.Key), logging.Quote(dir),
+			logging.Quote(err.Error()+"; the message is removed from the spool as without an archive, and nothing more is archived in this run"))
 		return
 	}
 	r.sum.Archived++
@@ -72,10 +73,10 @@ func (r *run) pruneArchive() {
 	}
 	n, err := spool.PruneArchive(dir, r.cfg.ArchiveMaxAge, time.Now())
 	if err != nil {
-		r.log.Warnf("event=archive-prune-failed host=%s dir=%s reason=%s", r.cfg.Host, Quote(dir), Quote(err.Error()))
+		r.log.Warnf("event=archive-prune-failed host=%s dir=%s reason=%s", r.cfg.Host, logging.Quote(dir), logging.Quote(err.Error()))
 		return
 	}
 	if n > 0 {
-		r.log.Infof("event=archive-pruned host=%s dir=%s removed=%d", r.cfg.Host, Quote(dir), n)
+		r.log.Infof("event=archive-pruned host=%s dir=%s removed=%d", r.cfg.Host, logging.Quote(dir), n)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"etrnflush/logging"
 	"etrnflush/sender"
 	"etrnflush/spool"
 )
@@ -21,7 +22,7 @@ func flushArchiving(t *testing.T, path, addr, root string) (Summary, string) {
 		Host:          "h.example",
 		Spool:         spool.Options{Path: path},
 		Sender:        sender.Options{Helo: "relay.test.example", TLS: sender.TLSNone, Timeout: 5 * time.Second, DataTimeout: 5 * time.Second},
-		Log:           NewWriterLogger(&logBuf, true),
+		Log:           logging.NewWriter(&logBuf, true),
 		Dests:         []string{addr},
 		ArchiveDir:    root,
 		ArchiveMaxAge: 30 * 24 * time.Hour,

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"etrnflush/bsmtp"
+	"etrnflush/logging"
 	"etrnflush/sender"
 	"etrnflush/spool"
 )
@@ -51,7 +52,7 @@ func BenchmarkFlush4K(b *testing.B) {
 			Host:   "h.example",
 			Spool:  spool.Options{Path: path},
 			Sender: sender.Options{Helo: "bench.example", TLS: sender.TLSNone, Timeout: time.Minute, DataTimeout: time.Minute},
-			Log:    NewWriterLogger(logf, false),
+			Log:    logging.NewWriter(logf, false),
 			Dests:  []string{addr},
 		}
 		sum, err := Run(context.Background(), cfg)

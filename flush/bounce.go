@@ -15,6 +15,7 @@ import (
 
 	"etrnflush/bounce"
 	"etrnflush/bsmtp"
+	"etrnflush/logging"
 	"etrnflush/sender"
 	"etrnflush/spool"
 )
@@ -33,7 +34,7 @@ func (r *run) bounceFailed(ctx context.Context) {
 	copies, err := spool.ListFailed(r.cfg.Spool.Path)
 	if err != nil {
 		r.sum.BounceFailed++
-		r.log.Errorf("event=bounce host=%s status=bounce_failed reason=%s", r.cfg.Host, Quote(err.Error()))
+		r.log.Errorf("event=bounce host=%s status=bounce_failed reason=%s", r.cfg.Host, logging.Quote(err.Error()))
 		return
 	}
 	for _, c := range copies {
@@ -49,17 +50,17 @@ func (r *run) bounceOne(ctx context.Context, c spool.FailedCopy) {
 	if errors.Is(err, spool.ErrCopyBusy) || errors.Is(err, os.ErrNotExist) {
 		// The bounce command has it (or just removed it): one DSN is
 		// enough.
-		r.log.Debugf("event=bounce host=%s id=%s status=not_bounced reason=%s", r.cfg.Host, logID(c.Stem), Quote("not bounced here: "+err.Error()))
+		r.log.Debugf("event=bounce host=%s id=%s status=not_bounced reason=%s", r.cfg.Host, logID(c.Stem), logging.Quote("not bounced here: "+err.Error()))
 		return
 	}
 	if err != nil {
 		r.sum.BounceFailed++
-		r.log.Warnf("event=bounce host=%s id=%s status=bounce_failed reason=%s", r.cfg.Host, logID(c.Stem), Quote(err.Error()))
+		r.log.Warnf("event=bounce host=%s id=%s status=bounce_failed reason=%s", r.cfg.Host, logID(c.Stem), logging.Quote(err.Error()))
 		return
 	}
 	defer func() {
 		if err := unlock(); err != nil {
-			r.log.Debugf("event=error host=%s id=%s error=%s", r.cfg.Host, logID(c.Stem), Quote("unlock: "+err.Error()))
+			r.log.Debugf("event=error host=%s id=%s error=%s", r.cfg.Host, logID(c.Stem), logging.Quote("unlock: "+err.Error()))
 		}
 	}()
 	var env bsmtp.Envelope
@@ -73,7 +74,7 @@ func (r *run) bounceOne(ctx context.Context, c spool.FailedCopy) {
 		// RFC 5321 section 6.1: a message from the null sender is
 		// never bounced; its copy stays for the admin, as without
 		// bounces.
-		r.log.Debugf("event=bounce host=%s id=%s from=<> status=not_bounced reason=%s", r.cfg.Host, logID(c.Stem), Quote("null sender"))
+		r.log.Debugf("event=bounce host=%s id=%s from=<> status=not_bounced reason=%s", r.cfg.Host, logID(c.Stem), logging.Quote("null sender"))
 		return
 	}
 	if err == nil {
@@ -88,7 +89,7 @@ func (r *run) bounceOne(ctx context.Context, c spool.FailedCopy) {
 		if err == nil {
 			if rerr := c.Remove(); rerr != nil {
 				// The DSN is out; the copy will be bounced once more.
-				r.log.Errorf("event=error host=%s id=%s error=%s", r.cfg.Host, logID(c.Stem), Quote(rerr.Error()))
+				r.log.Errorf("event=error host=%s id=%s error=%s", r.cfg.Host, logID(c.Stem), logging.Quote(rerr.Error()))
 			}
 			r.sum.Bounced++
 			r.log.Infof("event=bounce host=%s id=%s from=%s to=%s status=bounced", r.cfg.Host, logID(c.Stem), logAddr(env.From), addrs(env.To))
@@ -97,7 +98,7 @@ func (r *run) bounceOne(ctx context.Context, c spool.FailedCopy) {
 	}
 	r.sum.BounceFailed++
 	r.log.Warnf("event=bounce host=%s id=%s from=%s to=%s status=bounce_failed reason=%s",
-		r.cfg.Host, logID(c.Stem), logAddr(env.From), addrs(env.To), Quote(err.Error()))
+		r.cfg.Host, logID(c.Stem), logAddr(env.From), addrs(env.To), logging.Quote(err.Error()))
 }
 
 // failedReport is the DSN report for a failed copy whose .why line is

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"etrnflush/bounce"
+	"etrnflush/logging"
 	"etrnflush/sender"
 	"etrnflush/spool"
 )
@@ -39,7 +40,7 @@ func flushBouncing(t *testing.T, path, addr string, sendmail []string) (Summary,
 		Host:     "h.example",
 		Spool:    spool.Options{Path: path},
 		Sender:   sender.Options{Helo: "relay.test.example", TLS: sender.TLSNone, Timeout: 5 * time.Second, DataTimeout: 5 * time.Second},
-		Log:      NewWriterLogger(&logBuf, true),
+		Log:      logging.NewWriter(&logBuf, true),
 		Sendmail: sendmail,
 	}
 	if addr != "" {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"etrnflush/bsmtp"
+	"etrnflush/logging"
 	"etrnflush/sender"
 	"etrnflush/spool"
 )
@@ -91,7 +92,7 @@ func flushCoalescing(path, addr string, off bool) (Summary, *bytes.Buffer, error
 		Host:       "h.example",
 		Spool:      spool.Options{Path: path},
 		Sender:     sender.Options{Helo: "test.example", TLS: sender.TLSNone, Timeout: 10 * time.Second, DataTimeout: 10 * time.Second},
-		Log:        NewWriterLogger(&logBuf, true),
+		Log:        logging.NewWriter(&logBuf, true),
 		Dests:      []string{addr},
 		NoCoalesce: off,
 	}

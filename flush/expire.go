@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"etrnflush/bounce"
+	"etrnflush/logging"
 	"etrnflush/spool"
 )
 
@@ -34,7 +35,7 @@ func (r *run) expire(ctx context.Context) (err error) {
 		// could still stand for is older than MaxAge and gone.
 		keep := 2 * max(r.cfg.MaxAge, r.cfg.WarnAge)
 		if err := spool.PruneWarned(r.cfg.Spool.Path, keep); err != nil {
-			r.log.Warnf("event=error host=%s error=%s", r.cfg.Host, Quote(err.Error()))
+			r.log.Warnf("event=error host=%s error=%s", r.cfg.Host, logging.Quote(err.Error()))
 		}
 	}
 	sp, err := spool.Open(r.cfg.Spool)
@@ -92,7 +93,7 @@ func (r *run) expire(ctx context.Context) (err error) {
 			}
 			r.sum.Rcpts.Failed += len(m.To)
 			r.log.Warnf("event=message host=%s id=%s%s from=%s to=%s size=%d status=expired reason=%s",
-				r.cfg.Host, logID(m.Key), msgIDs(m), logAddr(m.From), addrs(m.To), m.Size, Quote(why))
+				r.cfg.Host, logID(m.Key), msgIDs(m), logAddr(m.From), addrs(m.To), m.Size, logging.Quote(why))
 		}
 	}
 }
@@ -148,7 +149,7 @@ func (r *run) warn(ctx context.Context, m *spool.Message, since time.Time) {
 		}
 	}
 	if err != nil {
-		r.log.Warnf("event=delay-warning host=%s id=%s from=%s to=%s status=warn_failed reason=%s", r.cfg.Host, logID(m.Key), logAddr(m.From), addrs(m.To), Quote(err.Error()))
+		r.log.Warnf("event=delay-warning host=%s id=%s from=%s to=%s status=warn_failed reason=%s", r.cfg.Host, logID(m.Key), logAddr(m.From), addrs(m.To), logging.Quote(err.Error()))
 		return
 	}
 	r.log.Infof("event=delay-warning host=%s id=%s from=%s to=%s status=delay_warned", r.cfg.Host, logID(m.Key), logAddr(m.From), addrs(m.To))
@@ -216,7 +217,7 @@ func (r *run) dryAge(m *spool.Message, now time.Time) {
 			}
 		}
 		if err != nil {
-			r.log.Warnf("event=error host=%s id=%s error=%s", r.cfg.Host, logID(m.Key), Quote(err.Error()))
+			r.log.Warnf("event=error host=%s id=%s error=%s", r.cfg.Host, logID(m.Key), logging.Quote(err.Error()))
 			return
 		}
 		what = "warn"

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"etrnflush/bsmtp"
+	"etrnflush/logging"
 	"etrnflush/sender"
 	"etrnflush/spool"
 )
@@ -43,7 +44,7 @@ func flushAged(t *testing.T, path, addr string, sendmail []string, maxAge time.D
 		Host:     "h.example",
 		Spool:    spool.Options{Path: path},
 		Sender:   sender.Options{Helo: "relay.test.example", TLS: sender.TLSNone, Timeout: 5 * time.Second, DataTimeout: 5 * time.Second},
-		Log:      NewWriterLogger(&logBuf, true),
+		Log:      logging.NewWriter(&logBuf, true),
 		Sendmail: sendmail,
 		MaxAge:   maxAge,
 		Dests:    []string{addr},
@@ -152,7 +153,7 @@ func TestDelayWarningOnce(t *testing.T) {
 			Host:     "h.example",
 			Spool:    spool.Options{Path: path},
 			Sender:   sender.Options{Helo: "relay.test.example", TLS: sender.TLSNone, Timeout: 5 * time.Second},
-			Log:      NewWriterLogger(&logBuf, true),
+			Log:      logging.NewWriter(&logBuf, true),
 			Sendmail: fakeSendmail(t, out),
 			MaxAge:   5 * 24 * time.Hour,
 			WarnAge:  4 * time.Hour,

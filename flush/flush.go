@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"etrnflush/logging"
 	"etrnflush/sender"
 	"etrnflush/spool"
 )
@@ -35,7 +36,7 @@ type Config struct {
 	// even when consecutive ones are copies of one message.
 	NoCoalesce bool
 	Out        io.Writer // dry-run listing
-	Log        *Logger
+	Log        *logging.Logger
 	// MaxPasses bounds extra passes asked for by concurrent runs, so that
 	// a stream of ETRNs cannot keep one process alive forever.
 	MaxPasses int
@@ -131,7 +132,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	err := r.run(ctx)
 	r.sum.Elapsed = time.Since(start)
 	if err != nil {
-		r.log.Errorf("event=error host=%s error=%s", cfg.Host, Quote(strings.Join(strings.Fields(err.Error()), " ")))
+		r.log.Errorf("event=error host=%s error=%s", cfg.Host, logging.Quote(strings.Join(strings.Fields(err.Error()), " ")))
 	}
 	// A dry run prints its own listing and summary; it must not log a
 	// summary that reads like a real flush.
@@ -170,7 +171,7 @@ func (r *run) advance(m *spool.Message) {
 
 type run struct {
 	cfg  Config
-	log  *Logger
+	log  *logging.Logger
 	sum  Summary
 	sess *sender.Session
 	dead bool // the connection failed in this run: do not redial for another pass
@@ -207,13 +208,13 @@ func (r *run) run(ctx context.Context) (err error) {
 		// No directory, so no spool and none of our files beside it:
 		// nothing was ever held for this host. Creating the directory
 		// to hold a lock in it is not ours to do.
-		r.log.Debugf("event=nothing-to-send host=%s reason=%s", r.cfg.Host, Quote(dir+" does not exist"))
+		r.log.Debugf("event=nothing-to-send host=%s reason=%s", r.cfg.Host, logging.Quote(dir+" does not exist"))
 		return nil
 	}
 	lock, err := spool.LockHost(dir, r.cfg.Host)
 	if errors.Is(err, spool.ErrBusy) {
 		r.sum.Busy = true
-		r.log.Infof("event=busy host=%s reason=%s", r.cfg.Host, Quote("another flush is running; asked it for one more pass"))
+		r.log.Infof("event=busy host=%s reason=%s", r.cfg.Host, logging.Quote("another flush is running; asked it for one more pass"))
 		return nil
 	}
 	if err != nil {
@@ -223,7 +224,7 @@ func (r *run) run(ctx context.Context) (err error) {
 	defer func() {
 		if r.sess != nil && r.sess != r.cfg.Session {
 			if cerr := r.sess.Close(); cerr != nil {
-				r.log.Debugf("event=quit host=%s error=%s", r.cfg.Host, Quote(cerr.Error()))
+				r.log.Debugf("event=quit host=%s error=%s", r.cfg.Host, logging.Quote(cerr.Error()))
 			}
 		}
 	}()
@@ -237,7 +238,7 @@ func (r *run) run(ctx context.Context) (err error) {
 		}
 		if err != nil {
 			if aerr := lock.Abandon(); aerr != nil {
-				r.log.Warnf("event=lock host=%s error=%s", r.cfg.Host, Quote("release lock: "+aerr.Error()))
+				r.log.Warnf("event=lock host=%s error=%s", r.cfg.Host, logging.Quote("release lock: "+aerr.Error()))
 			}
 			return err
 		}
@@ -258,10 +259,10 @@ func (r *run) run(ctx context.Context) (err error) {
 			// The request stays unanswered on purpose: nothing would be
 			// delivered now, and the next trigger starts a fresh run.
 			if aerr := lock.Abandon(); aerr != nil {
-				r.log.Warnf("event=lock host=%s error=%s", r.cfg.Host, Quote("release lock: "+aerr.Error()))
+				r.log.Warnf("event=lock host=%s error=%s", r.cfg.Host, logging.Quote("release lock: "+aerr.Error()))
 			}
 			if !r.dead {
-				r.log.Warnf("event=gave-up host=%s passes=%d reason=%s", r.cfg.Host, passes+1, Quote("more passes asked for by other runs; the next trigger starts afresh"))
+				r.log.Warnf("event=gave-up host=%s passes=%d reason=%s", r.cfg.Host, passes+1, logging.Quote("more passes asked for by other runs; the next trigger starts afresh"))
 			}
 			return nil
 		}
@@ -274,18 +275,18 @@ func (r *run) event(e spool.Event) {
 	switch e.Kind {
 	case "quarantine":
 		r.sum.Quarantined++
-		r.log.Warnf("event=quarantine host=%s id=%s status=quarantined size=%d reason=%s", r.cfg.Host, logID(e.ID), e.Size, Quote(e.Reason))
+		r.log.Warnf("event=quarantine host=%s id=%s status=quarantined size=%d reason=%s", r.cfg.Host, logID(e.ID), e.Size, logging.Quote(e.Reason))
 		if r.cfg.DryRun && r.cfg.Out != nil {
-			fmt.Fprintf(r.cfg.Out, "event=would-quarantine host=%s id=%s size=%d reason=%s\n", r.cfg.Host, logID(e.ID), e.Size, Quote(e.Reason))
+			fmt.Fprintf(r.cfg.Out, "event=would-quarantine host=%s id=%s size=%d reason=%s\n", r.cfg.Host, logID(e.ID), e.Size, logging.Quote(e.Reason))
 		}
 	case "claim":
-		r.log.Infof("event=claim host=%s id=%s spool=%s work=%s size=%d", r.cfg.Host, logID(e.ID), Quote(r.cfg.Spool.Path), Quote(e.Reason), e.Size)
+		r.log.Infof("event=claim host=%s id=%s spool=%s work=%s size=%d", r.cfg.Host, logID(e.ID), logging.Quote(r.cfg.Spool.Path), logging.Quote(e.Reason), e.Size)
 	case "orphan", "notice":
-		r.log.Warnf("event=%s host=%s id=%s reason=%s", e.Kind, r.cfg.Host, logID(e.ID), Quote(e.Reason))
+		r.log.Warnf("event=%s host=%s id=%s reason=%s", e.Kind, r.cfg.Host, logID(e.ID), logging.Quote(e.Reason))
 	case "layout":
-		r.log.Infof("event=layout host=%s spool=%s layout=%s", r.cfg.Host, logID(e.ID), Quote(e.Reason))
+		r.log.Infof("event=layout host=%s spool=%s layout=%s", r.cfg.Host, logID(e.ID), logging.Quote(e.Reason))
 	default:
-		r.log.Infof("event=%s host=%s id=%s reason=%s", escape(e.Kind), r.cfg.Host, logID(e.ID), Quote(e.Reason))
+		r.log.Infof("event=%s host=%s id=%s reason=%s", logging.Token(e.Kind), r.cfg.Host, logID(e.ID), logging.Quote(e.Reason))
 	}
 }
 
@@ -300,7 +301,7 @@ func (r *run) pass(ctx context.Context) (err error) {
 		}
 	}()
 	r.sum.Layout = sp.Layout()
-	r.log.Debugf("event=spool host=%s spool=%s layout=%s", r.cfg.Host, Quote(r.cfg.Spool.Path), sp.Layout())
+	r.log.Debugf("event=spool host=%s spool=%s layout=%s", r.cfg.Host, logging.Quote(r.cfg.Spool.Path), sp.Layout())
 
 	first, err := sp.Next()
 	if err == io.EOF {
@@ -380,7 +381,7 @@ func (r *run) pass(ctx context.Context) (err error) {
 			}
 			f.retry = append(f.retry, &item{group: group, prior: &res, idx: idx, slot: s})
 			r.log.Infof("event=remainder host=%s id=%s rcpts=%d reason=%s", r.cfg.Host, logID(group[0].Key), len(idx),
-				Quote("the session ended before the recipients over the server's limit were offered; the next session offers them"))
+				logging.Quote("the session ended before the recipients over the server's limit were offered; the next session offers them"))
 			return nil
 		}
 		if it.slot != nil {
@@ -444,10 +445,10 @@ func (r *run) pass(ctx context.Context) (err error) {
 			// Anything else came from the spool side (next or settle).
 			return spoolErr("flush", serr)
 		}
-		r.log.Warnf("event=connection-ended host=%s error=%s", r.cfg.Host, Quote(serr.Error()))
+		r.log.Warnf("event=connection-ended host=%s error=%s", r.cfg.Host, logging.Quote(serr.Error()))
 		if r.sess != r.cfg.Session {
 			if cerr := r.sess.Close(); cerr != nil {
-				r.log.Debugf("event=quit host=%s error=%s", r.cfg.Host, Quote(cerr.Error()))
+				r.log.Debugf("event=quit host=%s error=%s", r.cfg.Host, logging.Quote(cerr.Error()))
 			}
 		}
 		r.sess = nil
@@ -468,7 +469,7 @@ func (r *run) pass(ctx context.Context) (err error) {
 		// gets a new session for the rest, as Exim's and Postfix's own
 		// clients do; one that made no progress at all does not.
 		if r.cfg.Session == nil && ctx.Err() == nil && r.progress > before && r.conns < r.maxConns() {
-			r.log.Infof("event=reconnect host=%s session=%d max_sessions=%d reason=%s", r.cfg.Host, r.conns+1, r.maxConns(), Quote("reconnecting for what is left"))
+			r.log.Infof("event=reconnect host=%s session=%d max_sessions=%d reason=%s", r.cfg.Host, r.conns+1, r.maxConns(), logging.Quote("reconnecting for what is left"))
 			if r.dial(ctx) {
 				continue
 			}
@@ -574,8 +575,8 @@ func (r *run) refusedUs(sp spool.Spool, held []heldReport) error {
 	r.sum.Unreachable = true
 	last := held[len(held)-1].res.Reply
 	r.log.Errorf("event=refuses-us host=%s status=deferred messages=%d senders=%d reply=%s reason=%s", r.cfg.Host, n, distinctSenders(held),
-		Quote(fmt.Sprintf("%d %s", last.Code, last.Text)),
-		Quote("the server refused MAIL FROM for every one of these senders: it refuses this relay, not them; all mail is kept, nothing is bounced"))
+		logging.Quote(fmt.Sprintf("%d %s", last.Code, last.Text)),
+		logging.Quote("the server refused MAIL FROM for every one of these senders: it refuses this relay, not them; all mail is kept, nothing is bounced"))
 	return nil
 }
 
@@ -603,7 +604,7 @@ func (r *run) keepAll(sp spool.Spool, m *spool.Message, next func() (*spool.Mess
 	}
 	r.sum.Deferred += n
 	r.sum.Rcpts.Deferred += rcpts
-	r.log.Warnf("event=kept host=%s status=deferred messages=%d rcpts=%d bytes=%d reason=%s", r.cfg.Host, n, rcpts, bytes, Quote(why))
+	r.log.Warnf("event=kept host=%s status=deferred messages=%d rcpts=%d bytes=%d reason=%s", r.cfg.Host, n, rcpts, bytes, logging.Quote(why))
 	return nil
 }
 
@@ -621,39 +622,39 @@ func (r *run) dial(ctx context.Context) bool {
 		var err error
 		dests, err = r.cfg.Resolve()
 		if err != nil {
-			r.log.Warnf("event=no-destination host=%s error=%s", r.cfg.Host, Quote(err.Error()))
+			r.log.Warnf("event=no-destination host=%s error=%s", r.cfg.Host, logging.Quote(err.Error()))
 			return false
 		}
 	}
 	if h := r.cfg.Sender.Helo; r.conns == 0 && !strings.Contains(strings.Trim(h, "[]"), ".") && !strings.Contains(h, ":") {
 		// RFC 5321 4.1.1.1 asks for a fully qualified name; many
 		// receivers refuse or score a bare one.
-		r.log.Warnf("event=helo-not-fqdn host=%s helo=%s reason=%s", r.cfg.Host, escape(h), Quote("not a fully qualified domain name; set helo in the configuration"))
+		r.log.Warnf("event=helo-not-fqdn host=%s helo=%s reason=%s", r.cfg.Host, logging.Token(h), logging.Quote("not a fully qualified domain name; set helo in the configuration"))
 	}
 	for _, d := range dests {
 		o := r.cfg.Sender
 		o.Addr = d
 		if r.log.Tracing() && o.Trace == nil {
 			o.Trace = func(dir, line string) {
-				r.log.Tracef("event=smtp host=%s server=%s dir=%s line=%s", r.cfg.Host, escape(d), dir, Quote(line))
+				r.log.Tracef("event=smtp host=%s server=%s dir=%s line=%s", r.cfg.Host, logging.Token(d), dir, logging.Quote(line))
 			}
 		}
 		s, err := sender.Dial(ctx, o)
 		if err != nil {
-			r.log.Warnf("event=connect-failed host=%s server=%s error=%s", r.cfg.Host, escape(d), Quote(err.Error()))
+			r.log.Warnf("event=connect-failed host=%s server=%s error=%s", r.cfg.Host, logging.Token(d), logging.Quote(err.Error()))
 			continue
 		}
 		if terr := s.TLSFailed(); terr != nil {
-			r.log.Warnf("event=tls-failed host=%s server=%s tls=none reason=%s", r.cfg.Host, escape(d), Quote("sending in clear text (tls = may): "+terr.Error()))
+			r.log.Warnf("event=tls-failed host=%s server=%s tls=none reason=%s", r.cfg.Host, logging.Token(d), logging.Quote("sending in clear text (tls = may): "+terr.Error()))
 		}
-		r.log.Debugf("event=connect host=%s server=%s tls=%v", r.cfg.Host, escape(d), s.TLS())
+		r.log.Debugf("event=connect host=%s server=%s tls=%v", r.cfg.Host, logging.Token(d), s.TLS())
 		if r.log.Tracing() {
 			var ext []string
 			for k, v := range s.Extensions() {
 				ext = append(ext, strings.TrimSpace(k+" "+v))
 			}
 			sort.Strings(ext)
-			r.log.Tracef("event=smtp host=%s server=%s tls=%v extensions=%s", r.cfg.Host, escape(d), s.TLS(), Quote(strings.Join(ext, ", ")))
+			r.log.Tracef("event=smtp host=%s server=%s tls=%v extensions=%s", r.cfg.Host, logging.Token(d), s.TLS(), logging.Quote(strings.Join(ext, ", ")))
 		}
 		r.conns++
 		r.sess = s
@@ -728,7 +729,7 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn st
 		if len(kept) > 0 {
 			// The final reply is the taken recipients'; the kept ones
 			// had their own, or that one.
-			extra += " deferred_reply=" + Quote(deferReason(m, res, out))
+			extra += " deferred_reply=" + logging.Quote(deferReason(m, res, out))
 		}
 	}
 	if txn != "" {
@@ -741,10 +742,10 @@ func (r *run) settle(sp spool.Spool, m *spool.Message, res sender.Result, txn st
 	if len(failed) > 0 && why != reply {
 		// Recipients refused at RCPT have their own reply; the final
 		// reply alone would hide why they failed.
-		extra += " failed_reply=" + Quote(why)
+		extra += " failed_reply=" + logging.Quote(why)
 	}
 	line := fmt.Sprintf("event=message host=%s id=%s%s from=%s to=%s size=%d status=%s%s reply=%s",
-		r.cfg.Host, logID(m.Key), msgIDs(m), logAddr(m.From), addrs(m.To), m.Size, status, extra, Quote(reply))
+		r.cfg.Host, logID(m.Key), msgIDs(m), logAddr(m.From), addrs(m.To), m.Size, status, extra, logging.Quote(reply))
 	if status == "sent" {
 		r.log.Infof("%s", line)
 	} else {
@@ -836,10 +837,10 @@ func addrs(list []string) string {
 func msgIDs(m *spool.Message) string {
 	s := ""
 	if m.MessageID != "" {
-		s += " message_id=" + escape(m.MessageID)
+		s += " message_id=" + logging.Token(m.MessageID)
 	}
 	if m.EximID != "" {
-		s += " exim_id=" + escape(m.EximID)
+		s += " exim_id=" + logging.Token(m.EximID)
 	}
 	return s
 }
@@ -870,37 +871,12 @@ func termAddr(a string) string {
 	return b.String()
 }
 
-// Token makes a short value from outside (a name, a mechanism) safe as
-// an unquoted log field: see escape.
-func Token(s string) string { return escape(s) }
-
-func logAddr(a string) string { return "<" + escape(a) + ">" }
+func logAddr(a string) string { return "<" + logging.Token(a) + ">" }
 
 // logID makes a message id safe for a log field. An id comes from a spool
 // file name, which Exim may build from a local part: a space or a line
 // break in it must not end the field or forge a line.
-func logID(id string) string { return escape(id) }
-
-// escape writes the octets that could end a log field, or confuse a
-// terminal, as \xHH, and caps the length.
-func escape(a string) string {
-	if len(a) > maxText {
-		a = a[:maxText] + "..."
-	}
-	if plainASCII(a) && !strings.Contains(a, " ") {
-		return a
-	}
-	var b strings.Builder
-	for i := 0; i < len(a); i++ {
-		c := a[i]
-		if c <= ' ' || c >= 0x7f || c == '\\' || c == '"' {
-			fmt.Fprintf(&b, "\\x%02x", c)
-			continue
-		}
-		b.WriteByte(c)
-	}
-	return b.String()
-}
+func logID(id string) string { return logging.Token(id) }
 
 func (r *run) dryRun(sp spool.Spool, m *spool.Message) error {
 	now := time.Now()

@@ -12,13 +12,13 @@ import (
 	"reflect"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"etrnflush/bsmtp"
 	"etrnflush/internal/fakesmtp"
+	"etrnflush/logging"
 	"etrnflush/sender"
 	"etrnflush/spool"
 )
@@ -192,7 +192,7 @@ func flushToN(path, addr string, timeout time.Duration, maxConns int) (Summary, 
 		Host:   "h.example",
 		Spool:  spool.Options{Path: path},
 		Sender: sender.Options{Helo: "test.example", TLS: sender.TLSNone, Timeout: timeout, DataTimeout: timeout, MaxInflight: flushWindow},
-		Log:    NewWriterLogger(&logBuf, true),
+		Log:    logging.NewWriter(&logBuf, true),
 
 		MaxConnections: maxConns,
 	}
@@ -419,7 +419,7 @@ func TestLimitsAcrossSessions(t *testing.T) {
 				Dests: []string{addr},
 				Sender: sender.Options{Helo: "test.example", TLS: sender.TLSNone, Timeout: 5 * time.Second,
 					NoPipelining: mode == "lockstep", NoChunking: mode == "pipelining"},
-				Log:            NewWriterLogger(&logBuf, true),
+				Log:            logging.NewWriter(&logBuf, true),
 				MaxPasses:      1,
 				MaxConnections: 30,
 			})
@@ -567,54 +567,6 @@ func TestFailReason(t *testing.T) {
 	}
 }
 
-func TestQuote(t *testing.T) {
-	cases := map[string]string{
-		"250 OK":                      `"250 OK"`,
-		"line\r\nforged: status=sent": `"line??forged: status=sent"`,
-		"tab\there \x7f":              `"tab?here ?"`,
-		"caf\u00e9":                   `"caf\u00e9"`,
-		strings.Repeat("x", 400):      `"` + strings.Repeat("x", maxText) + `..."`,
-		`say "hi" \ bye`:              `"say \"hi\" \\ bye"`,
-	}
-	for in, want := range cases {
-		if got := Quote(in); got != want {
-			t.Errorf("Quote(%q) = %s, want %s", in, got, want)
-		}
-	}
-	// Every octet, alone and in plain text, as QuoteToASCII has it.
-	for c := 0; c < 256; c++ {
-		in := "a" + string(rune(c)) + "b"
-		if c >= 0x80 {
-			in = "a" + string([]byte{byte(c)}) + "b"
-		}
-		r := []rune(in)
-		for i := range r {
-			if r[i] < 0x20 || r[i] == 0x7f {
-				r[i] = '?'
-			}
-		}
-		if got, want := Quote(in), strconv.QuoteToASCII(string(r)); got != want {
-			t.Errorf("Quote(%q) = %s, want %s", in, got, want)
-		}
-		if got, want := escape(in), escapeSlow(in); got != want {
-			t.Errorf("escape(%q) = %s, want %s", in, got, want)
-		}
-	}
-}
-
-// escapeSlow is escape without its shortcut for plain text.
-func escapeSlow(a string) string {
-	var b strings.Builder
-	for i := 0; i < len(a); i++ {
-		if c := a[i]; c <= ' ' || c >= 0x7f || c == '\\' || c == '"' {
-			fmt.Fprintf(&b, "\\x%02x", c)
-		} else {
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
-}
-
 func TestLogAddrs(t *testing.T) {
 	cases := []struct {
 		in   []string
@@ -687,7 +639,7 @@ func TestStableIDs(t *testing.T) {
 	}
 	var dry bytes.Buffer
 	if _, err := Run(context.Background(), Config{Host: "h.example", Spool: spool.Options{Path: path}, DryRun: true, Out: &dry,
-		Log: NewWriterLogger(io.Discard, false)}); err != nil {
+		Log: logging.NewWriter(io.Discard, false)}); err != nil {
 		t.Fatal(err)
 	}
 	want := ids(dry.String())
@@ -733,7 +685,7 @@ func TestWarnings(t *testing.T) {
 		Spool:  spool.Options{Path: path},
 		Sender: sender.Options{Helo: "shortname", TLS: sender.TLSMay, Timeout: 5 * time.Second},
 		Dests:  []string{addr},
-		Log:    NewWriterLogger(&logBuf, false),
+		Log:    logging.NewWriter(&logBuf, false),
 	})
 	if err != nil || sum.Sent != 1 {
 		t.Fatalf("Run: %v %+v\n%s", err, sum, &logBuf)
@@ -794,7 +746,7 @@ func TestRefusesUs(t *testing.T) {
 					Spool:           spool.Options{Path: path},
 					Sender:          sender.Options{Helo: "test.example", TLS: sender.TLSNone, Timeout: 5 * time.Second, MaxInflight: window},
 					Dests:           []string{addr},
-					Log:             NewWriterLogger(&logBuf, false),
+					Log:             logging.NewWriter(&logBuf, false),
 					MaxMailRefusals: 5,
 				})
 				if err != nil {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"etrnflush/logging"
 	"etrnflush/sender"
 	"etrnflush/spool"
 )
@@ -45,7 +46,7 @@ func TestFaultsWindowed(t *testing.T) {
 				Host:   "h.example",
 				Spool:  spool.Options{Path: path},
 				Sender: sender.Options{Helo: "test.example", TLS: sender.TLSNone, Timeout: 2 * time.Second, DataTimeout: 2 * time.Second},
-				Log:    NewWriterLogger(io.Discard, true),
+				Log:    logging.NewWriter(io.Discard, true),
 				Dests:  []string{addr},
 			}
 			sum, err := Run(context.Background(), cfg)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"etrnflush/flush"
+	"etrnflush/logging"
 	"etrnflush/plan"
 	"etrnflush/sender"
 	"etrnflush/spool"
@@ -39,7 +40,7 @@ func (s *session) atrn(ctx context.Context, arg string) error {
 	}
 	for _, h := range asked {
 		if !slices.Contains(owned, h) {
-			s.log.Warnf("event=atrn client=%s user=%s host=%s status=refused reason=%s", s.clientStr, flush.Quote(s.user), h, flush.Quote("not one of the user's hosts"))
+			s.log.Warnf("event=atrn client=%s user=%s host=%s status=refused reason=%s", s.clientStr, logging.Quote(s.user), h, logging.Quote("not one of the user's hosts"))
 			return s.reply(450, "4.7.1 ATRN request refused")
 		}
 	}
@@ -49,7 +50,7 @@ func (s *session) atrn(ctx context.Context, arg string) error {
 		st := s.cfg.Conf.For(h)
 		n, err := countMessages(st)
 		if err != nil {
-			s.log.Warnf("event=atrn client=%s host=%s status=error error=%s", s.clientStr, h, flush.Quote("cannot count messages: "+err.Error()))
+			s.log.Warnf("event=atrn client=%s host=%s status=error error=%s", s.clientStr, h, logging.Quote("cannot count messages: "+err.Error()))
 			broken++
 			continue
 		}
@@ -58,7 +59,7 @@ func (s *session) atrn(ctx context.Context, arg string) error {
 		}
 		b, err := spool.HostBusy(filepath.Dir(st.Spool), h)
 		if err != nil {
-			s.log.Warnf("event=atrn client=%s host=%s status=error error=%s", s.clientStr, h, flush.Quote(err.Error()))
+			s.log.Warnf("event=atrn client=%s host=%s status=error error=%s", s.clientStr, h, logging.Quote(err.Error()))
 			broken++
 			continue
 		}
@@ -70,10 +71,10 @@ func (s *session) atrn(ctx context.Context, arg string) error {
 	}
 	if len(ready) == 0 {
 		if busy > 0 || broken > 0 {
-			s.log.Infof("event=atrn client=%s user=%s hosts=%s status=busy busy=%d unreadable=%d", s.clientStr, flush.Quote(s.user), strings.Join(asked, ","), busy, broken)
+			s.log.Infof("event=atrn client=%s user=%s hosts=%s status=busy busy=%d unreadable=%d", s.clientStr, logging.Quote(s.user), strings.Join(asked, ","), busy, broken)
 			return s.reply(451, "4.3.0 Unable to process ATRN request now")
 		}
-		s.log.Infof("event=atrn client=%s user=%s hosts=%s status=empty", s.clientStr, flush.Quote(s.user), strings.Join(asked, ","))
+		s.log.Infof("event=atrn client=%s user=%s hosts=%s status=empty", s.clientStr, logging.Quote(s.user), strings.Join(asked, ","))
 		return s.reply(453, "4.7.0 You have no mail")
 	}
 	if err := s.reply(250, "2.0.0 OK now reversing the connection"); err != nil {
@@ -83,10 +84,10 @@ func (s *session) atrn(ctx context.Context, arg string) error {
 		// The client must wait for the 250 before it speaks as a server;
 		// anything already here was sent blind and cannot be trusted as
 		// its greeting.
-		s.log.Warnf("event=atrn client=%s status=error error=%s", s.clientStr, flush.Quote("sent data before the ATRN reply; closing"))
+		s.log.Warnf("event=atrn client=%s status=error error=%s", s.clientStr, logging.Quote("sent data before the ATRN reply; closing"))
 		return errors.New("data before the ATRN turnaround")
 	}
-	s.log.Infof("event=atrn client=%s user=%s hosts=%s status=turned tls=%v", s.clientStr, flush.Quote(s.user), strings.Join(ready, ","), s.tls)
+	s.log.Infof("event=atrn client=%s user=%s hosts=%s status=turned tls=%v", s.clientStr, logging.Quote(s.user), strings.Join(ready, ","), s.tls)
 	return s.deliver(ctx, ready)
 }
 
@@ -132,7 +133,7 @@ func (s *session) deliver(ctx context.Context, hosts []string) error {
 	sess, err := sender.Dial(ctx, so)
 	s.closed = used // the sender closes the connection from here on
 	if err != nil {
-		s.log.Warnf("event=atrn client=%s status=error error=%s", s.clientStr, flush.Quote("the customer did not start an SMTP session: "+err.Error()))
+		s.log.Warnf("event=atrn client=%s status=error error=%s", s.clientStr, logging.Quote("the customer did not start an SMTP session: "+err.Error()))
 		return err
 	}
 	for _, h := range hosts {
@@ -148,7 +149,7 @@ func (s *session) deliver(ctx context.Context, hosts []string) error {
 		}
 	}
 	if err := sess.Close(); err != nil {
-		s.log.Debugf("event=quit client=%s error=%s", s.clientStr, flush.Quote(err.Error()))
+		s.log.Debugf("event=quit client=%s error=%s", s.clientStr, logging.Quote(err.Error()))
 	}
 	// The sender closed the connection: the conversation is over, and
 	// must not go back to reading commands from it.

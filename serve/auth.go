@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"strings"
 
+	"etrnflush/logging"
+
 	"github.com/emersion/go-sasl"
 	"golang.org/x/crypto/bcrypt"
-
-	"etrnflush/flush"
 )
 
 // maxAuthFails ends a conversation after this many failed AUTHs, so one
@@ -101,7 +101,7 @@ func (s *session) auth(arg string) error {
 		// max_commands.
 		s.commands++
 		if s.commands > s.cfg.Serve.MaxCommands {
-			s.log.Warnf("event=limit client=%s reason=%s", s.clientStr, flush.Quote(fmt.Sprintf("too many commands (max_commands = %d, AUTH lines included)", s.cfg.Serve.MaxCommands)))
+			s.log.Warnf("event=limit client=%s reason=%s", s.clientStr, logging.Quote(fmt.Sprintf("too many commands (max_commands = %d, AUTH lines included)", s.cfg.Serve.MaxCommands)))
 			_ = s.reply(421, "4.7.0 "+s.cfg.Hostname+" too many commands, closing")
 			return errQuit
 		}
@@ -116,13 +116,13 @@ func (s *session) auth(arg string) error {
 		}
 	}
 	s.user = user
-	s.log.Infof("event=auth client=%s auth=%s user=%s status=ok", s.clientStr, flush.Token(strings.ToUpper(mech)), flush.Quote(user))
+	s.log.Infof("event=auth client=%s auth=%s user=%s status=ok", s.clientStr, logging.Token(strings.ToUpper(mech)), logging.Quote(user))
 	return s.reply(235, "2.7.0 Authentication successful")
 }
 
 func (s *session) authFailed(mech, user string) error {
 	s.authFails++
-	s.log.Warnf("event=auth client=%s auth=%s user=%s status=failed", s.clientStr, flush.Token(strings.ToUpper(mech)), flush.Quote(user))
+	s.log.Warnf("event=auth client=%s auth=%s user=%s status=failed", s.clientStr, logging.Token(strings.ToUpper(mech)), logging.Quote(user))
 	if s.authFails >= maxAuthFails {
 		_ = s.reply(421, "4.7.0 "+s.cfg.Hostname+" too many failed authentications, closing")
 		return errQuit

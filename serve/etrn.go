@@ -14,7 +14,7 @@ import (
 	"syscall"
 
 	"etrnflush/config"
-	"etrnflush/flush"
+	"etrnflush/logging"
 	"etrnflush/plan"
 	"etrnflush/spool"
 )
@@ -51,25 +51,25 @@ func (s *session) etrn(arg string) error {
 	}
 	trusted := s.trusted()
 	if !trusted && !s.cfg.Serve.EtrnPublic {
-		s.log.Warnf("event=etrn client=%s etrn=%s status=refused reason=%s", s.clientStr, node, flush.Quote("client not in etrn_clients"))
+		s.log.Warnf("event=etrn client=%s etrn=%s status=refused reason=%s", s.clientStr, node, logging.Quote("client not in etrn_clients"))
 		return s.reply(459, "4.7.1 Node "+node+" not allowed: ETRN not permitted from this address")
 	}
 	ok, err := s.rateOK()
 	if err != nil {
-		s.log.Errorf("event=etrn client=%s etrn=%s status=error error=%s", s.clientStr, node, flush.Quote("rate state: "+err.Error()))
+		s.log.Errorf("event=etrn client=%s etrn=%s status=error error=%s", s.clientStr, node, logging.Quote("rate state: "+err.Error()))
 		return s.reply(458, "4.3.0 Unable to queue messages for node "+node)
 	}
 	if !ok {
-		s.log.Warnf("event=etrn client=%s etrn=%s status=refused reason=%s", s.clientStr, node, flush.Quote(fmt.Sprintf("more than %d ETRN in %s", s.cfg.Serve.EtrnLimit, s.cfg.Serve.EtrnWindow)))
+		s.log.Warnf("event=etrn client=%s etrn=%s status=refused reason=%s", s.clientStr, node, logging.Quote(fmt.Sprintf("more than %d ETRN in %s", s.cfg.Serve.EtrnLimit, s.cfg.Serve.EtrnWindow)))
 		return s.reply(458, "4.7.0 Unable to queue messages for node "+node+": too many requests, try later")
 	}
 	hosts, err := s.resolve(kind, name)
 	if err != nil {
-		s.log.Errorf("event=etrn client=%s etrn=%s status=error error=%s", s.clientStr, node, flush.Quote(err.Error()))
+		s.log.Errorf("event=etrn client=%s etrn=%s status=error error=%s", s.clientStr, node, logging.Quote(err.Error()))
 		return s.reply(458, "4.3.0 Unable to queue messages for node "+node)
 	}
 	if len(hosts) == 0 {
-		s.log.Warnf("event=etrn client=%s etrn=%s status=refused reason=%s", s.clientStr, node, flush.Quote("unknown node"))
+		s.log.Warnf("event=etrn client=%s etrn=%s status=refused reason=%s", s.clientStr, node, logging.Quote("unknown node"))
 		return s.reply(459, "4.1.2 Node "+node+" not allowed: unknown node")
 	}
 	type job struct {
@@ -87,7 +87,7 @@ func (s *session) etrn(arg string) error {
 			if owner != "" {
 				why = "is an ODMR host of [user." + owner + "]"
 			}
-			s.log.Warnf("event=etrn client=%s etrn=%s host=%s status=refused reason=%s", s.clientStr, node, h, flush.Quote(why+" and the client is not in etrn_clients"))
+			s.log.Warnf("event=etrn client=%s etrn=%s host=%s status=refused reason=%s", s.clientStr, node, h, logging.Quote(why+" and the client is not in etrn_clients"))
 			if skipped++; skipped == len(hosts) {
 				return s.reply(459, "4.7.1 Node "+node+" not allowed: not from this address")
 			}
@@ -95,7 +95,7 @@ func (s *session) etrn(arg string) error {
 		}
 		if isClient {
 			if !s.client.IsValid() {
-				s.log.Warnf("event=etrn client=%s etrn=%s host=%s status=refused reason=%s", s.clientStr, node, h, flush.Quote("route = client, but the client has no IP address"))
+				s.log.Warnf("event=etrn client=%s etrn=%s host=%s status=refused reason=%s", s.clientStr, node, h, logging.Quote("route = client, but the client has no IP address"))
 				return s.reply(458, "4.3.0 Unable to queue messages for node "+node+": no address to send to")
 			}
 			to = net.JoinHostPort(s.client.String(), port)
@@ -104,7 +104,7 @@ func (s *session) etrn(arg string) error {
 		if err != nil {
 			// Let the flush find out and log what is wrong; the client
 			// learns only that queuing started.
-			s.log.Warnf("event=etrn client=%s etrn=%s host=%s status=error error=%s", s.clientStr, node, h, flush.Quote("cannot count messages: "+err.Error()))
+			s.log.Warnf("event=etrn client=%s etrn=%s host=%s status=error error=%s", s.clientStr, node, h, logging.Quote("cannot count messages: "+err.Error()))
 			counted = false
 		}
 		if n == 0 && err == nil {
@@ -113,11 +113,11 @@ func (s *session) etrn(arg string) error {
 		asked, err := askPass(filepath.Dir(st.Spool), h)
 		if err != nil {
 			// The flush will meet the same trouble and log it.
-			s.log.Warnf("event=etrn client=%s etrn=%s host=%s status=error error=%s", s.clientStr, node, h, flush.Quote(err.Error()))
+			s.log.Warnf("event=etrn client=%s etrn=%s host=%s status=error error=%s", s.clientStr, node, h, logging.Quote(err.Error()))
 		}
 		total += n
 		if asked {
-			s.log.Infof("event=etrn client=%s etrn=%s host=%s status=busy reason=%s", s.clientStr, node, h, flush.Quote("flush already running; asked it for one more pass"))
+			s.log.Infof("event=etrn client=%s etrn=%s host=%s status=busy reason=%s", s.clientStr, node, h, logging.Quote("flush already running; asked it for one more pass"))
 			continue
 		}
 		jobs = append(jobs, job{h, to, n})
@@ -125,12 +125,12 @@ func (s *session) etrn(arg string) error {
 	if len(jobs) > 1 {
 		granted, err := s.rateTake(len(jobs) - 1)
 		if err != nil {
-			s.log.Errorf("event=etrn client=%s etrn=%s status=error error=%s", s.clientStr, node, flush.Quote("rate state: "+err.Error()))
+			s.log.Errorf("event=etrn client=%s etrn=%s status=error error=%s", s.clientStr, node, logging.Quote("rate state: "+err.Error()))
 			granted = 0
 		}
 		if granted < len(jobs)-1 {
 			for _, j := range jobs[1+granted:] {
-				s.log.Warnf("event=etrn client=%s etrn=%s host=%s status=refused reason=%s", s.clientStr, node, j.host, flush.Quote(fmt.Sprintf("not started: more than %d flushes in %s", s.cfg.Serve.EtrnLimit, s.cfg.Serve.EtrnWindow)))
+				s.log.Warnf("event=etrn client=%s etrn=%s host=%s status=refused reason=%s", s.clientStr, node, j.host, logging.Quote(fmt.Sprintf("not started: more than %d flushes in %s", s.cfg.Serve.EtrnLimit, s.cfg.Serve.EtrnWindow)))
 				total -= j.n
 			}
 			jobs = jobs[:1+granted]
@@ -138,7 +138,7 @@ func (s *session) etrn(arg string) error {
 	}
 	for _, j := range jobs {
 		if err := s.cfg.Spawn(j.host, j.to); err != nil {
-			s.log.Errorf("event=etrn client=%s etrn=%s host=%s status=error error=%s", s.clientStr, node, j.host, flush.Quote("cannot start the flush: "+err.Error()))
+			s.log.Errorf("event=etrn client=%s etrn=%s host=%s status=error error=%s", s.clientStr, node, j.host, logging.Quote("cannot start the flush: "+err.Error()))
 			return s.reply(458, "4.3.0 Unable to queue messages for node "+node)
 		}
 		to := j.to
@@ -151,7 +151,7 @@ func (s *session) etrn(arg string) error {
 	case !trusted || !counted:
 		return s.reply(250, "2.0.0 OK, queuing for node "+node+" started")
 	case total == 0:
-		s.log.Infof("event=etrn client=%s etrn=%s status=empty reason=%s", s.clientStr, node, flush.Quote("nothing waiting"))
+		s.log.Infof("event=etrn client=%s etrn=%s status=empty reason=%s", s.clientStr, node, logging.Quote("nothing waiting"))
 		return s.reply(251, "2.0.0 OK, no messages waiting for node "+node)
 	}
 	return s.reply(253, fmt.Sprintf("2.0.0 OK, %d pending messages for node %s started", total, node))

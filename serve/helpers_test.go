@@ -19,8 +19,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"etrnflush/config"
-	"etrnflush/flush"
 	"etrnflush/internal/testcert"
+	"etrnflush/logging"
 )
 
 // lockedBuffer collects log lines written by the server goroutine.
@@ -111,7 +111,7 @@ func newFixture(t testing.TB, serveKeys, extra string) *fixture {
 		Conf:     c,
 		Serve:    c.ServeSettings(),
 		Hostname: "provider.example",
-		Log:      flush.NewWriterLogger(f.log, true),
+		Log:      logging.NewWriter(f.log, true),
 		Spawn: func(host, to string) error {
 			f.mu.Lock()
 			defer f.mu.Unlock()

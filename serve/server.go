@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"etrnflush/config"
-	"etrnflush/flush"
+	"etrnflush/logging"
 )
 
 // Config is what one conversation needs.
@@ -37,7 +37,7 @@ type Config struct {
 	// Secrets are the clear-text passwords of the users with a
 	// secret_file, by user name; with one, AUTH CRAM-MD5 is offered.
 	Secrets map[string]string
-	Log     *flush.Logger
+	Log     *logging.Logger
 	// Spawn starts a flush of host detached from this conversation,
 	// towards to (host:port) when not empty, else towards the host's
 	// route. See Spawner.
@@ -63,7 +63,7 @@ func Serve(ctx context.Context, conn net.Conn, cfg *Config) error {
 		s.log.Infof("event=disconnect client=%s commands=%d", s.clientStr, s.commands)
 		return nil
 	default:
-		s.log.Infof("event=disconnect client=%s commands=%d error=%s", s.clientStr, s.commands, flush.Quote(err.Error()))
+		s.log.Infof("event=disconnect client=%s commands=%d error=%s", s.clientStr, s.commands, logging.Quote(err.Error()))
 		return err
 	}
 }
@@ -84,7 +84,7 @@ func clientAddr(c net.Conn) (netip.Addr, string) {
 type session struct {
 	ctx       context.Context // cancelled on SIGTERM: the conversation ends
 	cfg       *Config
-	log       *flush.Logger
+	log       *logging.Logger
 	raw       net.Conn // the connection as handed over
 	conn      net.Conn // raw, or the TLS connection on top of it
 	br        *bufio.Reader
@@ -149,7 +149,7 @@ func (s *session) run(ctx context.Context) error {
 		}
 		s.commands++
 		if s.commands > s.cfg.Serve.MaxCommands {
-			s.log.Warnf("event=limit client=%s reason=%s", s.clientStr, flush.Quote(fmt.Sprintf("too many commands (max_commands = %d)", s.cfg.Serve.MaxCommands)))
+			s.log.Warnf("event=limit client=%s reason=%s", s.clientStr, logging.Quote(fmt.Sprintf("too many commands (max_commands = %d)", s.cfg.Serve.MaxCommands)))
 			_ = s.reply(421, "4.7.0 "+s.cfg.Hostname+" too many commands, closing")
 			return nil
 		}
@@ -174,18 +174,18 @@ func (s *session) run(ctx context.Context) error {
 // and its error back.
 func (s *session) readFailed(err error) error {
 	if s.ctx.Err() != nil {
-		s.log.Infof("event=closing client=%s reason=%s", s.clientStr, flush.Quote(fmt.Sprint(context.Cause(s.ctx))))
+		s.log.Infof("event=closing client=%s reason=%s", s.clientStr, logging.Quote(fmt.Sprint(context.Cause(s.ctx))))
 		_ = s.reply(421, "4.3.2 "+s.cfg.Hostname+" shutting down")
 		return errQuit
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(s.deadline) {
-		s.log.Warnf("event=limit client=%s reason=%s", s.clientStr, flush.Quote(fmt.Sprintf("session lasted session_timeout (%s), closing", s.cfg.Serve.SessionTimeout)))
+		s.log.Warnf("event=limit client=%s reason=%s", s.clientStr, logging.Quote(fmt.Sprintf("session lasted session_timeout (%s), closing", s.cfg.Serve.SessionTimeout)))
 		_ = s.reply(421, "4.4.2 "+s.cfg.Hostname+" session time limit reached, closing")
 		return errQuit
 	}
 	if errors.As(err, &ne) && ne.Timeout() {
-		s.log.Infof("event=limit client=%s reason=%s", s.clientStr, flush.Quote(fmt.Sprintf("idle for %s, closing", s.cfg.Serve.IdleTimeout)))
+		s.log.Infof("event=limit client=%s reason=%s", s.clientStr, logging.Quote(fmt.Sprintf("idle for %s, closing", s.cfg.Serve.IdleTimeout)))
 		_ = s.reply(421, "4.4.2 "+s.cfg.Hostname+" idle timeout, closing")
 		return errQuit
 	}
@@ -350,7 +350,7 @@ func (s *session) startTLS(arg string) error {
 	if s.br.Buffered() > 0 {
 		// Commands sent before the handshake would be taken as if they
 		// had come over TLS (the CVE-2011-0411 class): end the session.
-		s.log.Warnf("event=tls client=%s status=error error=%s", s.clientStr, flush.Quote("sent data after STARTTLS before the TLS handshake; closing"))
+		s.log.Warnf("event=tls client=%s status=error error=%s", s.clientStr, logging.Quote("sent data after STARTTLS before the TLS handshake; closing"))
 		return errors.New("data before the TLS handshake")
 	}
 	if err := s.handshake(); err != nil {
@@ -369,7 +369,7 @@ func (s *session) handshake() error {
 		return fmt.Errorf("set deadline: %w", err)
 	}
 	if err := tc.Handshake(); err != nil {
-		s.log.Warnf("event=tls client=%s status=error error=%s", s.clientStr, flush.Quote("TLS handshake failed: "+err.Error()))
+		s.log.Warnf("event=tls client=%s status=error error=%s", s.clientStr, logging.Quote("TLS handshake failed: "+err.Error()))
 		return fmt.Errorf("TLS handshake: %w", err)
 	}
 	s.setConn(tc)

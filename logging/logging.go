@@ -1,4 +1,9 @@
-package flush
+// Package logging writes etrnflush's log lines: one key=value line per
+// event, event= first, to stderr, a file or syslog, for the flush engine,
+// the server and main alike. Quote and Token make text from the network or
+// a spool safe for one field of one line: a hostile server or file name
+// must not be able to end a field, forge a line or flood the log.
+package logging
 
 import (
 	"fmt"
@@ -62,9 +67,9 @@ func (l *Logger) Tracef(format string, args ...any) {
 // Stderr reports whether the log goes to standard error.
 func (l *Logger) Stderr() bool { return l != nil && l.w == os.Stderr }
 
-// NewLogger opens dest: "stderr", "syslog" or an absolute file name
+// New opens dest: "stderr", "syslog" or an absolute file name
 // (appended to, created 0640).
-func NewLogger(dest string, verbose bool) (*Logger, error) {
+func New(dest string, verbose bool) (*Logger, error) {
 	l := &Logger{verbose: verbose, pid: os.Getpid()}
 	switch dest {
 	case "stderr", "":
@@ -87,8 +92,8 @@ func NewLogger(dest string, verbose bool) (*Logger, error) {
 	return l, nil
 }
 
-// NewWriterLogger logs to w (tests, and --log stderr).
-func NewWriterLogger(w io.Writer, verbose bool) *Logger {
+// NewWriter logs to w (tests, and --log stderr).
+func NewWriter(w io.Writer, verbose bool) *Logger {
 	return &Logger{w: w, verbose: verbose, pid: os.Getpid()}
 }
 
@@ -180,15 +185,15 @@ func (l *Logger) Warnf(format string, args ...any) { l.logf(lvWarn, format, args
 // Errorf logs a failure.
 func (l *Logger) Errorf(format string, args ...any) { l.logf(lvErr, format, args...) }
 
-// maxText caps remote and local text in a log line: a hostile server must
+// MaxText caps remote and local text in a log line: a hostile server must
 // not be able to flood or forge log lines.
-const maxText = 300
+const MaxText = 300
 
 // Quote makes text safe for one log line: printable ASCII only, capped, in
 // double quotes.
 func Quote(s string) string {
-	if len(s) > maxText {
-		s = s[:maxText] + "..."
+	if len(s) > MaxText {
+		s = s[:MaxText] + "..."
 	}
 	if plainASCII(s) {
 		// What QuoteToASCII makes of it, without building it twice.
@@ -214,4 +219,29 @@ func plainASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// Token makes a short value from outside (a name, a mechanism) safe as
+// an unquoted log field: see escape.
+func Token(s string) string { return escape(s) }
+
+// escape writes the octets that could end a log field, or confuse a
+// terminal, as \xHH, and caps the length.
+func escape(a string) string {
+	if len(a) > MaxText {
+		a = a[:MaxText] + "..."
+	}
+	if plainASCII(a) && !strings.Contains(a, " ") {
+		return a
+	}
+	var b strings.Builder
+	for i := 0; i < len(a); i++ {
+		c := a[i]
+		if c <= ' ' || c >= 0x7f || c == '\\' || c == '"' {
+			fmt.Fprintf(&b, "\\x%02x", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
