@@ -3,16 +3,39 @@
 package e2e
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
+
+// agedBSMTP is one BSMTP message whose top Received: line is age old:
+// the date expiry and delay warnings go by.
+func agedBSMTP(from, to string, age time.Duration) string {
+	date := time.Now().Add(-age).Format(time.RFC1123Z)
+	return "MAIL FROM:<" + from + ">\nRCPT TO:<" + to + ">\nDATA\n" +
+		"Received: from a by relay.example; " + date + "\nSubject: old\n\nbody\n.\n"
+}
+
+// writeBounceConfig writes a config whose sendmail is the fake one, which
+// files each DSN under out (and exits $FAKE_SENDMAIL_EXIT); keys are
+// added to its global table before any host table in extra.
+func writeBounceConfig(t *testing.T, out, keys, extra string) string {
+	t.Helper()
+	script, err := filepath.Abs("bounce/testdata/fake-sendmail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := "log = \"stderr\"\nmax_age = \"5d\"\n" + keys + "sendmail = [\"" + script + "\", \"" + out + "\", \"-i\", \"-f\", \"<>\", \"--\"]\n" + extra
+	cfg := filepath.Join(t.TempDir(), "etrnflush.toml")
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
 
 // TestCLIExpiryBounce drives the configuration keys through the binary: a
 // message whose Received: date is ten days old expires (max_age "5d") on
@@ -21,10 +44,6 @@ import (
 // DSN over and exits 0. With bounce = false for the host the copy stays,
 // nothing is run, and the first run exits 0: nothing is left to do.
 func TestCLIExpiryBounce(t *testing.T) {
-	script, err := filepath.Abs("bounce/testdata/fake-sendmail")
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, bounce := range []bool{true, false} {
 		name := map[bool]string{true: "bounce", false: "no-bounce"}[bounce]
 		t.Run(name, func(t *testing.T) {
@@ -32,20 +51,14 @@ func TestCLIExpiryBounce(t *testing.T) {
 			out := t.TempDir()
 			host := "old.example"
 			spool := filepath.Join(dir, host)
-			date := time.Now().Add(-10 * 24 * time.Hour).Format(time.RFC1123Z)
-			bsmtp := "MAIL FROM:<alice@sender.example>\nRCPT TO:<ann@old.example>\nDATA\n" +
-				"Received: from a by relay.example; " + date + "\nSubject: old\n\nbody\n.\n"
-			if err := os.WriteFile(spool, []byte(bsmtp), 0o600); err != nil {
+			if err := os.WriteFile(spool, []byte(agedBSMTP("alice@sender.example", "ann@old.example", 10*24*time.Hour)), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			conf := "log = \"stderr\"\nmax_age = \"5d\"\nsendmail = [\"" + script + "\", \"" + out + "\", \"-i\", \"-f\", \"<>\", \"--\"]\n"
+			extra := ""
 			if !bounce {
-				conf += "[host.\"" + host + "\"]\nbounce = false\n"
+				extra = "[host.\"" + host + "\"]\nbounce = false\n"
 			}
-			cfg := filepath.Join(t.TempDir(), "etrnflush.toml")
-			if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			cfg := writeBounceConfig(t, out, "", extra)
 			args := []string{"-c", cfg, "--spool", spool, "--to", "127.0.0.1:1", "--tls", "none", "--helo", "relay.test.example", host}
 			failed := func() []string {
 				m, err := filepath.Glob(filepath.Join(dir, ".etrnflush-"+host+".failed", "*.bsmtp"))
@@ -95,24 +108,13 @@ func TestCLIExpiryBounce(t *testing.T) {
 // and the next run hands its DSN over again (one duplicate at most) and
 // removes it.
 func TestKillDuringBounce(t *testing.T) {
-	script, err := filepath.Abs("bounce/testdata/fake-sendmail")
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir, out := t.TempDir(), t.TempDir()
 	host := "kill.example"
 	spool := filepath.Join(dir, host)
-	date := time.Now().Add(-10 * 24 * time.Hour).Format(time.RFC1123Z)
-	bsmtp := "MAIL FROM:<alice@sender.example>\nRCPT TO:<ann@kill.example>\nDATA\n" +
-		"Received: from a by relay.example; " + date + "\nSubject: old\n\nbody\n.\n"
-	if err := os.WriteFile(spool, []byte(bsmtp), 0o600); err != nil {
+	if err := os.WriteFile(spool, []byte(agedBSMTP("alice@sender.example", "ann@kill.example", 10*24*time.Hour)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(t.TempDir(), "etrnflush.toml")
-	conf := "log = \"stderr\"\nmax_age = \"5d\"\nsendmail = [\"" + script + "\", \"" + out + "\", \"--\"]\n"
-	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeBounceConfig(t, out, "", "")
 	args := []string{"-c", cfg, "--spool", spool, "--to", "127.0.0.1:1", "--tls", "none", "--helo", "relay.test.example", host}
 	failed := func() int {
 		m, err := filepath.Glob(filepath.Join(dir, ".etrnflush-"+host+".failed", "*.bsmtp"))
@@ -165,24 +167,13 @@ func TestKillDuringBounce(t *testing.T) {
 // expires everything it holds and hands every DSN over has nothing left:
 // it exits 0 and its summary counts the bounce.
 func TestCLIExpiredBouncedExits0(t *testing.T) {
-	script, err := filepath.Abs("bounce/testdata/fake-sendmail")
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir, out := t.TempDir(), t.TempDir()
 	host := "gone.example"
 	spool := filepath.Join(dir, host)
-	date := time.Now().Add(-10 * 24 * time.Hour).Format(time.RFC1123Z)
-	bsmtp := "MAIL FROM:<alice@sender.example>\nRCPT TO:<ann@gone.example>\nDATA\n" +
-		"Received: from a by relay.example; " + date + "\nSubject: old\n\nbody\n.\n"
-	if err := os.WriteFile(spool, []byte(bsmtp), 0o600); err != nil {
+	if err := os.WriteFile(spool, []byte(agedBSMTP("alice@sender.example", "ann@gone.example", 10*24*time.Hour)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(t.TempDir(), "etrnflush.toml")
-	conf := "log = \"stderr\"\nmax_age = \"5d\"\nsendmail = [\"" + script + "\", \"" + out + "\", \"--\"]\n"
-	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeBounceConfig(t, out, "", "")
 	t.Setenv("FAKE_SENDMAIL_EXIT", "0")
 	_, stderr, code := runEtrnflush(t, "-c", cfg, "--spool", spool, "--to", "127.0.0.1:1", "--tls", "none", "--helo", "relay.test.example", host)
 	if code != 0 || !strings.Contains(stderr, "status=expired") || !strings.Contains(stderr, "bounced=1 bounce_failed=0") {
@@ -199,17 +190,10 @@ func TestCLIExpiredBouncedExits0(t *testing.T) {
 // connects nowhere and changes nothing. After a real run has expired and
 // warned them, a dry run lists neither again.
 func TestCLIDryRunExpiry(t *testing.T) {
-	script, err := filepath.Abs("bounce/testdata/fake-sendmail")
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir, out := t.TempDir(), t.TempDir()
 	host := "dry.example"
 	spool := filepath.Join(dir, host)
-	msg := func(from, to string, age time.Duration) string {
-		date := time.Now().Add(-age).Format(time.RFC1123Z)
-		return "MAIL FROM:<" + from + ">\nRCPT TO:<" + to + ">\nDATA\nReceived: from a by relay.example; " + date + "\nSubject: s\n\nbody\n.\n"
-	}
+	msg := agedBSMTP
 	text := msg("old@sender.example", "ann@dry.example", 10*24*time.Hour) +
 		msg("late@sender.example", "bob@dry.example", 5*time.Hour) +
 		msg("", "cid@dry.example", 5*time.Hour) +
@@ -217,29 +201,10 @@ func TestCLIDryRunExpiry(t *testing.T) {
 	if err := os.WriteFile(spool, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(t.TempDir(), "etrnflush.toml")
-	conf := "log = \"stderr\"\nmax_age = \"5d\"\nwarn_age = \"4h\"\nsendmail = [\"" + script + "\", \"" + out + "\", \"--\"]\n"
-	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeBounceConfig(t, out, "warn_age = \"4h\"\n", "")
 	t.Setenv("FAKE_SENDMAIL_EXIT", "0")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var accepted atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			_ = c.Close()
-		}
-	}()
-	defer func() { _ = ln.Close() }()
-	dry := []string{"-c", cfg, "--spool", spool, "--to", ln.Addr().String(), "--tls", "none", "--dry-run", host}
+	addr, accepted := countingListener(t)
+	dry := []string{"-c", cfg, "--spool", spool, "--to", addr, "--tls", "none", "--dry-run", host}
 
 	before := treeSnapshot(t, dir)
 	stdout, stderr, code := runEtrnflush(t, dry...)

@@ -15,7 +15,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -479,25 +478,10 @@ func TestCLIDryRun(t *testing.T) {
 				copyFile(t, src, spool)
 			}
 			// A listener that must never see a connection.
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			var accepted atomic.Int32
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					accepted.Add(1)
-					_ = c.Close()
-				}
-			}()
-			defer func() { _ = ln.Close() }()
+			addr, accepted := countingListener(t)
 
 			before := treeSnapshot(t, dir)
-			got := dryRunEnvelopes(t, spool, tc.host, "--to", ln.Addr().String(), "--tls", "none")
+			got := dryRunEnvelopes(t, spool, tc.host, "--to", addr, "--tls", "none")
 			after := treeSnapshot(t, dir)
 			if d := diffSnapshots(before, after); d != "" {
 				t.Errorf("--dry-run changed the spool directory:\n%s", d)
