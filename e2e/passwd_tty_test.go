@@ -45,6 +45,26 @@ type ttyOutput struct {
 	b  bytes.Buffer
 }
 
+// readFrom copies what the terminal shows into o until the slave side
+// is closed everywhere (EIO); the channel is closed then.
+func (o *ttyOutput) readFrom(master *os.File) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			o.mu.Lock()
+			o.b.Write(buf[:n])
+			o.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return done
+}
+
 func (o *ttyOutput) String() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -86,20 +106,7 @@ func TestCLIPasswdTerminal(t *testing.T) {
 				}
 			}()
 			out := &ttyOutput{}
-			readDone := make(chan struct{})
-			go func() {
-				defer close(readDone)
-				buf := make([]byte, 256)
-				for {
-					n, err := master.Read(buf)
-					out.mu.Lock()
-					out.b.Write(buf[:n])
-					out.mu.Unlock()
-					if err != nil {
-						return // EIO once the slave side is closed everywhere
-					}
-				}
-			}()
+			readDone := out.readFrom(master)
 			var stdout bytes.Buffer
 			cmd := exec.Command(etrnflushBin, "passwd")
 			cmd.Env = childEnv()

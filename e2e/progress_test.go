@@ -27,20 +27,7 @@ func runOnTTY(t *testing.T, args ...string) (shown, stdout string, code int) {
 		}
 	}()
 	out := &ttyOutput{}
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		buf := make([]byte, 4096)
-		for {
-			n, err := master.Read(buf)
-			out.mu.Lock()
-			out.b.Write(buf[:n])
-			out.mu.Unlock()
-			if err != nil {
-				return // EIO once the slave side is closed everywhere
-			}
-		}
-	}()
+	readDone := out.readFrom(master)
 	var so bytes.Buffer
 	cmd := exec.Command(etrnflushBin, args...)
 	cmd.Env = childEnv()
