@@ -153,21 +153,7 @@ func TestRootThenEximUser(t *testing.T) {
 			msg := func(to, subject string) envMsg {
 				return envMsg{From: "s@sender.example", To: []string{to}, Data: []byte("Subject: " + subject + "\n\nbody\n")}
 			}
-			appendSpool := func(msgs ...envMsg) {
-				f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := f.Write(eximBSMTP(msgs)); err != nil {
-					t.Fatal(err)
-				}
-				if err := f.Close(); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Chown(path, uid, gid); err != nil {
-					t.Fatal(err)
-				}
-			}
+			appendSpool := func(msgs ...envMsg) { appendOwnedSpool(t, path, uid, gid, msgs...) }
 			args := []string{"-c", conf, "--to", rec.addr, "--tls", "none", "--helo", "test.example", "h.example"}
 			appendSpool(msg("one@h.example", "one"), msg("later@h.example", "later"), msg("gone@h.example", "gone"))
 			out1, code := runAs(t, first[0], first[1], args...)
@@ -238,5 +224,25 @@ func TestUnsafeSpoolDir(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// appendOwnedSpool appends msgs to the BSMTP spool at path as Exim would
+// (creating it 0600), and gives it to uid:gid, the Exim user the test
+// stands in for.
+func appendOwnedSpool(t *testing.T, path string, uid, gid int, msgs ...envMsg) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(eximBSMTP(msgs)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, uid, gid); err != nil {
+		t.Fatal(err)
 	}
 }

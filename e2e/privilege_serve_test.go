@@ -130,21 +130,7 @@ hosts = ["h.example"]
 			msg := func(to, subject string) envMsg {
 				return envMsg{From: "s@sender.example", To: []string{to}, Data: []byte("Subject: " + subject + "\n\nbody\n")}
 			}
-			appendSpool := func(msgs ...envMsg) {
-				f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := f.Write(eximBSMTP(msgs)); err != nil {
-					t.Fatal(err)
-				}
-				if err := f.Close(); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Chown(path, uid, gid); err != nil {
-					t.Fatal(err)
-				}
-			}
+			appendSpool := func(msgs ...envMsg) { appendOwnedSpool(t, path, uid, gid, msgs...) }
 			var atrnGot []string // what the ATRN customer accepted
 			etrn := func(cred *syscall.Credential, run int) string {
 				t.Helper()
