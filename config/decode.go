@@ -127,6 +127,9 @@ func (d *decoder) table(prims map[string]toml.Primitive, dst reflect.Value, path
 		fv := dst.Field(fi)
 		switch {
 		case fv.Kind() == reflect.Map && fv.Type().Elem().Kind() == reflect.Struct:
+			if !d.isTable(key) {
+				continue
+			}
 			var sub map[string]toml.Primitive
 			if err := d.md.PrimitiveDecode(p, &sub); err != nil {
 				d.l.add(decodeError(d.l.file, d.data, err))
@@ -134,6 +137,9 @@ func (d *decoder) table(prims map[string]toml.Primitive, dst reflect.Value, path
 			}
 			m := reflect.MakeMap(fv.Type())
 			for name, sp := range sub {
+				if !d.isTable(append(append(toml.Key{}, key...), name)) {
+					continue
+				}
 				var inner map[string]toml.Primitive
 				if err := d.md.PrimitiveDecode(sp, &inner); err != nil {
 					d.l.add(decodeError(d.l.file, d.data, err))
@@ -145,6 +151,9 @@ func (d *decoder) table(prims map[string]toml.Primitive, dst reflect.Value, path
 			}
 			fv.Set(m)
 		case fv.Kind() == reflect.Struct:
+			if !d.isTable(key) {
+				continue
+			}
 			var sub map[string]toml.Primitive
 			if err := d.md.PrimitiveDecode(p, &sub); err != nil {
 				d.l.add(decodeError(d.l.file, d.data, err))
@@ -160,6 +169,40 @@ func (d *decoder) table(prims map[string]toml.Primitive, dst reflect.Value, path
 			fv.Set(v.Elem())
 		}
 	}
+}
+
+// isTable reports whether key holds a table, and adds an error when it
+// does not: decoding a string or a number into a map of primitives does
+// not fail, so `host."x" = "mx.x"` would otherwise become host x with
+// every default (and its mail would go to the MX hosts).
+func (d *decoder) isTable(key toml.Key) bool {
+	// A table made implicitly by a dotted key (host."x".route = ...) has
+	// no type of its own in MetaData: "".
+	if t := d.md.Type(key...); t != "Hash" && t != "" {
+		d.l.add(&Error{File: d.l.file, Line: keyLine(d.data, key), Key: key.String(),
+			Msg: fmt.Sprintf("must be a table ([%s]), not a %s", key.String(), tomlValueName(t))})
+		return false
+	}
+	return true
+}
+
+// tomlValueName is a TOML type (MetaData.Type) as the file's author knows it.
+func tomlValueName(t string) string {
+	switch t {
+	case "String":
+		return "string"
+	case "Integer", "Float":
+		return "number"
+	case "Bool":
+		return "boolean"
+	case "Array":
+		return "list"
+	case "ArrayHash":
+		return "list of tables"
+	case "Datetime", "DatetimeLocal", "DateLocal", "TimeLocal":
+		return "date"
+	}
+	return "value of type " + strings.ToLower(t)
 }
 
 // unknown reports a key that is not one of its table's, with the likeliest
