@@ -188,6 +188,32 @@ func folderChangeAction(c *cli.Context, which string) error {
 	if _, err := becomeOwner(filepath.Dir(st.Spool)); err != nil {
 		return err
 	}
+	// Run from a script or cron, standard error is read by nobody: what
+	// was released, deleted or bounced (mail sent, copies removed) and
+	// what failed also goes to the log, as a flush's outcomes do.
+	dest := st.Log
+	if v := flagString(c, "log"); v != "" {
+		if err := config.CheckLog(v); err != nil {
+			return usageErr("--log: %v", err)
+		}
+		dest = v
+	}
+	log := openLog(c, dest, false)
+	defer func() {
+		if cerr := log.Close(); cerr != nil {
+			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: close log: %v\n", cerr)
+		}
+	}()
+	note := func(id, folder string, err error) {
+		if log.Stderr() {
+			return // the lines above already went there
+		}
+		if err != nil {
+			log.Warnf("event=folder-change action=%s host=%s id=%s folder=%s status=failed error=%s", which, host, logging.Token(id), folder, logging.Quote(err.Error()))
+			return
+		}
+		log.Infof("event=folder-change action=%s host=%s id=%s folder=%s status=done", which, host, logging.Token(id), folder)
+	}
 	code := exOK
 	worse := func(n int) {
 		// The highest code wins: 75 (Exim's lock not had: try again)
@@ -209,6 +235,7 @@ func folderChangeAction(c *cli.Context, which string) error {
 		cps, folder, err := findCopies(st.Spool, id)
 		if err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s: %v\n", host, id, err)
+			note(id, "-", err)
 			if errors.Is(err, errNoCopy) {
 				worse(exUsage)
 			} else {
@@ -217,7 +244,7 @@ func folderChangeAction(c *cli.Context, which string) error {
 			continue
 		}
 		for _, cp := range cps {
-			worse(changeCopy(c, which, host, st, bc, cp, folder))
+			worse(changeCopy(c, which, host, st, bc, cp, folder, note))
 		}
 	}
 	if code != exOK {
@@ -228,10 +255,11 @@ func folderChangeAction(c *cli.Context, which string) error {
 
 // changeCopy releases or deletes one copy and returns the exit status
 // it earns.
-func changeCopy(c *cli.Context, which, host string, st config.Settings, bc flush.BounceConfig, cp spool.Copy, folder string) int {
+func changeCopy(c *cli.Context, which, host string, st config.Settings, bc flush.BounceConfig, cp spool.Copy, folder string, note func(id, folder string, err error)) int {
 	id := cp.ID
 	if which == "bounce" {
 		env, err := flush.BounceCopy(c.Context, bc, cp, folder == "quarantine")
+		note(id, folder, err)
 		if err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s not bounced: %s\n", host, id, oneLine(err.Error()))
 			switch {
@@ -248,7 +276,9 @@ func changeCopy(c *cli.Context, which, host string, st config.Settings, bc flush
 		return exOK
 	}
 	if which == "delete" {
-		if err := spool.Delete(cp); err != nil {
+		err := spool.Delete(cp)
+		note(id, folder, err)
+		if err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s: %v\n", host, id, err)
 			return exIOErr
 		}
@@ -256,6 +286,7 @@ func changeCopy(c *cli.Context, which, host string, st config.Settings, bc flush
 		return exOK
 	}
 	dest, err := spool.Release(st.Spool, st.Format, cp)
+	note(id, folder, err)
 	if err != nil {
 		fmt.Fprintf(c.App.ErrWriter, "etrnflush: warning: host=%s id=%s not released: %s\n", host, id, oneLine(err.Error()))
 		switch {

@@ -219,3 +219,40 @@ func TestCLIReleaseAppendAndRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestFolderChangeLogged: what release, delete and bounce did, or failed
+// to do, also reaches the log when it is not standard error (run from
+// cron, nobody reads standard error).
+func TestFolderChangeLogged(t *testing.T) {
+	rx, addr := startRefusingServer(t)
+	rx.refuse.Store(true)
+	dir := t.TempDir()
+	const host = "h.example"
+	sp := filepath.Join(dir, host)
+	msg := "MAIL FROM:<a@x.example>\nRCPT TO:<reject1@h.example>\nDATA\nSubject: t\n\nbody\n.\n"
+	if err := os.WriteFile(sp, []byte(msg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, dir, "")
+	if _, stderr, code := runEtrnflush(t, "-c", cfg, "--to", addr, "--tls", "none", "--helo", "tx.example", host); code != exOK {
+		t.Fatalf("flush: exit %d\n%s", code, stderr)
+	}
+	fl := failedJSON(t, cfg, "failed", host)
+	if len(fl.Copies) != 1 {
+		t.Fatalf("failed --json: %+v", fl)
+	}
+	logFile := filepath.Join(t.TempDir(), "etrnflush.log")
+	if _, stderr, code := runEtrnflush(t, "-c", cfg, "delete", "--log", logFile, host, fl.Copies[0].ID, "nosuchid"); code != exUsage {
+		t.Fatalf("delete: exit %d, want %d for the unknown id\n%s", code, exUsage, stderr)
+	}
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(b)
+	done := "event=folder-change action=delete host=h.example id=" + fl.Copies[0].ID + " folder=failed status=done"
+	failed := "event=folder-change action=delete host=h.example id=nosuchid folder=- status=failed error="
+	if !strings.Contains(log, done) || !strings.Contains(log, failed) {
+		t.Errorf("log file lacks %q or %q:\n%s", done, failed, log)
+	}
+}
