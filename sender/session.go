@@ -395,6 +395,11 @@ func (s *Session) cmd(op string, wait time.Duration, line string) (reply, error)
 	if err := checkLine(line); err != nil {
 		return reply{}, localError(op, err)
 	}
+	if s.dead != nil {
+		return reply{}, localError(op, fmt.Errorf("session unusable: %w", s.dead))
+	}
+	// Traced once it is sure to be sent: a transcript never shows a
+	// command a dead session did not send.
 	if op == "auth" {
 		// The mechanism may be shown, the credentials never.
 		shown := "<credentials elided>"
@@ -405,9 +410,6 @@ func (s *Session) cmd(op string, wait time.Duration, line string) (reply, error)
 		s.trace("C", shown)
 	} else {
 		s.trace("C", line)
-	}
-	if s.dead != nil {
-		return reply{}, localError(op, fmt.Errorf("session unusable: %w", s.dead))
 	}
 	if err := s.inStep(op); err != nil {
 		return reply{}, err
