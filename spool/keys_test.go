@@ -1,6 +1,14 @@
 package spool
 
 import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/mail"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"sort"
@@ -153,4 +161,82 @@ func TestLastFlushStaleTemp(t *testing.T) {
 	if err != nil || l == nil || l.Exit != 75 || l.Sent != 1 {
 		t.Errorf("read back %+v %v", l, err)
 	}
+}
+
+// TestContentKeyAsBefore: the streamlined digest and header scan give
+// the very keys and header fields the first version did (a full copy,
+// strings.ReplaceAll and net/textproto), so ids in failed copies, logs and
+// state files written before stay valid. FuzzContentKey goes further.
+func TestContentKeyAsBefore(t *testing.T) {
+	long := strings.Repeat("x", KeyPrefix)
+	for _, c := range []string{
+		"",
+		"\r\n",
+		"\r",
+		"a\r\r\nb\r\n\r\n",
+		"Received: from x by mx.example with esmtp id 1xXKke-000173-05\r\n\tfor a@h.example; Sun, 01 Mar 2026 11:00:00 +0100\r\nMessage-ID:  <k1@x.example> \r\n\r\nbody\r\n",
+		"message-id: <lower@x>\nreceived: by y; Mon, 02 Mar 2026 10:00:00 +0000\nReceived: by z; Tue, 03 Mar 2026 10:00:00 +0000\n\n",
+		"Subject: a\nbroken line\nMessage-ID: <after-damage@x>\n\n",
+		" Message-ID: <leading-space@x>\n\n",
+		"Bad Name: v\nMessage-ID: <x@x>\n\n",
+		"Received: by x\n  id 1xXKkf-0001AA-0c\n  ; Sun, 01 Mar 2026 11:00:00 +0100\nMessage-ID:\n <folded@x>\n\n",
+		"Subject: " + long + "\r\nMessage-ID: <beyond@x>\r\n\r\n",
+		long[:KeyPrefix-1] + "\r\n tail",
+		"Message-ID: <no-end@x>",
+	} {
+		checkKeyAsBefore(t, c)
+	}
+}
+
+func FuzzContentKey(f *testing.F) {
+	f.Add("Received: by x; Sun, 01 Mar 2026 11:00:00 +0100\r\nMessage-ID: <a@b>\r\n\r\nbody\r\n")
+	f.Add("a\r\r\n\r\nb")
+	f.Fuzz(func(t *testing.T, content string) {
+		checkKeyAsBefore(t, content)
+	})
+}
+
+func checkKeyAsBefore(t *testing.T, content string) {
+	t.Helper()
+	m := &Message{From: "s@x.example", Size: int64(len(content)), Open: func() (io.ReadCloser, error) {
+		return io.NopCloser(strings.NewReader(content)), nil
+	}}
+	k := &keyed{}
+	for range 2 { // the second time with the reused buffer
+		key, h, err := k.contentKey(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantKey, wantHead := keyBefore(m, content)
+		if key != wantKey || h.messageID != wantHead.messageID || h.eximID != wantHead.eximID || !h.received.Equal(wantHead.received) {
+			t.Fatalf("content %q: got %s %+v, the first version gave %s %+v", content, key, h, wantKey, wantHead)
+		}
+	}
+}
+
+// keyBefore is contentKey and parseHead as first written.
+func keyBefore(m *Message, content string) (string, head) {
+	buf := []byte(content)
+	if len(buf) > KeyPrefix {
+		buf = buf[:KeyPrefix]
+	}
+	d := sha256.New()
+	fmt.Fprintf(d, "%s\x00%d\x00", m.From, m.Size)
+	d.Write(bytes.ReplaceAll(buf, []byte("\r\n"), []byte("\n")))
+	var h head
+	tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(buf)))
+	mh, _ := tp.ReadMIMEHeader()
+	if rs := mh["Received"]; len(rs) > 0 {
+		top := rs[0]
+		if i := strings.LastIndexByte(top, ';'); i >= 0 {
+			if t, err := mail.ParseDate(strings.TrimSpace(top[i+1:])); err == nil {
+				h.received = t
+			}
+		}
+		if sm := eximIDRe.FindStringSubmatch(top); sm != nil {
+			h.eximID = sm[1]
+		}
+	}
+	h.messageID = strings.TrimSpace(mh.Get("Message-Id"))
+	return hex.EncodeToString(d.Sum(nil)[:8]), h
 }
