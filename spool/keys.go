@@ -31,6 +31,8 @@ type keyed struct {
 	seen   map[string]int
 	buf    []byte // KeyPrefix octets, reused for each message
 	digest hash.Hash
+	pre    []byte // the digested sender and size, reused
+	sum    []byte // the digest, reused
 }
 
 func (k *keyed) Next() (*Message, error) {
@@ -97,12 +99,11 @@ func (k *keyed) contentKey(m *Message) (string, head, error) {
 	buf := crlfToLF(k.buf[:n])
 	d := k.digest
 	d.Reset()
-	var pre [320]byte // a sender fits (RFC 5321 caps a path at 256)
-	d.Write(strconv.AppendInt(append(append(pre[:0], m.From...), 0), m.Size, 10))
-	d.Write([]byte{0})
+	k.pre = append(strconv.AppendInt(append(append(k.pre[:0], m.From...), 0), m.Size, 10), 0)
+	d.Write(k.pre)
 	d.Write(buf)
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(d.Sum(sum[:0])[:8]), parseHead(buf), nil
+	k.sum = d.Sum(k.sum[:0])
+	return hex.EncodeToString(k.sum[:8]), parseHead(buf), nil
 }
 
 // crlfToLF turns every CRLF in b into LF, in place.
